@@ -1,0 +1,30 @@
+//! Actions: the thin glue at the end of the pipeline.
+
+pub mod health;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use crate::plan::routes::{Action, RoutePlan};
+use crate::server::AppState;
+use crate::server::problem::Problem;
+
+/// Runs a route's action.
+pub async fn run(
+    route: &RoutePlan,
+    _req: &HttpRequest,
+    _body: Option<Value>,
+    state: &AppState,
+) -> Result<HttpResponse, Problem> {
+    match route.action {
+        Action::Health => Ok(health::health(state)),
+        // `serve` refuses a plan that declares these until they are enforced, so this arm is
+        // unreachable in a running server; answer safely all the same.
+        _ => Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not-implemented",
+            "this action is not available",
+        )),
+    }
+}

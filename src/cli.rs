@@ -1,0 +1,214 @@
+//! The command line: `serve` (default), `check`, `routes`, `config schema`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+use crate::plan::{self, Plan, Profile};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nestflux",
+    version,
+    about = "A secure HTTP API declared in one file"
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "NESTFLUX_CONFIG",
+        default_value = "nestflux.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, compile and serve (the default).
+    Serve,
+    /// Load and compile only; print a summary, or every error and exit 1.
+    Check {
+        /// The file to check (instead of --config).
+        file: Option<PathBuf>,
+    },
+    /// Print the compiled route table.
+    Routes,
+    /// Configuration tooling.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of nestflux.toml, for editors.
+    Schema,
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.config),
+        Command::Check { file } => check(file.as_deref().unwrap_or(&cli.config)),
+        Command::Routes => routes(&cli.config),
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            let schema = schemars::schema_for!(config::RawConfig);
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("cannot render the schema: {e}")),
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Loads and compiles, printing every error; `None` when the config is unusable.
+fn load_plan(path: &Path) -> Option<Plan> {
+    let profile = match Profile::parse(std::env::var("NESTFLUX_PROFILE").ok().as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let raw = match config::load(path) {
+        Ok((raw, _source)) => raw,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            eprintln!("{}: the configuration could not be read", path.display());
+            return None;
+        }
+    };
+    match plan::compile(&raw, profile) {
+        Ok(plan) => Some(plan),
+        Err(errs) => {
+            for w in &errs.warnings {
+                eprintln!("warning: {w}");
+            }
+            for e in &errs.errors {
+                eprintln!("error: {e}");
+            }
+            let n = errs.errors.len();
+            eprintln!(
+                "{}: {n} error{} found",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    for w in &plan.warnings {
+        println!("warning: {w}");
+    }
+    let unenforced = plan.unenforced();
+    for u in &unenforced {
+        println!("not yet enforced: {u}");
+    }
+    println!(
+        "{}: ok (profile {}): {} routes, {} roles, {} rate-limit policies, {} schemas, {} resources, {}",
+        path.display(),
+        plan.profile.name(),
+        plan.routes.len(),
+        plan.roles.closures.len(),
+        plan.rate_limits.policies.len(),
+        plan.schema_names.len(),
+        plan.resources.len(),
+        match &plan.server.tls {
+            Some(_) => format!("https on {}", plan.server.bind),
+            None => format!("http on {}", plan.server.bind),
+        },
+    );
+    if !unenforced.is_empty() {
+        println!("`nestflux serve` will refuse this file until the features above are enforced");
+    }
+    ExitCode::SUCCESS
+}
+
+fn routes(path: &Path) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let rows: Vec<[String; 6]> = plan
+        .routes
+        .iter()
+        .map(|r| {
+            [
+                r.method.to_string(),
+                r.path.clone(),
+                match &r.resource {
+                    Some(res) => format!("{} {}", r.action.name(), res.0),
+                    None => r.action.name().to_string(),
+                },
+                r.access.to_string(),
+                r.rate_limit.as_ref().map_or("-".into(), |p| p.0.clone()),
+                r.body_schema.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["METHOD", "PATH", "ACTION", "WHO", "RATE LIMIT", "BODY"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(path: &Path) -> ExitCode {
+    crate::logging::init();
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let unenforced = plan.unenforced();
+    if !unenforced.is_empty() {
+        for u in &unenforced {
+            eprintln!("error: {u}");
+        }
+        eprintln!(
+            "{}: refusing to serve: the file declares protections this build does not enforce yet (remove them or upgrade nestflux)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let system = actix_web::rt::System::new();
+    match system.block_on(crate::server::run(plan)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("server: {e}")),
+    }
+}

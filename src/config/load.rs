@@ -1,0 +1,185 @@
+//! Layered loading: built-in defaults < the TOML file < `NESTFLUX_*` environment variables.
+//!
+//! `NESTFLUX_SERVER__BIND` sets `server.bind` (a double underscore nests);
+//! `NESTFLUX_AUTH__SESSION__CLIENT_SECRET_FILE=/run/secrets/x` reads that key's value from a
+//! file, so secrets never have to be in the file or in the environment itself.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use super::RawConfig;
+
+/// Variables that steer the process rather than name a config key.
+const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
+
+/// Where the configuration came from, for summaries (key names only, never values).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Config keys set from the environment, e.g. `server.bind`.
+    pub env_keys: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{var}: cannot read secret file: {reason}")]
+    SecretFile { var: String, reason: String },
+    /// One line per problem, each starting with its key path.
+    #[error("{0}")]
+    Parse(String),
+}
+
+/// Loads the raw configuration from `path` and the process environment.
+pub fn load(path: &Path) -> Result<(RawConfig, ConfigSource), LoadError> {
+    load_from(path, std::env::vars())
+}
+
+/// Loads from an explicit set of environment variables.
+pub fn load_from(
+    path: &Path,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, ConfigSource), LoadError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(LoadError::File {
+                path: path.into(),
+                reason: "not a regular file".into(),
+            });
+        }
+        Err(e) => {
+            return Err(LoadError::File {
+                path: path.into(),
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    let env = EnvLayer::collect(vars)?;
+    let env_keys = env.keys();
+    let raw: RawConfig = Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(env)
+        .extract()
+        .map_err(|e| LoadError::Parse(format_figment(e)))?;
+    Ok((
+        raw,
+        ConfigSource {
+            path: path.into(),
+            env_keys,
+        },
+    ))
+}
+
+/// The `NESTFLUX_*` variables as a figment provider.
+struct EnvLayer {
+    /// (dotted key path, value); `_FILE` secrets are read already.
+    entries: Vec<(String, Value)>,
+}
+
+impl EnvLayer {
+    fn collect(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, LoadError> {
+        let mut plain = Vec::new();
+        let mut files = Vec::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("NESTFLUX_") else {
+                continue;
+            };
+            if rest.is_empty() || CONTROL_VARS.contains(&rest) {
+                continue;
+            }
+            if let Some(key) = rest.strip_suffix("_FILE") {
+                let secret =
+                    std::fs::read_to_string(&value).map_err(|e| LoadError::SecretFile {
+                        var: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                // A secret is taken verbatim, never parsed as a number or list.
+                let secret = secret.trim_end_matches(['\r', '\n']).to_string();
+                files.push((key_path(key), Value::from(secret)));
+            } else {
+                let parsed = Value::from_str(&value).unwrap_or_else(|never| match never {});
+                plain.push((key_path(rest), parsed));
+            }
+        }
+        // A plain variable and a _FILE variable for the same key: the plain one wins.
+        let mut entries = files;
+        entries.extend(plain);
+        Ok(Self { entries })
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.entries.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+impl Provider for EnvLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable(s) NESTFLUX_*")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut figment = Figment::new();
+        for (key, value) in &self.entries {
+            let nested = figment::util::nest(key, value.clone());
+            if let Some(dict) = nested.into_dict() {
+                figment = figment.merge(figment::providers::Serialized::defaults(dict));
+            }
+        }
+        let dict: Dict = figment.extract()?;
+        let mut map = Map::new();
+        map.insert(Profile::Default, dict);
+        Ok(map)
+    }
+}
+
+/// `SERVER__BIND` → `server.bind`.
+fn key_path(var: &str) -> String {
+    var.split("__")
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Every error figment found, one per line, each starting with its key path.
+fn format_figment(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(field, expected) => {
+                    let place = if path.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    return format!(
+                        "{place}: unknown key (expected one of: {})",
+                        expected.join(", ")
+                    );
+                }
+                kind => kind.to_string(),
+            };
+            let origin = e.metadata.as_ref().map(|m| m.name.to_string());
+            let place = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            match origin {
+                Some(origin) => format!("{place}{what} (from {origin})"),
+                None => format!("{place}{what}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

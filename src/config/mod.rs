@@ -1,0 +1,351 @@
+//! Raw configuration: serde types that mirror `nestflux.toml` key for key, and nothing more.
+//!
+//! These types only parse. Every check, every cross-reference and every conversion into
+//! typed values happens in [`crate::plan`]. Unknown keys are refused here
+//! (`deny_unknown_fields`), so a typo such as `permision` can never silently open a route.
+
+mod load;
+
+pub use load::{ConfigSource, LoadError, load};
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Listening socket, limits, TLS and proxies.
+    pub server: RawServer,
+    /// Where declared resources and internal tables live.
+    pub database: RawDatabase,
+    /// Secure response headers (Helmet's defaults); a key overrides one, `""` removes it.
+    pub headers: RawHeaders,
+    /// Cross-origin resource sharing. Absent: no cross-origin access.
+    pub cors: Option<RawCors>,
+    /// Who is calling: OIDC issuer, development issuer, browser sessions.
+    pub auth: Option<RawAuth>,
+    /// Roles and the permissions they grant.
+    pub roles: BTreeMap<String, RawRole>,
+    /// Rate-limit policies; the policy named `global` applies to every request.
+    pub rate_limits: RawRateLimits,
+    /// Field encryption at rest. Keys come from the environment, never the file.
+    pub encryption: Option<RawEncryption>,
+    /// Validation schemas, by name.
+    pub schemas: BTreeMap<String, BTreeMap<String, RawField>>,
+    /// Declared data resources, by name.
+    pub resources: BTreeMap<String, RawResource>,
+    /// The route table.
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Socket address to listen on, e.g. `127.0.0.1:8080`.
+    pub bind: String,
+    /// Largest accepted request body, e.g. `"1MiB"`; larger bodies get 413.
+    pub body_limit: String,
+    /// Time allowed to read a request and produce its response, e.g. `"15s"`.
+    pub request_timeout: String,
+    /// Time in-flight requests get to finish on SIGTERM/SIGINT, e.g. `"10s"`.
+    pub shutdown_timeout: String,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// CIDRs of proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// HTTPS with rustls; HSTS is sent only over TLS.
+    pub tls: Option<RawTls>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            body_limit: "1MiB".into(),
+            request_timeout: "15s".into(),
+            shutdown_timeout: "10s".into(),
+            workers: 0,
+            trusted_proxies: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    /// `sqlite://path` (embedded) or `postgres://user@host/db`.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://nestflux.db".into(),
+            pool_size: 8,
+        }
+    }
+}
+
+/// `[headers]`: one key per secure header. Absent keeps Helmet's default, `""` removes it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHeaders {
+    pub content_security_policy: Option<String>,
+    pub cross_origin_opener_policy: Option<String>,
+    pub cross_origin_resource_policy: Option<String>,
+    pub cross_origin_embedder_policy: Option<String>,
+    pub origin_agent_cluster: Option<String>,
+    pub referrer_policy: Option<String>,
+    /// Sent only over TLS.
+    pub strict_transport_security: Option<String>,
+    pub x_content_type_options: Option<String>,
+    pub x_dns_prefetch_control: Option<String>,
+    pub x_download_options: Option<String>,
+    pub x_frame_options: Option<String>,
+    pub x_permitted_cross_domain_policies: Option<String>,
+    pub x_xss_protection: Option<String>,
+}
+
+/// `[cors]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    /// Allowed origins, e.g. `https://app.example.com`; `"*"` allows any (never with credentials).
+    pub origins: Vec<String>,
+    pub methods: Vec<String>,
+    pub headers: Vec<String>,
+    /// Response headers the browser may read.
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and `Authorization` on cross-origin requests.
+    pub credentials: bool,
+    /// How long a browser may cache a preflight answer, e.g. `"10m"`.
+    pub max_age: Option<String>,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            methods: vec!["GET".into(), "POST".into(), "PATCH".into(), "DELETE".into()],
+            headers: vec!["authorization".into(), "content-type".into()],
+            expose_headers: Vec::new(),
+            credentials: false,
+            max_age: None,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// OIDC issuer URL: discovery document and JWKS come from here.
+    pub issuer: Option<String>,
+    /// Required `aud` of bearer tokens.
+    pub audience: Option<String>,
+    /// Allowed signature algorithms; `none` and HS* are refused.
+    pub algorithms: Vec<String>,
+    /// Dotted path to the roles in a token, e.g. `realm_access.roles`.
+    pub roles_claim: String,
+    /// Clock skew tolerated on `exp` / `nbf`, e.g. `"30s"`.
+    pub leeway: String,
+    /// Accept a plain-HTTP issuer that is not on loopback. Refused in production.
+    pub dangerous_allow_http_issuer: bool,
+    /// Built-in development token issuer.
+    pub dev: Option<RawDevIssuer>,
+    /// Browser login through the OIDC authorization code flow with PKCE.
+    pub session: Option<RawSession>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+            roles_claim: "roles".into(),
+            leeway: "30s".into(),
+            dangerous_allow_http_issuer: false,
+            dev: None,
+            session: None,
+        }
+    }
+}
+
+/// `[auth.dev]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDevIssuer {
+    pub enabled: bool,
+}
+
+/// `[auth.session]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    pub client_id: String,
+    /// Secret of a confidential client; set it through `NESTFLUX_AUTH__SESSION__CLIENT_SECRET(_FILE)`.
+    #[schemars(skip)]
+    #[serde(skip_serializing)]
+    pub client_secret: Option<String>,
+    pub redirect_url: String,
+    pub idle_timeout: String,
+    pub absolute_timeout: String,
+    /// Send the session cookie without `Secure` (plain HTTP). Refused in production.
+    pub dangerous_insecure_cookie: bool,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: None,
+            redirect_url: String::new(),
+            idle_timeout: "30m".into(),
+            absolute_timeout: "12h".into(),
+            dangerous_insecure_cookie: false,
+        }
+    }
+}
+
+/// `[roles.NAME]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRole {
+    /// Roles whose permissions this role also has.
+    pub inherits: Vec<String>,
+    /// Permissions `resource:action[:own]`; `*` matches a whole segment.
+    pub permissions: Vec<String>,
+}
+
+/// `[rate_limits]`: a backend choice plus named policies.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+pub struct RawRateLimits {
+    /// `memory` (default) or `redis`.
+    pub backend: Option<String>,
+    /// Redis URL when `backend = "redis"`; prefer `NESTFLUX_RATE_LIMITS__REDIS_URL`.
+    #[serde(skip_serializing)]
+    pub redis_url: Option<String>,
+    /// Named policies; `global` applies to every request before authentication.
+    #[serde(flatten)]
+    pub policies: BTreeMap<String, RawRatePolicy>,
+}
+
+/// `[rate_limits.NAME]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRatePolicy {
+    /// `ip`, `user` (falls back to ip for anonymous callers) or `api_key`.
+    pub key: Option<String>,
+    pub per_second: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    /// Requests allowed at once above the steady rate.
+    pub burst: Option<u32>,
+}
+
+/// `[encryption]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEncryption {
+    /// `kid:base64,…`; the first encrypts, all decrypt. Only from `NESTFLUX_ENCRYPTION__KEYS(_FILE)`.
+    #[schemars(skip)]
+    #[serde(skip_serializing)]
+    pub keys: Option<String>,
+}
+
+/// One field of a `[schemas.NAME]` table.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawField {
+    /// `string`, `integer`, `number`, `boolean`, `enum`, `array` or `object`; absent with `ref`.
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    /// Name of another schema this field has the shape of.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub optional: bool,
+    pub nullable: bool,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub default: Option<toml::Value>,
+    pub description: Option<String>,
+    // string
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub pattern: Option<String>,
+    /// email | uri | uuid | date | date-time | ipv4 | ipv6
+    pub format: Option<String>,
+    pub trim: bool,
+    // integer / number
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub exclusive_min: Option<f64>,
+    pub exclusive_max: Option<f64>,
+    pub multiple_of: Option<f64>,
+    // enum
+    pub values: Option<Vec<String>>,
+    // array
+    pub items: Option<Box<RawField>>,
+    pub min_items: Option<u64>,
+    pub max_items: Option<u64>,
+    pub unique: bool,
+    // object
+    pub fields: Option<BTreeMap<String, RawField>>,
+    /// Objects refuse unknown keys unless `strict = false`.
+    pub strict: Option<bool>,
+}
+
+/// `[resources.NAME]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResource {
+    /// The schema that describes one record.
+    pub schema: String,
+    /// Store the creator's subject; enables `:own` permissions.
+    pub owner: bool,
+    /// Fields stored encrypted with AES-256-GCM.
+    pub encrypted: Vec<String>,
+    /// Encrypted fields that also get an HMAC blind index for equality filters.
+    pub blind_index: Vec<String>,
+    /// Field → permission needed to read or write it.
+    pub field_permissions: BTreeMap<String, String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRoute {
+    pub method: String,
+    /// Path with `{param}` segments, e.g. `/api/notes/{id}`.
+    pub path: String,
+    /// `health`, `whoami`, `audit`, or with a resource: `list`, `get`, `create`, `update`, `delete`.
+    pub action: String,
+    pub resource: Option<String>,
+    /// Anyone may call.
+    pub public: bool,
+    /// Any valid identity may call.
+    pub authenticated: bool,
+    /// Callers need this permission (`resource:action`).
+    pub permission: Option<String>,
+    /// Name of a `[rate_limits]` policy applied after authentication.
+    pub rate_limit: Option<String>,
+    pub summary: Option<String>,
+}

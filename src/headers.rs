@@ -1,0 +1,21 @@
+//! Secure response headers: Helmet 8's defaults (or the `[headers]` overrides) on every
+//! response, errors and 404s included; `Strict-Transport-Security` only over TLS.
+
+use actix_web::http::header::HeaderMap;
+
+use crate::plan::http::HeadersPlan;
+
+/// Sets every planned header, replacing any value a handler set, and strips banners.
+pub fn apply(plan: &HeadersPlan, headers: &mut HeaderMap) {
+    for (name, value) in &plan.always {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(hsts) = &plan.hsts {
+        headers.insert(
+            actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+            hsts.clone(),
+        );
+    }
+    headers.remove(actix_web::http::header::SERVER);
+    headers.remove("x-powered-by");
+}

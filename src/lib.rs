@@ -1,0 +1,14 @@
+//! NestFlux: a secure HTTP API declared in one file.
+//!
+//! `config` parses `nestflux.toml`, `plan` compiles it into a checked [`plan::Plan`], and
+//! `server` assembles Actix from that plan. Each layer of the request pipeline has its own
+//! module.
+
+pub mod actions;
+pub mod cli;
+pub mod config;
+pub mod cors;
+pub mod headers;
+pub mod logging;
+pub mod plan;
+pub mod server;

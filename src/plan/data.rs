@@ -1,0 +1,226 @@
+//! Compiles `[database]`, `[encryption]` and `[resources]`: where data lives, the key ring's
+//! shape, and which fields are encrypted, indexed and guarded by field permissions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use super::Profile;
+use super::access::{Permission, is_name};
+use super::diag::Diagnostics;
+use crate::config::{RawDatabase, RawEncryption, RawField, RawResource};
+
+/// Where data lives. The PostgreSQL URL may carry a password and stays out of `Debug`.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(_) => f.write_str("postgres://<redacted>"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabasePlan {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+}
+
+pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan {
+    let url = if let Some(path) = raw.url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            d.error(
+                "database.url",
+                "sqlite:// needs a file path, e.g. sqlite://nestflux.db",
+            );
+        }
+        DatabaseUrl::Sqlite(PathBuf::from(path))
+    } else if raw.url.starts_with("postgres://") || raw.url.starts_with("postgresql://") {
+        DatabaseUrl::Postgres(raw.url.clone())
+    } else {
+        // Never echo the URL: it may hold a password.
+        d.error(
+            "database.url",
+            "expected sqlite://PATH or postgres://USER@HOST/DB",
+        );
+        DatabaseUrl::Sqlite(PathBuf::from("nestflux.db"))
+    };
+    if raw.pool_size == 0 || raw.pool_size > 1000 {
+        d.error("database.pool_size", "must be between 1 and 1000");
+    }
+    DatabasePlan {
+        url,
+        pool_size: raw.pool_size.clamp(1, 1000),
+    }
+}
+
+/// Key ids of the key ring from `NESTFLUX_ENCRYPTION__KEYS`; the key bytes are checked here
+/// and loaded (zeroized on drop) by the crypto layer, never kept in the plan.
+#[derive(Debug, Clone, Default)]
+pub struct EncryptionPlan {
+    /// First encrypts, all decrypt.
+    pub key_ids: Vec<String>,
+}
+
+pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> EncryptionPlan {
+    let Some(keys) = raw.and_then(|e| e.keys.as_deref()) else {
+        return EncryptionPlan::default();
+    };
+    let mut key_ids: Vec<String> = Vec::new();
+    for (i, entry) in keys
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
+        // Messages name the position and kid only; key material never appears.
+        let path = format!("encryption.keys[{i}]");
+        let Some((kid, b64)) = entry.split_once(':') else {
+            d.error(path, "expected kid:base64 (see `nestflux keys generate`)");
+            continue;
+        };
+        if kid.is_empty()
+            || kid.len() > 32
+            || !kid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            d.error(
+                &path,
+                "key id must be 1-32 characters of letters, digits, `_` or `-`",
+            );
+            continue;
+        }
+        match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+            Ok(bytes) if bytes.len() == 32 => {}
+            Ok(_) => d.error(&path, format!("key \"{kid}\" is not 32 bytes (AES-256)")),
+            Err(_) => d.error(&path, format!("key \"{kid}\" is not valid base64")),
+        }
+        if key_ids.iter().any(|k| k == kid) {
+            d.error(&path, format!("key id \"{kid}\" appears twice"));
+        }
+        key_ids.push(kid.to_string());
+    }
+    EncryptionPlan { key_ids }
+}
+
+/// Table names NestFlux keeps for itself.
+pub const RESERVED_TABLE_PREFIX: &str = "nestflux_";
+
+/// A resource name from the file (also its table name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceName(pub String);
+
+/// `[resources.NAME]`, checked against its schema.
+#[derive(Debug, Clone)]
+pub struct ResourcePlan {
+    pub name: ResourceName,
+    pub schema: String,
+    pub owner: bool,
+    pub encrypted: Vec<String>,
+    pub blind_index: Vec<String>,
+    pub field_permissions: BTreeMap<String, Permission>,
+}
+
+pub fn compile_resources(
+    raw: &BTreeMap<String, RawResource>,
+    schemas: &BTreeMap<String, BTreeMap<String, RawField>>,
+    encryption: &EncryptionPlan,
+    profile: Profile,
+    d: &mut Diagnostics,
+) -> BTreeMap<ResourceName, ResourcePlan> {
+    let mut out = BTreeMap::new();
+    for (name, r) in raw {
+        let path = format!("resources.{name}");
+        if !is_name(name) || name.contains('-') {
+            d.error(&path, "resource names become table names: lowercase letters, digits and `_`, starting with a letter");
+        } else if name.starts_with(RESERVED_TABLE_PREFIX) {
+            d.error(
+                &path,
+                format!(
+                    "names starting with `{RESERVED_TABLE_PREFIX}` are reserved for internal tables"
+                ),
+            );
+        }
+        let schema = schemas.get(&r.schema);
+        if schema.is_none() {
+            d.error(
+                format!("{path}.schema"),
+                format!("no schema named \"{}\"", r.schema),
+            );
+        }
+        let field = |f: &str| schema.and_then(|s| s.get(f));
+        for (i, f) in r.encrypted.iter().enumerate() {
+            let fpath = format!("{path}.encrypted[{i}]");
+            match field(f) {
+                None if schema.is_some() => d.error(
+                    fpath,
+                    format!("no field \"{f}\" in schema \"{}\"", r.schema),
+                ),
+                Some(spec) if spec.ty.as_deref() != Some("string") => d.error(
+                    fpath,
+                    format!("\"{f}\" must be a string field to be encrypted"),
+                ),
+                _ => {}
+            }
+        }
+        for (i, f) in r.blind_index.iter().enumerate() {
+            if !r.encrypted.contains(f) {
+                d.error(
+                    format!("{path}.blind_index[{i}]"),
+                    format!("\"{f}\" is not listed in encrypted"),
+                );
+            }
+        }
+        let mut field_permissions = BTreeMap::new();
+        for (f, perm) in &r.field_permissions {
+            let fpath = format!("{path}.field_permissions.{f}");
+            if schema.is_some() && field(f).is_none() {
+                d.error(
+                    &fpath,
+                    format!("no field \"{f}\" in schema \"{}\"", r.schema),
+                );
+            }
+            match Permission::parse(perm) {
+                Ok(p) if p.own => d.error(&fpath, "name the permission without :own; holders of its :own form may use the field on their own rows"),
+                Ok(p) => {
+                    field_permissions.insert(f.clone(), p);
+                }
+                Err(e) => d.error(&fpath, e),
+            }
+        }
+        if !r.encrypted.is_empty() && encryption.key_ids.is_empty() {
+            if profile == Profile::Production {
+                d.error(
+                    format!("{path}.encrypted"),
+                    "encrypted fields are declared but NESTFLUX_ENCRYPTION__KEYS is not set",
+                );
+            } else {
+                d.warn(
+                    format!("{path}.encrypted"),
+                    "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource will refuse to serve",
+                );
+            }
+        }
+        out.insert(
+            ResourceName(name.clone()),
+            ResourcePlan {
+                name: ResourceName(name.clone()),
+                schema: r.schema.clone(),
+                owner: r.owner,
+                encrypted: r.encrypted.clone(),
+                blind_index: r.blind_index.clone(),
+                field_permissions,
+            },
+        );
+    }
+    out
+}

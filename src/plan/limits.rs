@@ -1,0 +1,168 @@
+//! Compiles `[rate_limits]`: named GCRA policies and the backend that stores their buckets.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::access::is_name;
+use super::diag::Diagnostics;
+use crate::config::RawRateLimits;
+
+/// What a policy counts requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    Ip,
+    /// The authenticated subject; anonymous callers fall back to their ip.
+    User,
+    ApiKey,
+}
+
+/// A policy name from the file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyName(pub String);
+
+/// One GCRA policy: `burst` requests at once, refilled one per `period`.
+#[derive(Debug, Clone)]
+pub struct RatePolicy {
+    pub name: PolicyName,
+    pub key: LimitKey,
+    /// Time to replenish one request.
+    pub period: Duration,
+    /// Requests allowed per window, as declared (for the `RateLimit-Policy` header).
+    pub quota: NonZeroU32,
+    /// The declared window: 1s, 60s or 3600s.
+    pub window: Duration,
+    pub burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitBackend {
+    Memory,
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitsPlan {
+    pub backend: LimitBackend,
+    pub policies: BTreeMap<PolicyName, RatePolicy>,
+}
+
+impl RateLimitsPlan {
+    pub fn global(&self) -> Option<&RatePolicy> {
+        self.policies.get(&PolicyName("global".into()))
+    }
+}
+
+pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimitsPlan {
+    let backend = match raw.backend.as_deref().unwrap_or("memory") {
+        "memory" => LimitBackend::Memory,
+        "redis" => match &raw.redis_url {
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                LimitBackend::Redis { url: url.clone() }
+            }
+            Some(_) => {
+                d.error(
+                    "rate_limits.redis_url",
+                    "must start with redis:// or rediss://",
+                );
+                LimitBackend::Memory
+            }
+            None => {
+                d.error(
+                    "rate_limits.redis_url",
+                    "required with backend = \"redis\" (NESTFLUX_RATE_LIMITS__REDIS_URL)",
+                );
+                LimitBackend::Memory
+            }
+        },
+        other => {
+            d.error(
+                "rate_limits.backend",
+                format!("`{other}`: expected \"memory\" or \"redis\""),
+            );
+            LimitBackend::Memory
+        }
+    };
+    let mut policies = BTreeMap::new();
+    for (name, p) in &raw.policies {
+        let path = format!("rate_limits.{name}");
+        if !is_name(name) {
+            d.error(
+                &path,
+                "policy names are lowercase letters, digits, `_` or `-`",
+            );
+        }
+        let key = match p.key.as_deref().unwrap_or("ip") {
+            "ip" => LimitKey::Ip,
+            "user" => LimitKey::User,
+            "api_key" => LimitKey::ApiKey,
+            other => {
+                d.error(
+                    format!("{path}.key"),
+                    format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                );
+                LimitKey::Ip
+            }
+        };
+        if name == "global" && key != LimitKey::Ip {
+            d.error(
+                format!("{path}.key"),
+                "the global policy runs before authentication, so it can only count by \"ip\"",
+            );
+        }
+        let rates = [
+            (p.per_second, 1u64, "per_second"),
+            (p.per_minute, 60, "per_minute"),
+            (p.per_hour, 3600, "per_hour"),
+        ];
+        let declared: Vec<_> = rates.iter().filter(|(n, _, _)| n.is_some()).collect();
+        let (count, window) = match declared.as_slice() {
+            [(Some(n), secs, key)] => match NonZeroU32::new(*n) {
+                Some(n) => (n, Duration::from_secs(*secs)),
+                None => {
+                    d.error(format!("{path}.{key}"), "must be at least 1");
+                    continue;
+                }
+            },
+            [] => {
+                d.error(&path, "declare one of per_second, per_minute or per_hour");
+                continue;
+            }
+            _ => {
+                d.error(
+                    &path,
+                    "declare only one of per_second, per_minute or per_hour",
+                );
+                continue;
+            }
+        };
+        let burst = match p.burst {
+            None => count,
+            Some(b) => match NonZeroU32::new(b) {
+                Some(b) => b,
+                None => {
+                    d.error(format!("{path}.burst"), "must be at least 1");
+                    continue;
+                }
+            },
+        };
+        let period = window / count.get();
+        if period.is_zero() {
+            d.error(&path, "rate too high to represent");
+            continue;
+        }
+        let name = PolicyName(name.clone());
+        policies.insert(
+            name.clone(),
+            RatePolicy {
+                name,
+                key,
+                period,
+                quota: count,
+                window,
+                burst,
+            },
+        );
+    }
+    RateLimitsPlan { backend, policies }
+}

@@ -1,0 +1,198 @@
+//! Compile step: raw config → a typed, checked [`Plan`].
+//!
+//! Every error is gathered with the path of its key before anything runs; warnings are
+//! returned beside the plan. The server is only ever assembled from a `Plan`.
+
+pub mod access;
+pub mod data;
+pub mod diag;
+pub mod http;
+pub mod limits;
+pub mod routes;
+pub mod units;
+
+use std::collections::BTreeMap;
+
+pub use diag::{Diagnostic, Diagnostics};
+
+use crate::config::RawConfig;
+use access::{AuthPlan, RolesPlan};
+use data::{DatabasePlan, EncryptionPlan, ResourceName, ResourcePlan};
+use http::{CorsPlan, HeadersPlan, ServerPlan};
+use limits::RateLimitsPlan;
+use routes::{Access, Action, RoutePlan};
+
+/// `NESTFLUX_PROFILE`: production turns warnings about insecure choices into errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    Development,
+    Production,
+}
+
+impl Profile {
+    /// Reads `NESTFLUX_PROFILE` (`development` when unset).
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim) {
+            None | Some("") | Some("development") | Some("dev") => Ok(Self::Development),
+            Some("production") | Some("prod") => Ok(Self::Production),
+            Some(other) => Err(format!(
+                "NESTFLUX_PROFILE: `{other}` is neither \"development\" nor \"production\""
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// The checked, typed configuration the server is built from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub profile: Profile,
+    pub server: ServerPlan,
+    pub database: DatabasePlan,
+    pub headers: HeadersPlan,
+    pub cors: Option<CorsPlan>,
+    pub auth: Option<AuthPlan>,
+    pub roles: RolesPlan,
+    pub rate_limits: RateLimitsPlan,
+    pub encryption: EncryptionPlan,
+    pub schema_names: Vec<String>,
+    pub resources: BTreeMap<ResourceName, ResourcePlan>,
+    pub routes: Vec<RoutePlan>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Compilation failed: every error, plus the warnings found on the way.
+#[derive(Debug)]
+pub struct CompileErrors {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Compiles the raw configuration, gathering every error.
+pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors> {
+    let mut d = Diagnostics::default();
+    let server = http::compile_server(&raw.server, &mut d);
+    let headers = http::compile_headers(&raw.headers, server.tls.is_some(), &mut d);
+    let cors = raw
+        .cors
+        .as_ref()
+        .map(|c| http::compile_cors(c, profile, &mut d));
+    let database = data::compile_database(&raw.database, &mut d);
+    let auth = raw
+        .auth
+        .as_ref()
+        .map(|a| access::compile_auth(a, profile, &mut d));
+    let roles = access::compile_roles(&raw.roles, &mut d);
+    let rate_limits = limits::compile_rate_limits(&raw.rate_limits, &mut d);
+    let encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
+    check_schema_names(raw, &mut d);
+    let resources =
+        data::compile_resources(&raw.resources, &raw.schemas, &encryption, profile, &mut d);
+    let cx = routes::RouteContext {
+        resources: &resources,
+        limits: &rate_limits,
+        auth: auth.as_ref(),
+        roles: &roles,
+    };
+    let routes = routes::compile_routes(&raw.routes, &cx, &mut d);
+    if raw.routes.is_empty() {
+        d.warn("routes", "no routes declared: every request will get 404");
+    }
+    if d.has_errors() {
+        return Err(CompileErrors {
+            errors: d.errors,
+            warnings: d.warnings,
+        });
+    }
+    Ok(Plan {
+        profile,
+        server,
+        database,
+        headers,
+        cors,
+        auth,
+        roles,
+        rate_limits,
+        encryption,
+        schema_names: raw.schemas.keys().cloned().collect(),
+        resources,
+        routes,
+        warnings: d.warnings,
+    })
+}
+
+/// Schema names become component names in OpenAPI: keep them simple.
+fn check_schema_names(raw: &RawConfig, d: &mut Diagnostics) {
+    for name in raw.schemas.keys() {
+        let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            d.error(
+                format!("schemas.{name}"),
+                "schema names are letters, digits and _, starting with a letter",
+            );
+        }
+    }
+}
+
+impl Plan {
+    /// Declared features this build of NestFlux cannot enforce yet. `serve` refuses to start
+    /// while any is declared: nothing may run "declared but unprotected".
+    pub fn unenforced(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let mut note = |path: String, what: &str| {
+            out.push(Diagnostic {
+                path,
+                message: format!("{what} is not enforced by this build of nestflux"),
+            })
+        };
+        if let Some(auth) = &self.auth {
+            if auth.issuer.is_some() {
+                note("auth.issuer".into(), "bearer-token verification");
+            }
+            if auth.dev_issuer {
+                note("auth.dev".into(), "the development issuer");
+            }
+            if auth.session.is_some() {
+                note("auth.session".into(), "browser login");
+            }
+        }
+        if !self.rate_limits.policies.is_empty() {
+            note("rate_limits".into(), "rate limiting");
+        }
+        if !self.schema_names.is_empty() {
+            note("schemas".into(), "schema validation");
+        }
+        if !self.resources.is_empty() {
+            note("resources".into(), "declared resources");
+        }
+        if !self.encryption.key_ids.is_empty() {
+            note("encryption.keys".into(), "field encryption");
+        }
+        if !self.server.trusted_proxies.is_empty() {
+            note(
+                "server.trusted_proxies".into(),
+                "client addresses from forwarded headers",
+            );
+        }
+        for r in &self.routes {
+            if r.access != Access::Public {
+                note(format!("routes[{}]", r.index), "caller authentication");
+            } else if r.action != Action::Health {
+                note(
+                    format!("routes[{}].action", r.index),
+                    &format!("action {}", r.action.name()),
+                );
+            }
+        }
+        out
+    }
+}

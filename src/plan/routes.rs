@@ -1,0 +1,352 @@
+//! Compiles `[[routes]]` into the route table: method, path, action, who may call, limit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use actix_web::http::Method;
+
+use super::access::{AuthPlan, Permission, RolesPlan};
+use super::data::{ResourceName, ResourcePlan};
+use super::diag::Diagnostics;
+use super::limits::{PolicyName, RateLimitsPlan};
+use crate::config::RawRoute;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Health,
+    Whoami,
+    Audit,
+    List,
+    Get,
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "health" => Self::Health,
+            "whoami" => Self::Whoami,
+            "audit" => Self::Audit,
+            "list" => Self::List,
+            "get" => Self::Get,
+            "create" => Self::Create,
+            "update" => Self::Update,
+            "delete" => Self::Delete,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Whoami => "whoami",
+            Self::Audit => "audit",
+            Self::List => "list",
+            Self::Get => "get",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+
+    /// Actions over a declared resource.
+    pub fn needs_resource(self) -> bool {
+        matches!(
+            self,
+            Self::List | Self::Get | Self::Create | Self::Update | Self::Delete
+        )
+    }
+
+    /// Actions that read a JSON request body.
+    pub fn takes_body(self) -> bool {
+        matches!(self, Self::Create | Self::Update)
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Self::Create => Method::POST,
+            Self::Update => Method::PATCH,
+            Self::Delete => Method::DELETE,
+            _ => Method::GET,
+        }
+    }
+
+    /// Actions addressing one row by `{id}`.
+    fn needs_id(self) -> bool {
+        matches!(self, Self::Get | Self::Update | Self::Delete)
+    }
+}
+
+/// Who may call a route: exactly one, declared; there is no default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Authenticated,
+    Permission(Permission),
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Access::Public => f.write_str("public"),
+            Access::Authenticated => f.write_str("authenticated"),
+            Access::Permission(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    /// Position in the file, for messages: `routes[3]`.
+    pub index: usize,
+    pub method: Method,
+    /// Actix path pattern, e.g. `/api/notes/{id}`.
+    pub path: String,
+    pub action: Action,
+    pub resource: Option<ResourceName>,
+    pub access: Access,
+    pub rate_limit: Option<PolicyName>,
+    /// Schema of the JSON body, for create and update.
+    pub body_schema: Option<String>,
+    pub summary: Option<String>,
+}
+
+pub struct RouteContext<'a> {
+    pub resources: &'a BTreeMap<ResourceName, ResourcePlan>,
+    pub limits: &'a RateLimitsPlan,
+    pub auth: Option<&'a AuthPlan>,
+    pub roles: &'a RolesPlan,
+}
+
+pub fn compile_routes(
+    raw: &[RawRoute],
+    cx: &RouteContext<'_>,
+    d: &mut Diagnostics,
+) -> Vec<RoutePlan> {
+    let mut out = Vec::new();
+    let mut shapes: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let has_identity = cx.auth.is_some_and(|a| a.issuer.is_some() || a.dev_issuer);
+    for (index, r) in raw.iter().enumerate() {
+        let at = format!("routes[{index}]");
+        let method = match Method::from_bytes(r.method.as_bytes()) {
+            Ok(m) if !r.method.is_empty() && r.method.chars().all(|c| c.is_ascii_uppercase()) => {
+                Some(m)
+            }
+            _ => {
+                d.error(
+                    format!("{at}.method"),
+                    format!("`{}` is not an uppercase HTTP method such as GET", r.method),
+                );
+                None
+            }
+        };
+        let params = check_path(&r.path, &format!("{at}.path"), d);
+
+        let action = Action::parse(&r.action);
+        if action.is_none() {
+            d.error(
+                format!("{at}.action"),
+                format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update or delete", r.action),
+            );
+        }
+        if let Some(action) = action {
+            if let Some(m) = &method
+                && *m != action.method()
+            {
+                d.error(
+                    format!("{at}.method"),
+                    format!(
+                        "action {} is served with {}",
+                        action.name(),
+                        action.method()
+                    ),
+                );
+            }
+            if let Some(params) = &params {
+                if action.needs_id() {
+                    if params.as_slice() != ["id"] || !r.path.ends_with("/{id}") {
+                        d.error(
+                            format!("{at}.path"),
+                            format!(
+                                "action {} needs a path ending in /{{id}} and no other parameter",
+                                action.name()
+                            ),
+                        );
+                    }
+                } else if !params.is_empty() {
+                    d.error(
+                        format!("{at}.path"),
+                        format!("action {} takes no path parameters", action.name()),
+                    );
+                }
+            }
+            match (&r.resource, action.needs_resource()) {
+                (None, true) => d.error(
+                    format!("{at}.resource"),
+                    format!("action {} needs a resource", action.name()),
+                ),
+                (Some(_), false) => d.error(
+                    format!("{at}.resource"),
+                    format!("action {} takes no resource", action.name()),
+                ),
+                (Some(name), true) if !cx.resources.contains_key(&ResourceName(name.clone())) => d
+                    .error(
+                        format!("{at}.resource"),
+                        format!("no resource named \"{name}\""),
+                    ),
+                _ => {}
+            }
+        }
+
+        let declared = [r.public, r.authenticated, r.permission.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        let access = match declared {
+            0 => {
+                d.error(&at, "declares none of public = true, authenticated = true or permission = \"…\": every route must say who may call it");
+                None
+            }
+            1 if r.public => Some(Access::Public),
+            1 if r.authenticated => Some(Access::Authenticated),
+            1 => match r.permission.as_deref().map(Permission::parse) {
+                Some(Ok(p)) if p.own => {
+                    d.error(format!("{at}.permission"), "name the permission without :own; roles holding its :own form are limited to their own rows");
+                    None
+                }
+                Some(Ok(p)) => Some(Access::Permission(p)),
+                Some(Err(e)) => {
+                    d.error(format!("{at}.permission"), e);
+                    None
+                }
+                None => None,
+            },
+            _ => {
+                d.error(
+                    &at,
+                    "declare exactly one of public, authenticated or permission",
+                );
+                None
+            }
+        };
+        if let Some(access) = &access {
+            if *access != Access::Public && !has_identity {
+                d.error(&at, "needs a caller identity, but [auth] declares neither an issuer nor the dev issuer");
+            }
+            if action == Some(Action::Whoami) && *access == Access::Public {
+                d.error(
+                    format!("{at}.public"),
+                    "whoami describes the caller: declare authenticated = true",
+                );
+            }
+            if let Access::Permission(need) = access
+                && !cx.roles.all_granted().any(|g| g.grants(need).is_some())
+            {
+                d.warn(
+                    format!("{at}.permission"),
+                    format!(
+                        "no role grants \"{need}\": only API keys or nobody can call this route"
+                    ),
+                );
+            }
+        }
+
+        let rate_limit = r.rate_limit.as_ref().and_then(|name| {
+            let name = PolicyName(name.clone());
+            if cx.limits.policies.contains_key(&name) {
+                Some(name)
+            } else {
+                d.error(
+                    format!("{at}.rate_limit"),
+                    format!("no policy named \"{}\"", name.0),
+                );
+                None
+            }
+        });
+
+        if let (Some(method), Some(_)) = (&method, &params) {
+            let shape = normalise(&r.path);
+            if let Some(first) = shapes.insert((method.to_string(), shape), index) {
+                d.error(
+                    &at,
+                    format!("{method} {} is already declared by routes[{first}]", r.path),
+                );
+            }
+        }
+
+        let (Some(method), Some(_), Some(action), Some(access)) = (method, params, action, access)
+        else {
+            continue;
+        };
+        let resource = r.resource.clone().map(ResourceName);
+        let body_schema = match (&resource, action.takes_body()) {
+            (Some(res), true) => cx.resources.get(res).map(|p| p.schema.clone()),
+            _ => None,
+        };
+        out.push(RoutePlan {
+            index,
+            method,
+            path: r.path.clone(),
+            action,
+            resource,
+            access,
+            rate_limit,
+            body_schema,
+            summary: r.summary.clone(),
+        });
+    }
+    out
+}
+
+/// Checks a path pattern and returns its parameter names.
+fn check_path(path: &str, at: &str, d: &mut Diagnostics) -> Option<Vec<String>> {
+    if !path.starts_with('/') {
+        d.error(at, format!("`{path}` must start with /"));
+        return None;
+    }
+    if path == "/" {
+        return Some(Vec::new());
+    }
+    let mut params = Vec::new();
+    let mut seen = BTreeSet::new();
+    for seg in path[1..].split('/') {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                d.error(
+                    at,
+                    format!("`{{{name}}}` is not a parameter name (lowercase, digits, _)"),
+                );
+                return None;
+            }
+            if !seen.insert(name) {
+                d.error(at, format!("parameter `{name}` appears twice"));
+                return None;
+            }
+            params.push(name.to_string());
+        } else if seg.is_empty()
+            || !seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        {
+            d.error(at, format!("`{path}`: segments are letters, digits, - _ . ~ or a {{param}}; no empty segment or trailing /"));
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// `/a/{id}/b` → `/a/{}/b`, so two patterns that match the same requests collide.
+fn normalise(path: &str) -> String {
+    path.split('/')
+        .map(|s| if s.starts_with('{') { "{}" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
+}

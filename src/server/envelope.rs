@@ -1,0 +1,166 @@
+//! The envelope around every request: request id, timeout, problem+json for every error
+//! (including ones produced by actix or actix-cors), secure headers, one access-log line.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
+
+use super::AppState;
+use super::problem::{Problem, is_problem};
+use super::request_id;
+
+/// The authenticated subject of a request, set by the authentication stage, for the log.
+#[derive(Debug, Clone)]
+pub struct LogSubject(pub String);
+
+pub async fn envelope<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let rid = request_id::assign(&req);
+    let method = req.method().clone();
+    let preflight =
+        method == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
+    let timeout = state.as_ref().map(|s| s.plan.server.request_timeout);
+    // No clone of the request may live across `next.call`: routing needs it unshared.
+    let outcome = match timeout {
+        Some(t) => tokio::time::timeout(t, next.call(req))
+            .await
+            .map_err(|_| ()),
+        None => Ok(next.call(req).await),
+    };
+    let problem = match outcome {
+        Ok(Ok(res)) => Ok(res.map_into_boxed_body()),
+        Ok(Err(err)) => Err(Problem::for_status(err.as_response_error().status_code())),
+        Err(()) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the server allows",
+        )),
+    };
+    let mut res = match problem {
+        Ok(res) => res,
+        Err(problem) => {
+            log(&method, "-", problem.status.as_u16(), started, &rid, None);
+            return Err(Escaped {
+                problem,
+                rid,
+                state,
+            }
+            .into());
+        }
+    };
+
+    // Errors made outside NestFlux's handlers (actix, actix-cors) become problem+json too.
+    if res.status().as_u16() >= 400 && !is_problem(res.response()) {
+        let status = res.status();
+        let keep: Vec<_> = res
+            .headers()
+            .iter()
+            .filter(|(n, _)| n.as_str() == "allow" || n.as_str().starts_with("www-authenticate"))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let mut problem = Problem::for_status(status);
+        if preflight {
+            problem = Problem::new(
+                status,
+                "cors-refused",
+                "cross-origin request refused: origin, method or headers not allowed",
+            );
+        }
+        let mut fresh = problem.to_response(&rid);
+        for (n, v) in keep {
+            fresh.headers_mut().insert(n, v);
+        }
+        res = ServiceResponse::new(res.request().clone(), fresh);
+    }
+
+    if let Some(state) = &state {
+        crate::headers::apply(&state.plan.headers, res.headers_mut());
+    }
+    if let Ok(value) = HeaderValue::from_str(&rid) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(request_id::HEADER), value);
+    }
+
+    let route = res.request().match_pattern().unwrap_or_else(|| "-".into());
+    let subject = res
+        .request()
+        .extensions()
+        .get::<LogSubject>()
+        .map(|s| s.0.clone());
+    log(
+        &method,
+        &route,
+        res.status().as_u16(),
+        started,
+        &rid,
+        subject.as_deref(),
+    );
+    Ok(res)
+}
+
+fn log(
+    method: &Method,
+    route: &str,
+    status: u16,
+    started: Instant,
+    rid: &str,
+    subject: Option<&str>,
+) {
+    tracing::info!(
+        target: "nestflux::request",
+        method = %method,
+        route = %route,
+        status,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id = %rid,
+        subject = subject.unwrap_or("-"),
+    );
+}
+
+/// A problem that escaped as an error (timeouts, errors from inner layers): actix renders
+/// it outside the middleware stack, so it carries the secure headers itself.
+struct Escaped {
+    problem: Problem,
+    rid: String,
+    state: Option<web::Data<AppState>>,
+}
+
+impl std::fmt::Debug for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.problem.status, self.problem.slug)
+    }
+}
+
+impl std::fmt::Display for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.problem.detail)
+    }
+}
+
+impl ResponseError for Escaped {
+    fn status_code(&self) -> StatusCode {
+        self.problem.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = self.problem.to_response(&self.rid);
+        if let Some(state) = &self.state {
+            crate::headers::apply(&state.plan.headers, res.headers_mut());
+        }
+        if let Ok(value) = HeaderValue::from_str(&self.rid) {
+            res.headers_mut()
+                .insert(HeaderName::from_static(request_id::HEADER), value);
+        }
+        res
+    }
+}

@@ -1,0 +1,127 @@
+//! Assembles Actix from a [`Plan`]: the pipeline order, the route table, 404 and 405.
+//!
+//! Outermost first: envelope (request id, timeout, problem+json, secure headers, access
+//! log) → CORS → route → body → action.
+
+pub mod body;
+pub mod envelope;
+pub mod problem;
+pub mod request_id;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use futures_util::FutureExt;
+
+use crate::plan::Plan;
+use crate::plan::routes::RoutePlan;
+use problem::Problem;
+
+/// State shared by every worker; built once, before the workers start.
+pub struct AppState {
+    pub plan: Arc<Plan>,
+}
+
+/// Runs the server until SIGINT/SIGTERM, then drains in-flight requests.
+pub async fn run(plan: Plan) -> std::io::Result<()> {
+    let plan = Arc::new(plan);
+    let state = web::Data::new(AppState { plan: plan.clone() });
+    let app_plan = plan.clone();
+    let mut server = HttpServer::new(move || {
+        let cors = app_plan.cors.as_ref();
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| routes(cfg, &app_plan))
+            .default_service(web::to(not_found))
+            .wrap(Condition::new(
+                cors.is_some(),
+                cors.map(crate::cors::build).unwrap_or_default(),
+            ))
+            .wrap(from_fn(envelope::envelope))
+    })
+    .shutdown_timeout(plan.server.shutdown_timeout.as_secs())
+    .client_request_timeout(plan.server.request_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(2));
+    if plan.server.workers > 0 {
+        server = server.workers(plan.server.workers);
+    }
+    let (server, scheme) = match &plan.server.tls {
+        Some(tls) => (
+            server.bind_rustls_0_23(plan.server.bind, (*tls.config).clone())?,
+            "https",
+        ),
+        None => (server.bind(plan.server.bind)?, "http"),
+    };
+    for addr in server.addrs() {
+        tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
+    }
+    server.run().await
+}
+
+/// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
+fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
+    let mut by_path: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
+    for r in &plan.routes {
+        by_path.entry(r.path.as_str()).or_default().push(r);
+    }
+    for (path, routes) in by_path {
+        let allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
+        let allow =
+            HeaderValue::from_str(&allow.join(", ")).unwrap_or(HeaderValue::from_static("GET"));
+        let mut resource = web::resource(path);
+        for r in routes {
+            let route = Arc::new(r.clone());
+            resource = resource.route(web::method(r.method.clone()).to(
+                move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+                    handle(route.clone(), req, payload, state)
+                },
+            ));
+        }
+        resource = resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move {
+                let p = Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    format!("{} is not allowed on this path", req.method()),
+                )
+                .header(header::ALLOW, allow);
+                p.to_response(&request_id::of(&req))
+            }
+        }));
+        cfg.service(resource);
+    }
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    Problem::not_found().to_response(&request_id::of(&req))
+}
+
+/// Runs one route: body, then the action; a panic becomes a 500 problem, never a dropped
+/// connection or a leaked message.
+async fn handle(
+    route: Arc<RoutePlan>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let rid = request_id::of(&req);
+    let work = async {
+        let limit = state.plan.server.body_limit;
+        let body = body::read(&req, payload, limit, route.action.takes_body()).await?;
+        crate::actions::run(&route, &req, body, &state).await
+    };
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(Ok(res)) => res,
+        Ok(Err(problem)) => problem.to_response(&rid),
+        Err(_) => {
+            tracing::error!(request_id = %rid, route = %route.path, "handler panicked");
+            Problem::internal().to_response(&rid)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! RFC 9457 problem details: the one shape of every error response.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// An error answer. Its `detail` is written for the caller and never carries internals.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    /// Stable slug, published as `type: "urn:nestflux:problem:<slug>"`.
+    pub slug: &'static str,
+    pub detail: String,
+    /// Validation errors: `[{pointer, code, message}]`.
+    pub errors: Option<Vec<Value>>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            detail: detail.into(),
+            errors: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "no resource at this path",
+        )
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to answer; the request id identifies it in the logs",
+        )
+    }
+
+    /// A generic problem for a status produced outside NestFlux's own handlers.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (slug, detail) = match status.as_u16() {
+            400 => ("bad-request", "the request is malformed"),
+            401 => ("unauthorized", "missing or invalid credentials"),
+            403 => ("forbidden", "not permitted"),
+            404 => ("not-found", "no resource at this path"),
+            405 => ("method-not-allowed", "method not allowed on this path"),
+            408 => ("timeout", "the request took too long to arrive"),
+            413 => ("payload-too-large", "the request body is too large"),
+            415 => (
+                "unsupported-media-type",
+                "the request body must be application/json",
+            ),
+            429 => ("rate-limited", "too many requests"),
+            503 => ("unavailable", "the service is temporarily unavailable"),
+            s if s >= 500 => (
+                "internal",
+                "the server failed to answer; the request id identifies it in the logs",
+            ),
+            _ => ("error", "the request failed"),
+        };
+        Self::new(status, slug, detail)
+    }
+
+    /// The problem+json response, with `request_id` in the body.
+    pub fn to_response(&self, request_id: &str) -> HttpResponse {
+        let mut body = json!({
+            "type": format!("urn:nestflux:problem:{}", self.slug),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "request_id": request_id,
+        });
+        if let (Some(errors), Some(map)) = (&self.errors, body.as_object_mut()) {
+            map.insert("errors".into(), Value::Array(errors.clone()));
+        }
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CONTENT_TYPE, CONTENT_TYPE));
+        for (name, value) in &self.headers {
+            res.insert_header((name.clone(), value.clone()));
+        }
+        res.body(body.to_string())
+    }
+}
+
+/// Whether a response already is a problem document.
+pub fn is_problem(res: &HttpResponse) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(CONTENT_TYPE))
+}
