@@ -154,16 +154,21 @@ fn key_path(var: &str) -> String {
 fn format_figment(err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
-            let path = e.path.join(".");
+            let path = e
+                .path
+                .iter()
+                .map(|seg| match seg.parse::<usize>() {
+                    Ok(i) => format!("[{i}]"),
+                    Err(_) => format!(".{seg}"),
+                })
+                .collect::<String>()
+                .trim_start_matches('.')
+                .to_string();
             let what = match &e.kind {
-                figment::error::Kind::UnknownField(field, expected) => {
-                    let place = if path.is_empty() {
-                        field.clone()
-                    } else {
-                        format!("{path}.{field}")
-                    };
+                figment::error::Kind::UnknownField(_, expected) => {
+                    // figment's path already ends with the unknown key.
                     return format!(
-                        "{place}: unknown key (expected one of: {})",
+                        "{path}: unknown key (expected one of: {})",
                         expected.join(", ")
                     );
                 }

@@ -4,6 +4,7 @@
 //! typed values happens in [`crate::plan`]. Unknown keys are refused here
 //! (`deny_unknown_fields`), so a typo such as `permision` can never silently open a route.
 
+mod lenient;
 mod load;
 
 pub use load::{ConfigSource, LoadError, load};
@@ -48,10 +49,13 @@ pub struct RawServer {
     /// Socket address to listen on, e.g. `127.0.0.1:8080`.
     pub bind: String,
     /// Largest accepted request body, e.g. `"1MiB"`; larger bodies get 413.
+    #[serde(deserialize_with = "lenient::string")]
     pub body_limit: String,
     /// Time allowed to read a request and produce its response, e.g. `"15s"`.
+    #[serde(deserialize_with = "lenient::string")]
     pub request_timeout: String,
     /// Time in-flight requests get to finish on SIGTERM/SIGINT, e.g. `"10s"`.
+    #[serde(deserialize_with = "lenient::string")]
     pub shutdown_timeout: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
@@ -137,6 +141,7 @@ pub struct RawCors {
     /// Allow cookies and `Authorization` on cross-origin requests.
     pub credentials: bool,
     /// How long a browser may cache a preflight answer, e.g. `"10m"`.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
     pub max_age: Option<String>,
 }
 
@@ -158,14 +163,18 @@ impl Default for RawCors {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
     /// OIDC issuer URL: discovery document and JWKS come from here.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
     pub issuer: Option<String>,
     /// Required `aud` of bearer tokens.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
     pub audience: Option<String>,
     /// Allowed signature algorithms; `none` and HS* are refused.
     pub algorithms: Vec<String>,
     /// Dotted path to the roles in a token, e.g. `realm_access.roles`.
+    #[serde(deserialize_with = "lenient::string")]
     pub roles_claim: String,
     /// Clock skew tolerated on `exp` / `nbf`, e.g. `"30s"`.
+    #[serde(deserialize_with = "lenient::string")]
     pub leeway: String,
     /// Accept a plain-HTTP issuer that is not on loopback. Refused in production.
     pub dangerous_allow_http_issuer: bool,
@@ -201,13 +210,17 @@ pub struct RawDevIssuer {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSession {
+    #[serde(deserialize_with = "lenient::string")]
     pub client_id: String,
     /// Secret of a confidential client; set it through `NESTFLUX_AUTH__SESSION__CLIENT_SECRET(_FILE)`.
     #[schemars(skip)]
     #[serde(skip_serializing)]
+    #[serde(default, deserialize_with = "lenient::opt_string")]
     pub client_secret: Option<String>,
     pub redirect_url: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub idle_timeout: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub absolute_timeout: String,
     /// Send the session cookie without `Secure` (plain HTTP). Refused in production.
     pub dangerous_insecure_cookie: bool,
@@ -243,6 +256,7 @@ pub struct RawRateLimits {
     pub backend: Option<String>,
     /// Redis URL when `backend = "redis"`; prefer `NESTFLUX_RATE_LIMITS__REDIS_URL`.
     #[serde(skip_serializing)]
+    #[serde(default, deserialize_with = "lenient::opt_string")]
     pub redis_url: Option<String>,
     /// Named policies; `global` applies to every request before authentication.
     #[serde(flatten)]
@@ -269,6 +283,7 @@ pub struct RawEncryption {
     /// `kid:base64,…`; the first encrypts, all decrypt. Only from `NESTFLUX_ENCRYPTION__KEYS(_FILE)`.
     #[schemars(skip)]
     #[serde(skip_serializing)]
+    #[serde(default, deserialize_with = "lenient::opt_string")]
     pub keys: Option<String>,
 }
 

@@ -116,12 +116,53 @@ async fn handle(
         let body = body::read(&req, payload, limit, route.action.takes_body()).await?;
         crate::actions::run(&route, &req, body, &state).await
     };
+    guarded(work, &rid, &route.path).await
+}
+
+/// Runs a handler future; a problem becomes its response, a panic a bare 500 problem (the
+/// panic message goes to the log only).
+async fn guarded(
+    work: impl std::future::Future<Output = Result<HttpResponse, Problem>>,
+    rid: &str,
+    route: &str,
+) -> HttpResponse {
     match AssertUnwindSafe(work).catch_unwind().await {
         Ok(Ok(res)) => res,
-        Ok(Err(problem)) => problem.to_response(&rid),
+        Ok(Err(problem)) => problem.to_response(rid),
         Err(_) => {
-            tracing::error!(request_id = %rid, route = %route.path, "handler panicked");
-            Problem::internal().to_response(&rid)
+            tracing::error!(request_id = %rid, route = %route, "handler panicked");
+            Problem::internal().to_response(rid)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_panicking_handler_becomes_a_500_problem() {
+        let work = async {
+            if rid_len() > 0 {
+                panic!("secret internals: /etc/passwd");
+            }
+            Ok(HttpResponse::Ok().finish())
+        };
+        let res = guarded(work, "rid-1", "/x").await;
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(problem::is_problem(&res));
+        let body = actix_web::body::to_bytes(res.into_body())
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\"request_id\":\"rid-1\""), "{text}");
+        assert!(
+            !text.contains("secret") && !text.contains("passwd"),
+            "{text}"
+        );
+    }
+
+    fn rid_len() -> usize {
+        5
     }
 }
