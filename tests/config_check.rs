@@ -58,7 +58,8 @@ fn root_file_compiles_and_serves_nothing_unenforced() {
 /// and name every listed path.
 #[test]
 fn bad_configs_name_each_error_path() {
-    let cases: Vec<(String, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (format!("[server]\nbind = \"localhost\"{ROUTE}"), vec![], vec!["server.bind: `localhost` is not a socket address"]),
         (format!("[server]\nbody_limit = \"lots\"{ROUTE}"), vec![], vec!["server.body_limit: `lots` is not a size"]),
         (format!("[server]\nrequest_timeout = \"0s\"{ROUTE}"), vec![], vec!["server.request_timeout: must be greater than zero"]),

@@ -80,10 +80,10 @@ impl Project {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = listening_url(&line) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url);
-                    }
+                if let Some(url) = listening_url(&line)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(url);
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
