@@ -38,10 +38,28 @@ pub enum Command {
     },
     /// Print the compiled route table.
     Routes,
+    /// Print the OpenAPI 3.1 document of the compiled API (compile only: no serve checks).
+    Openapi,
+    /// Apply the internal migrations and the declared-resource DDL; print what changed.
+    Migrate,
     /// Configuration tooling.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Key tooling.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random API key and the hash that declares it in [auth.api_keys.NAME].
+    ApiKey {
+        /// The key's name in nestflux.toml (lowercase).
+        name: String,
     },
 }
 
@@ -58,6 +76,11 @@ pub fn run() -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::Check { file } => check(file.as_deref().unwrap_or(&cli.config)),
         Command::Routes => routes(&cli.config),
+        Command::Openapi => openapi(&cli.config),
+        Command::Migrate => migrate(&cli.config),
+        Command::Keys {
+            command: KeysCommand::ApiKey { name },
+        } => api_key(&name),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
@@ -135,7 +158,7 @@ fn check(path: &Path) -> ExitCode {
         plan.routes.len(),
         plan.roles.closures.len(),
         plan.rate_limits.policies.len(),
-        plan.schema_names.len(),
+        plan.schemas.len(),
         plan.resources.len(),
         match &plan.server.tls {
             Some(_) => format!("https on {}", plan.server.bind),
@@ -187,6 +210,16 @@ fn routes(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `nestflux openapi`: the document `GET /openapi.json` serves, from the compiled plan alone,
+/// so it also works for a file `serve` would refuse.
+fn openapi(path: &Path) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    println!("{}", crate::openapi::render(&plan));
+    ExitCode::SUCCESS
+}
+
 fn serve(path: &Path) -> ExitCode {
     crate::logging::init();
     let Some(plan) = load_plan(path) else {
@@ -210,5 +243,56 @@ fn serve(path: &Path) -> ExitCode {
     match system.block_on(crate::server::run(plan)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
+    }
+}
+
+/// `nestflux keys api-key NAME`: the key goes to its holder, only the hash into the file.
+fn api_key(name: &str) -> ExitCode {
+    if !plan::access::is_name(name) {
+        return fail(&format!(
+            "`{name}` is not a key name: lowercase letters, digits, `_` or `-`, starting with a letter"
+        ));
+    }
+    match crate::auth::api_key::generate() {
+        Ok(new) => {
+            println!("key:  {}", new.key);
+            println!("hash: {}", new.hash);
+            println!();
+            println!("# Give the key to its holder (shown only now); the file gets the hash:");
+            println!("[auth.api_keys.{name}]");
+            println!("hash = \"{}\"", new.hash);
+            println!("roles = []");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("no randomness from the operating system: {e}")),
+    }
+}
+
+fn migrate(path: &Path) -> ExitCode {
+    let Some(plan) = load_plan(path) else { return ExitCode::FAILURE };
+    let result = crate::store::Store::open(&plan.database).and_then(|(store, applied)| {
+        let tables = crate::store::tables(&plan);
+        let changes = crate::store::ddl::sync(&mut store.conn()?, &tables)?;
+        Ok((applied, changes))
+    });
+    match result {
+        Ok((applied, changes)) => {
+            for m in &applied {
+                println!("applied internal migration {m}");
+            }
+            for c in &changes {
+                println!("{c}");
+            }
+            if applied.is_empty() && changes.is_empty() {
+                println!("nothing to change");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }

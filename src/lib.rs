@@ -5,10 +5,16 @@
 //! module.
 
 pub mod actions;
+pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod headers;
 pub mod logging;
+pub mod openapi;
 pub mod plan;
+pub mod ratelimit;
 pub mod server;
+pub mod store;
+pub mod validate;

@@ -412,10 +412,12 @@ fn serves_https_with_hsts_when_tls_is_configured() {
 
 #[test]
 fn serve_refuses_declared_but_unenforced_sections() {
-    let p = Project::new(&format!("[rate_limits.global]\nper_second = 10\n{MINIMAL}"));
+    let p = Project::new(&format!(
+        "[rate_limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n{MINIMAL}"
+    ));
     let err = p.try_serve(&[]).err().expect("serve must refuse");
     assert!(
-        err.contains("rate_limits: rate limiting is not enforced"),
+        err.contains("rate_limits.backend: the redis rate-limit backend is not enforced"),
         "{err}"
     );
     assert!(err.contains("refusing to serve"), "{err}");

@@ -1,6 +1,9 @@
 //! Actions: the thin glue at the end of the pipeline.
 
 pub mod health;
+pub mod openapi;
+pub mod resource;
+pub mod whoami;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
@@ -13,12 +16,17 @@ use crate::server::problem::Problem;
 /// Runs a route's action.
 pub async fn run(
     route: &RoutePlan,
-    _req: &HttpRequest,
-    _body: Option<Value>,
+    req: &HttpRequest,
+    body: Option<Value>,
     state: &AppState,
 ) -> Result<HttpResponse, Problem> {
     match route.action {
         Action::Health => Ok(health::health(state)),
+        Action::Whoami => whoami::whoami(req, state),
+        Action::OpenApi => Ok(openapi::openapi(state)),
+        a @ (Action::List | Action::Get | Action::Create | Action::Update | Action::Delete) => {
+            resource::run(a, route, req, body, state).await
+        }
         // `serve` refuses a plan that declares these until they are enforced, so this arm is
         // unreachable in a running server; answer safely all the same.
         _ => Err(Problem::new(

@@ -97,6 +97,9 @@ pub struct RawDatabase {
     pub url: String,
     /// Connections in the pool.
     pub pool_size: u32,
+    /// How long a request waits for a connection or a lock before answering 503, e.g. `"5s"`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub busy_timeout: String,
 }
 
 impl Default for RawDatabase {
@@ -104,6 +107,7 @@ impl Default for RawDatabase {
         Self {
             url: "sqlite://nestflux.db".into(),
             pool_size: 8,
+            busy_timeout: "5s".into(),
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct RawAuth {
     pub dev: Option<RawDevIssuer>,
     /// Browser login through the OIDC authorization code flow with PKCE.
     pub session: Option<RawSession>,
+    /// Machine callers, by name: `[auth.api_keys.NAME] hash = "sha256:…", roles = […]`.
+    pub api_keys: BTreeMap<String, RawApiKey>,
 }
 
 impl Default for RawAuth {
@@ -195,8 +201,19 @@ impl Default for RawAuth {
             dangerous_allow_http_issuer: false,
             dev: None,
             session: None,
+            api_keys: BTreeMap::new(),
         }
     }
+}
+
+/// `[auth.api_keys.NAME]`: a key is declared by its hash, never by the key itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApiKey {
+    /// `sha256:<64 hex>` of the key, as printed by `nestflux keys api-key NAME`.
+    pub hash: String,
+    /// Roles the key's caller has.
+    pub roles: Vec<String>,
 }
 
 /// `[auth.dev]`

@@ -9,7 +9,7 @@ use super::Profile;
 use super::diag::Diagnostics;
 use super::http::is_loopback_host;
 use super::units;
-use crate::config::{RawAuth, RawRole};
+use crate::config::{RawApiKey, RawAuth, RawRole};
 
 /// One segment of a permission: a name or `*`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -241,6 +241,79 @@ pub struct AuthPlan {
     pub leeway: Duration,
     pub dev_issuer: bool,
     pub session: Option<SessionPlan>,
+    /// Declared API keys, by name.
+    pub api_keys: Vec<ApiKeyPlan>,
+}
+
+/// `[auth.api_keys.NAME]`, checked: the SHA-256 of the key and the roles it carries.
+#[derive(Debug, Clone)]
+pub struct ApiKeyPlan {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub roles: Vec<RoleId>,
+}
+
+/// Prefix of the `hash` value of an API key.
+pub const API_KEY_HASH_PREFIX: &str = "sha256:";
+
+fn compile_api_keys(
+    raw: &BTreeMap<String, RawApiKey>,
+    roles: &BTreeMap<String, RawRole>,
+    d: &mut Diagnostics,
+) -> Vec<ApiKeyPlan> {
+    let mut out = Vec::new();
+    for (name, key) in raw {
+        let path = format!("auth.api_keys.{name}");
+        if !is_name(name) {
+            d.error(
+                &path,
+                "API key names are lowercase letters, digits, `_` or `-`, starting with a letter",
+            );
+        }
+        let sha256 = key
+            .hash
+            .strip_prefix(API_KEY_HASH_PREFIX)
+            .and_then(parse_hex32);
+        if sha256.is_none() {
+            d.error(
+                format!("{path}.hash"),
+                "expected `sha256:` and 64 hex digits, as printed by `nestflux keys api-key NAME` (never the key itself)",
+            );
+        }
+        for (i, role) in key.roles.iter().enumerate() {
+            if !roles.contains_key(role) {
+                d.error(
+                    format!("{path}.roles[{i}]"),
+                    format!("no role named \"{role}\""),
+                );
+            }
+        }
+        if key.roles.is_empty() {
+            d.warn(&path, "has no roles: it can only call authenticated routes");
+        }
+        if let Some(sha256) = sha256 {
+            out.push(ApiKeyPlan {
+                name: name.clone(),
+                sha256,
+                roles: key.roles.iter().cloned().map(RoleId).collect(),
+            });
+        }
+    }
+    out
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
 }
 
 /// `[auth.session]`, checked. The client secret stays out of `Debug`.
@@ -268,7 +341,12 @@ impl fmt::Debug for SessionPlan {
     }
 }
 
-pub fn compile_auth(raw: &RawAuth, profile: Profile, d: &mut Diagnostics) -> AuthPlan {
+pub fn compile_auth(
+    raw: &RawAuth,
+    roles: &BTreeMap<String, RawRole>,
+    profile: Profile,
+    d: &mut Diagnostics,
+) -> AuthPlan {
     let issuer = raw.issuer.as_ref().and_then(|text| {
         let u = match url::Url::parse(text) {
             Ok(u) if u.host_str().is_some() && u.query().is_none() && u.fragment().is_none() => u,
@@ -419,6 +497,7 @@ pub fn compile_auth(raw: &RawAuth, profile: Profile, d: &mut Diagnostics) -> Aut
         leeway,
         dev_issuer,
         session,
+        api_keys: compile_api_keys(&raw.api_keys, roles, d),
     }
 }
 

@@ -32,6 +32,7 @@ impl fmt::Debug for DatabaseUrl {
 pub struct DatabasePlan {
     pub url: DatabaseUrl,
     pub pool_size: u32,
+    pub busy_timeout: std::time::Duration,
 }
 
 pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan {
@@ -56,9 +57,21 @@ pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan 
     if raw.pool_size == 0 || raw.pool_size > 1000 {
         d.error("database.pool_size", "must be between 1 and 1000");
     }
+    let busy_timeout = match super::units::duration(&raw.busy_timeout) {
+        Ok(t) if !t.is_zero() && t <= std::time::Duration::from_secs(60) => t,
+        Ok(_) => {
+            d.error("database.busy_timeout", "must be between 1ms and 60s");
+            std::time::Duration::from_secs(5)
+        }
+        Err(e) => {
+            d.error("database.busy_timeout", e);
+            std::time::Duration::from_secs(5)
+        }
+    };
     DatabasePlan {
         url,
         pool_size: raw.pool_size.clamp(1, 1000),
+        busy_timeout,
     }
 }
 

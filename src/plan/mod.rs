@@ -20,7 +20,7 @@ use access::{AuthPlan, RolesPlan};
 use data::{DatabasePlan, EncryptionPlan, ResourceName, ResourcePlan};
 use http::{CorsPlan, HeadersPlan, ServerPlan};
 use limits::RateLimitsPlan;
-use routes::{Access, Action, RoutePlan};
+use routes::{Action, RoutePlan};
 
 /// `NESTFLUX_PROFILE`: production turns warnings about insecure choices into errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,7 +62,7 @@ pub struct Plan {
     pub roles: RolesPlan,
     pub rate_limits: RateLimitsPlan,
     pub encryption: EncryptionPlan,
-    pub schema_names: Vec<String>,
+    pub schemas: crate::validate::Schemas,
     pub resources: BTreeMap<ResourceName, ResourcePlan>,
     pub routes: Vec<RoutePlan>,
     pub warnings: Vec<Diagnostic>,
@@ -88,11 +88,11 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
     let auth = raw
         .auth
         .as_ref()
-        .map(|a| access::compile_auth(a, profile, &mut d));
+        .map(|a| access::compile_auth(a, &raw.roles, profile, &mut d));
     let roles = access::compile_roles(&raw.roles, &mut d);
     let rate_limits = limits::compile_rate_limits(&raw.rate_limits, &mut d);
     let encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
-    check_schema_names(raw, &mut d);
+    let schemas = crate::validate::compile_schemas(&raw.schemas, &mut d);
     let resources =
         data::compile_resources(&raw.resources, &raw.schemas, &encryption, profile, &mut d);
     let cx = routes::RouteContext {
@@ -121,26 +121,11 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         roles,
         rate_limits,
         encryption,
-        schema_names: raw.schemas.keys().cloned().collect(),
+        schemas,
         resources,
         routes,
         warnings: d.warnings,
     })
-}
-
-/// Schema names become component names in OpenAPI: keep them simple.
-fn check_schema_names(raw: &RawConfig, d: &mut Diagnostics) {
-    for name in raw.schemas.keys() {
-        let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
-            d.error(
-                format!("schemas.{name}"),
-                "schema names are letters, digits and _, starting with a letter",
-            );
-        }
-    }
 }
 
 impl Plan {
@@ -155,9 +140,6 @@ impl Plan {
             })
         };
         if let Some(auth) = &self.auth {
-            if auth.issuer.is_some() {
-                note("auth.issuer".into(), "bearer-token verification");
-            }
             if auth.dev_issuer {
                 note("auth.dev".into(), "the development issuer");
             }
@@ -165,28 +147,21 @@ impl Plan {
                 note("auth.session".into(), "browser login");
             }
         }
-        if !self.rate_limits.policies.is_empty() {
-            note("rate_limits".into(), "rate limiting");
+        if matches!(self.rate_limits.backend, limits::LimitBackend::Redis { .. }) {
+            note("rate_limits.backend".into(), "the redis rate-limit backend");
         }
-        if !self.schema_names.is_empty() {
-            note("schemas".into(), "schema validation");
-        }
-        if !self.resources.is_empty() {
-            note("resources".into(), "declared resources");
+        for r in self.resources.values() {
+            if !r.encrypted.is_empty() {
+                note(format!("resources.{}.encrypted", r.name.0), "field encryption");
+            }
         }
         if !self.encryption.key_ids.is_empty() {
             note("encryption.keys".into(), "field encryption");
         }
-        if !self.server.trusted_proxies.is_empty() {
-            note(
-                "server.trusted_proxies".into(),
-                "client addresses from forwarded headers",
-            );
-        }
         for r in &self.routes {
-            if r.access != Access::Public {
-                note(format!("routes[{}]", r.index), "caller authentication");
-            } else if r.action != Action::Health {
+            // Authentication and authorization are enforced for every route; what remains
+            // is whether the action itself exists yet.
+            if matches!(r.action, Action::Audit) {
                 note(
                     format!("routes[{}].action", r.index),
                     &format!("action {}", r.action.name()),

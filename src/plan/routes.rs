@@ -22,6 +22,8 @@ pub enum Action {
     Create,
     Update,
     Delete,
+    /// Serves the OpenAPI document of the plan.
+    OpenApi,
 }
 
 impl Action {
@@ -35,6 +37,7 @@ impl Action {
             "create" => Self::Create,
             "update" => Self::Update,
             "delete" => Self::Delete,
+            "openapi" => Self::OpenApi,
             _ => return None,
         })
     }
@@ -49,6 +52,7 @@ impl Action {
             Self::Create => "create",
             Self::Update => "update",
             Self::Delete => "delete",
+            Self::OpenApi => "openapi",
         }
     }
 
@@ -150,7 +154,7 @@ pub fn compile_routes(
         if action.is_none() {
             d.error(
                 format!("{at}.action"),
-                format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update or delete", r.action),
+                format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update, delete or openapi", r.action),
             );
         }
         if let Some(action) = action {

@@ -1,12 +1,13 @@
 //! Assembles Actix from a [`Plan`]: the pipeline order, the route table, 404 and 405.
 //!
 //! Outermost first: envelope (request id, timeout, problem+json, secure headers, access
-//! log) → CORS → route → body → action.
+//! log) → CORS → global rate limit → route → route rate limit → body → action.
 
 pub mod body;
 pub mod envelope;
 pub mod problem;
 pub mod request_id;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -22,15 +23,12 @@ use crate::plan::Plan;
 use crate::plan::routes::RoutePlan;
 use problem::Problem;
 
-/// State shared by every worker; built once, before the workers start.
-pub struct AppState {
-    pub plan: Arc<Plan>,
-}
+pub use state::{AppState, StartError};
 
 /// Runs the server until SIGINT/SIGTERM, then drains in-flight requests.
-pub async fn run(plan: Plan) -> std::io::Result<()> {
+pub async fn run(plan: Plan) -> Result<(), StartError> {
     let plan = Arc::new(plan);
-    let state = web::Data::new(AppState { plan: plan.clone() });
+    let state = web::Data::new(AppState::build(plan.clone())?);
     let app_plan = plan.clone();
     let mut server = HttpServer::new(move || {
         let cors = app_plan.cors.as_ref();
@@ -38,6 +36,7 @@ pub async fn run(plan: Plan) -> std::io::Result<()> {
             .app_data(state.clone())
             .configure(|cfg| routes(cfg, &app_plan))
             .default_service(web::to(not_found))
+            .wrap(from_fn(crate::ratelimit::middleware::global))
             .wrap(Condition::new(
                 cors.is_some(),
                 cors.map(crate::cors::build).unwrap_or_default(),
@@ -60,7 +59,7 @@ pub async fn run(plan: Plan) -> std::io::Result<()> {
     for addr in server.addrs() {
         tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
     }
-    server.run().await
+    Ok(server.run().await?)
 }
 
 /// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
@@ -111,7 +110,15 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let rid = request_id::of(&req);
+    // Pipeline after routing, in the order of BRIEF §3: authentication → route rate limit →
+    // authorization → validation of path, query and body → action.
     let work = async {
+        // Authentication: `Caller` and `LogSubject` into the extensions, or 401.
+        crate::auth::authenticate(&state.auth, &route, &req).await?;
+        // Route rate limit: after authentication, which puts the `Caller` it keys by.
+        crate::ratelimit::middleware::route(&state.limits, &route, &req).await?;
+        // Authorization: the `Decision` into the extensions, or 403.
+        crate::authz::authorize(&state.authz, &route, &req)?;
         let limit = state.plan.server.body_limit;
         let body = body::read(&req, payload, limit, route.action.takes_body()).await?;
         crate::actions::run(&route, &req, body, &state).await

@@ -1,0 +1,2 @@
+DROP TABLE nestflux_dev_keys;
+DROP TABLE nestflux_users;

@@ -1,0 +1,299 @@
+//! `list`, `get`, `create`, `update`, `delete` over a declared resource: validation, own-row
+//! limits and field permissions applied around the store's SQL.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use serde_json::{Map, Value, json};
+
+use crate::auth::Caller;
+use crate::authz::Decision;
+use crate::plan::data::ResourcePlan;
+use crate::plan::routes::{Action, RoutePlan};
+use crate::server::AppState;
+use crate::server::problem::Problem;
+use crate::store::StoreError;
+use crate::store::crud::{Cursor, ListQuery, Resource};
+use crate::validate::{Mode, Violation, coerce_param};
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 200;
+
+/// What the pipeline learnt about the caller, as one value.
+struct Ctx<'a> {
+    state: &'a AppState,
+    plan: &'a ResourcePlan,
+    resource: Arc<Resource>,
+    caller: Option<Caller>,
+    /// `Some(subject)` when the route's permission is only `:own`.
+    only_owner: Option<String>,
+}
+
+pub async fn run(
+    action: Action,
+    route: &RoutePlan,
+    req: &HttpRequest,
+    body: Option<Value>,
+    state: &AppState,
+) -> Result<HttpResponse, Problem> {
+    let name = route.resource.as_ref().ok_or_else(Problem::internal)?;
+    let resource = state.resources.get(name).cloned().ok_or_else(Problem::internal)?;
+    let plan = state.plan.resources.get(name).ok_or_else(Problem::internal)?;
+    let caller = req.extensions().get::<Caller>().cloned();
+    let decision = req.extensions().get::<Decision>().copied().unwrap_or(Decision::Any);
+    let only_owner = match decision {
+        Decision::OwnOnly => Some(caller.as_ref().ok_or_else(Problem::not_found)?.subject.clone()),
+        _ => None,
+    };
+    let cx = Ctx { state, plan, resource, caller, only_owner };
+    match action {
+        Action::List => list(&cx, req).await,
+        Action::Get => get(&cx, req).await,
+        Action::Create => create(&cx, req, body).await,
+        Action::Update => update(&cx, req, body).await,
+        Action::Delete => delete(&cx, req).await,
+        _ => Err(Problem::internal()),
+    }
+}
+
+/// The `{id}` of the path; anything that is not a UUID cannot name a row.
+fn path_id(req: &HttpRequest) -> Result<String, Problem> {
+    let id = req.match_info().get("id").unwrap_or_default();
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "not-found", "no record with this id"))
+}
+
+impl Ctx<'_> {
+    fn owner_of(row: &Value) -> Option<&str> {
+        row.get("owner").and_then(Value::as_str)
+    }
+
+    /// Whether the caller may read or write `field` of a row owned by `owner`.
+    fn may_use(&self, field: &str, owner: Option<&str>) -> bool {
+        let Some(need) = self.plan.field_permissions.get(field) else { return true };
+        let Some(caller) = &self.caller else { return false };
+        match self.state.authz.decide(&caller.roles, need) {
+            Decision::Any => true,
+            Decision::OwnOnly => owner.is_some_and(|o| o == caller.subject),
+            Decision::Denied => false,
+        }
+    }
+
+    /// Removes the fields the caller may not read.
+    fn redact(&self, mut row: Value) -> Value {
+        let owner = Self::owner_of(&row).map(str::to_string);
+        if let Some(map) = row.as_object_mut() {
+            map.retain(|k, _| self.may_use(k, owner.as_deref()));
+        }
+        row
+    }
+
+    /// 403 if the document writes a field the caller may not write.
+    fn check_writes(&self, doc: &Map<String, Value>, owner: Option<&str>) -> Result<(), Problem> {
+        for field in doc.keys() {
+            if !self.may_use(field, owner) {
+                let need = self.plan.field_permissions.get(field).map(ToString::to_string).unwrap_or_default();
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("writing `{field}` needs the permission {need}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, body: Option<Value>, mode: Mode) -> Result<Map<String, Value>, Problem> {
+        let doc = body.unwrap_or(Value::Null);
+        match self.resource.table.schema.validate(&doc, mode) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(Problem::internal()),
+            Err(violations) => Err(unprocessable(&violations)),
+        }
+    }
+}
+
+/// 422 with every violation.
+pub fn unprocessable(violations: &[Violation]) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+        format!("{} validation error{}", violations.len(), if violations.len() == 1 { "" } else { "s" }),
+    );
+    p.errors = Some(
+        violations
+            .iter()
+            .map(|v| json!({ "pointer": v.pointer, "code": v.code, "message": v.message }))
+            .collect(),
+    );
+    p
+}
+
+/// The store's failures as problems; internals go to the log only.
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", "no record with this id"),
+        StoreError::Unavailable(reason) => {
+            tracing::warn!(%reason, "database unavailable");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable; retry shortly")
+                .header(header::RETRY_AFTER, HeaderValue::from_static("2"))
+        }
+        other => {
+            tracing::error!(error = %other, "database error");
+            Problem::internal()
+        }
+    }
+}
+
+async fn get(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let id = path_id(req)?;
+    let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
+    let row = cx.state.store.run(move |c| res.get(c, &id, owner.as_deref())).await.map_err(store_problem)?;
+    Ok(HttpResponse::Ok().json(cx.redact(row)))
+}
+
+async fn create(cx: &Ctx<'_>, req: &HttpRequest, body: Option<Value>) -> Result<HttpResponse, Problem> {
+    let doc = cx.validate(body, Mode::Create)?;
+    let owner = cx.caller.as_ref().map(|c| c.subject.clone()).filter(|_| cx.plan.owner);
+    cx.check_writes(&doc, owner.as_deref())?;
+    let res = cx.resource.clone();
+    let row = cx.state.store.run(move |c| res.create(c, owner.as_deref(), &doc)).await.map_err(store_problem)?;
+    let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+    let location = format!("{}/{id}", req.path().trim_end_matches('/'));
+    let mut out = HttpResponse::Created();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        out.insert_header((header::LOCATION, v));
+    }
+    Ok(out.json(cx.redact(row)))
+}
+
+async fn update(cx: &Ctx<'_>, req: &HttpRequest, body: Option<Value>) -> Result<HttpResponse, Problem> {
+    let id = path_id(req)?;
+    let patch = cx.validate(body, Mode::Patch)?;
+    let guarded = patch.keys().any(|k| cx.plan.field_permissions.contains_key(k));
+    let only_owner = cx.only_owner.clone();
+    if guarded {
+        // Field rules may depend on whose row it is: look before writing.
+        let (res, id, owner) = (cx.resource.clone(), id.clone(), only_owner.clone());
+        let row = cx.state.store.run(move |c| res.get(c, &id, owner.as_deref())).await.map_err(store_problem)?;
+        cx.check_writes(&patch, Ctx::owner_of(&row))?;
+    }
+    let res = cx.resource.clone();
+    let row = cx
+        .state
+        .store
+        .run(move |c| res.update(c, &id, only_owner.as_deref(), &patch))
+        .await
+        .map_err(store_problem)?;
+    Ok(HttpResponse::Ok().json(cx.redact(row)))
+}
+
+async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let id = path_id(req)?;
+    let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
+    cx.state.store.run(move |c| res.delete(c, &id, owner.as_deref())).await.map_err(store_problem)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let q = list_query(cx, req.query_string())?;
+    let res = cx.resource.clone();
+    let (items, next) = cx.state.store.run(move |c| res.list(c, &q)).await.map_err(store_problem)?;
+    let items: Vec<Value> = items.into_iter().map(|r| cx.redact(r)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
+}
+
+/// Fields a list may be sorted by: never NULL, not encrypted.
+pub fn sortable(resource: &Resource, plan: &ResourcePlan) -> Vec<String> {
+    let mut out: Vec<String> = ["id", "created_at", "updated_at"].map(String::from).to_vec();
+    for f in resource.table.schema.fields() {
+        if f.is_scalar() && !f.is_optional() && !f.is_nullable() && !plan.encrypted.iter().any(|e| e == f.name()) {
+            out.push(f.name().to_string());
+        }
+    }
+    out
+}
+
+/// Parses `?limit=&cursor=&sort=&field=value`, reporting every bad parameter at once.
+fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
+    let mut q = ListQuery { owner: cx.only_owner.clone(), sort: "id".into(), limit: DEFAULT_LIMIT, ..Default::default() };
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = None;
+    let bad = |name: &str, code: &'static str, message: String| Violation {
+        pointer: format!("/query/{name}"),
+        code,
+        message,
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if !seen.insert(name.to_string()) {
+            errors.push(bad(&name, "duplicate", "the parameter is given more than once".into()));
+            continue;
+        }
+        match name.as_ref() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
+                _ => errors.push(bad("limit", "range", format!("must be an integer from 1 to {MAX_LIMIT}"))),
+            },
+            "cursor" => cursor = Some(value.to_string()),
+            "sort" => {
+                let (desc, field) = match value.strip_prefix('-') {
+                    Some(f) => (true, f),
+                    None => (false, value.as_ref()),
+                };
+                let allowed = sortable(&cx.resource, cx.plan);
+                if allowed.iter().any(|a| a == field) {
+                    q.sort = field.to_string();
+                    q.desc = desc;
+                } else {
+                    errors.push(bad("sort", "enum", format!("sort by one of: {} (prefix - for descending)", allowed.join(", "))));
+                }
+            }
+            field => {
+                let spec = cx.resource.table.schema.field(field).filter(|f| f.is_scalar());
+                let encrypted = cx.plan.encrypted.iter().any(|e| e == field);
+                match spec {
+                    Some(spec) if !encrypted => {
+                        if !cx.may_use(field, None) && cx.plan.field_permissions.contains_key(field) {
+                            errors.push(bad(field, "forbidden", "you may not filter on this field".into()));
+                            continue;
+                        }
+                        match coerce_param(spec, &value) {
+                            Ok(v) => q.filters.push((field.to_string(), v)),
+                            Err(mut v) => {
+                                v.pointer = format!("/query/{field}");
+                                errors.push(v);
+                            }
+                        }
+                    }
+                    _ => errors.push(bad(field, "unknown_parameter", "not a filterable field, limit, cursor or sort".into())),
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(unprocessable(&errors));
+    }
+    if let Some(text) = cursor {
+        match Cursor::decode(&text) {
+            Some(c) if c.sort == q.sort && c.desc == q.desc && cursor_value_fits(cx, &c) => q.after = Some(c),
+            _ => return Err(Problem::bad_request("invalid cursor: it must come from next_cursor of the same query")),
+        }
+    }
+    Ok(q)
+}
+
+/// A cursor's value must have the sort column's type, or the keyset comparison is
+/// meaningless.
+fn cursor_value_fits(cx: &Ctx<'_>, c: &Cursor) -> bool {
+    if uuid::Uuid::parse_str(&c.id).is_err() {
+        return false;
+    }
+    match c.sort.as_str() {
+        "id" | "created_at" | "updated_at" => c.value.is_string(),
+        field => cx.resource.table.schema.field(field).is_some_and(|f| f.validate(&c.value).is_ok()),
+    }
+}

@@ -1,0 +1,309 @@
+//! Bearer JWT verification: strict header rules, the algorithm bound to the key, `iss`,
+//! `aud`, `exp`, `nbf` and leeway, and a bounded cache of verified tokens by SHA-256.
+//!
+//! Checks, in order: size and alphabet (before any parsing) → header: `alg` in the
+//! allow-list, `typ` absent/`JWT`/`at+jwt`, no `crit`, `cty`, `enc`, `zip`, and no
+//! header-supplied key (`jku`, `x5u`, `jwk`, `x5c` are refused, never fetched) → the key
+//! named by `kid` must accept that `alg` → signature and claims (jsonwebtoken with a
+//! `Validation` for exactly that algorithm) → `sub`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use quick_cache::sync::Cache;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::jwks::{Jwks, Lookup};
+use super::roles::RoleMapper;
+use super::{Caller, CallerKind};
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Verified tokens remembered at once.
+pub const CACHE_ENTRIES: usize = 16 * 1024;
+const MAX_KID_BYTES: usize = 256;
+const MAX_SUBJECT_BYTES: usize = 1024;
+
+/// Why a token was refused. Logged at debug level; the caller only sees 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("token larger than {MAX_TOKEN_BYTES} bytes")]
+    Oversized,
+    #[error("not a compact JWS")]
+    Malformed,
+    #[error("header: {0}")]
+    Header(&'static str),
+    #[error("algorithm not allowed")]
+    Algorithm,
+    #[error("no key for this kid")]
+    UnknownKey,
+    #[error("the key does not accept this algorithm")]
+    KeyMismatch,
+    #[error("bad signature")]
+    Signature,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("wrong audience")]
+    Audience,
+    #[error("claims: {0}")]
+    Claims(String),
+}
+
+/// A verified token, as cached.
+#[derive(Debug)]
+pub struct Verified {
+    pub caller: Arc<Caller>,
+    pub exp: u64,
+    /// Key epoch at verification: a later removal of keys invalidates the entry.
+    epoch: u64,
+}
+
+/// Settings of a [`BearerVerifier`].
+pub struct VerifierConfig {
+    pub allowed: Vec<Algorithm>,
+    pub audience: String,
+    pub leeway_secs: u64,
+    pub roles: RoleMapper,
+}
+
+/// Verifies bearer tokens of one issuer against its cached keys.
+pub struct BearerVerifier {
+    jwks: Arc<Jwks>,
+    allowed: Vec<Algorithm>,
+    validations: HashMap<Algorithm, Validation>,
+    leeway_secs: u64,
+    roles: RoleMapper,
+    cache: Cache<[u8; 32], Arc<Verified>>,
+}
+
+impl BearerVerifier {
+    pub fn new(jwks: Arc<Jwks>, config: VerifierConfig) -> Self {
+        let validations = config
+            .allowed
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.set_issuer(jwks.accepted_issuers());
+                v.set_audience(&[&config.audience]);
+                v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.validate_aud = true;
+                v.leeway = config.leeway_secs;
+                (*alg, v)
+            })
+            .collect();
+        Self {
+            jwks,
+            allowed: config.allowed,
+            validations,
+            leeway_secs: config.leeway_secs,
+            roles: config.roles,
+            cache: Cache::new(CACHE_ENTRIES),
+        }
+    }
+
+    pub fn jwks(&self) -> &Arc<Jwks> {
+        &self.jwks
+    }
+
+    /// Verifies a token, answering a repeated one from the cache.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, Rejection> {
+        precheck(token)?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now_secs();
+        if let Some(hit) = self.cache.get(&hash) {
+            if now <= hit.exp.saturating_add(self.leeway_secs) && hit.epoch == self.jwks.epoch() {
+                return Ok(hit);
+            }
+            self.cache.remove(&hash);
+        }
+        let verified = Arc::new(self.verify_uncached(token).await?);
+        self.cache.insert(hash, verified.clone());
+        Ok(verified)
+    }
+
+    /// Full verification, no cache.
+    pub async fn verify_uncached(&self, token: &str) -> Result<Verified, Rejection> {
+        precheck(token)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+        check_header(&header, &self.allowed)?;
+        let kid = header.kid.as_deref();
+        let epoch = self.jwks.epoch();
+        let key = match self.jwks.current().lookup(kid, header.alg) {
+            Lookup::Found(key) => key,
+            Lookup::Mismatch => return Err(Rejection::KeyMismatch),
+            Lookup::Unknown => {
+                if !self.jwks.refetch_for_unknown_kid().await {
+                    return Err(Rejection::UnknownKey);
+                }
+                match self.jwks.current().lookup(kid, header.alg) {
+                    Lookup::Found(key) => key,
+                    Lookup::Mismatch => return Err(Rejection::KeyMismatch),
+                    Lookup::Unknown => return Err(Rejection::UnknownKey),
+                }
+            }
+        };
+        let validation = self
+            .validations
+            .get(&header.alg)
+            .ok_or(Rejection::Algorithm)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT_BYTES => s.clone(),
+            _ => return Err(Rejection::Claims("sub must be a non-empty string".into())),
+        };
+        let exp = claims
+            .get("exp")
+            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+            .ok_or_else(|| Rejection::Claims("exp".into()))?;
+        let caller = Caller {
+            subject,
+            roles: self.roles.roles(&claims),
+            kind: CallerKind::Bearer,
+        };
+        Ok(Verified {
+            caller: Arc::new(caller),
+            exp,
+            epoch,
+        })
+    }
+}
+
+/// Size and alphabet, before anything is decoded.
+fn precheck(token: &str) -> Result<(), Rejection> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Rejection::Oversized);
+    }
+    let alphabet = token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let mut parts = token.split('.');
+    let shaped = matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty()
+    );
+    if alphabet && shaped {
+        Ok(())
+    } else {
+        Err(Rejection::Malformed)
+    }
+}
+
+fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
+    if !allowed.contains(&h.alg) {
+        return Err(Rejection::Algorithm);
+    }
+    if let Some(typ) = &h.typ {
+        let t = typ.to_ascii_lowercase();
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        if t != "jwt" && t != "at+jwt" {
+            return Err(Rejection::Header("typ must be JWT or at+jwt"));
+        }
+    }
+    // Keys from the token itself would let the token vouch for itself.
+    if h.jku.is_some() || h.x5u.is_some() || h.jwk.is_some() || h.x5c.is_some() {
+        return Err(Rejection::Header("header-supplied keys are never trusted"));
+    }
+    // We understand no critical extension, so any `crit` must be refused (RFC 7515 §4.1.11).
+    if h.crit.is_some() || h.extras.inner().contains_key("b64") {
+        return Err(Rejection::Header("critical extensions are not supported"));
+    }
+    if h.cty.is_some() || h.enc.is_some() || h.zip.is_some() {
+        return Err(Rejection::Header("nested, encrypted or compressed tokens"));
+    }
+    if h.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_BYTES) {
+        return Err(Rejection::Header("kid too long"));
+    }
+    Ok(())
+}
+
+fn classify(kind: &ErrorKind) -> Rejection {
+    match kind {
+        ErrorKind::InvalidSignature => Rejection::Signature,
+        ErrorKind::ExpiredSignature => Rejection::Expired,
+        ErrorKind::ImmatureSignature => Rejection::NotYetValid,
+        ErrorKind::InvalidIssuer => Rejection::Issuer,
+        ErrorKind::InvalidAudience => Rejection::Audience,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Rejection::Algorithm,
+        ErrorKind::MissingRequiredClaim(c) => Rejection::Claims(format!("missing {c}")),
+        ErrorKind::InvalidClaimFormat(c) => Rejection::Claims(format!("malformed {c}")),
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => Rejection::Malformed,
+        _ => Rejection::Signature,
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precheck_refuses_before_parsing() {
+        assert_eq!(
+            precheck(&"a".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(Rejection::Oversized)
+        );
+        assert_eq!(precheck("a.b"), Err(Rejection::Malformed));
+        assert_eq!(precheck("a.b.c.d"), Err(Rejection::Malformed));
+        assert_eq!(precheck("a..c"), Err(Rejection::Malformed));
+        assert_eq!(precheck("a.b."), Err(Rejection::Malformed));
+        assert_eq!(precheck("a.b+/.c"), Err(Rejection::Malformed));
+        assert_eq!(precheck("a.b=.c"), Err(Rejection::Malformed));
+        assert_eq!(precheck("a.b.c"), Ok(()));
+    }
+
+    #[test]
+    fn header_rules() {
+        let allowed = [Algorithm::RS256, Algorithm::ES256];
+        let ok = Header::new(Algorithm::RS256);
+        assert_eq!(check_header(&ok, &allowed), Ok(()));
+        let mut h = ok.clone();
+        h.typ = Some("at+jwt".into());
+        assert_eq!(check_header(&h, &allowed), Ok(()));
+        h.typ = Some("application/at+JWT".into());
+        assert_eq!(check_header(&h, &allowed), Ok(()));
+        h.typ = None;
+        assert_eq!(check_header(&h, &allowed), Ok(()));
+        h.typ = Some("dpop+jwt".into());
+        assert!(check_header(&h, &allowed).is_err());
+        assert_eq!(
+            check_header(&Header::new(Algorithm::HS256), &allowed),
+            Err(Rejection::Algorithm)
+        );
+        assert_eq!(
+            check_header(&Header::new(Algorithm::PS256), &allowed),
+            Err(Rejection::Algorithm)
+        );
+        for set in [
+            |h: &mut Header| h.jku = Some("http://127.0.0.1/keys".into()),
+            |h: &mut Header| h.x5u = Some("http://127.0.0.1/cert".into()),
+            |h: &mut Header| h.x5c = Some(vec!["MIIB".into()]),
+            |h: &mut Header| h.crit = Some(vec!["exp".into()]),
+            |h: &mut Header| h.cty = Some("JWT".into()),
+            |h: &mut Header| h.kid = Some("k".repeat(300)),
+        ] {
+            let mut h = ok.clone();
+            set(&mut h);
+            assert!(check_header(&h, &allowed).is_err(), "{h:?}");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Who is calling: the [`Caller`] every later stage (rate limits, authorization, actions,
+//! audit) reads from the request extensions, proven by a bearer JWT from the OIDC issuer
+//! or by a declared API key — or a 401 problem.
+//!
+//! Credentials: `Authorization: Bearer <jwt>`, `Authorization: Bearer nfk_…` (API key) or
+//! `X-API-Key: nfk_…`; exactly one of them. Tokens and keys are never logged.
+
+pub mod api_key;
+pub mod jwks;
+pub mod jwt;
+pub mod roles;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest};
+
+use crate::plan::Plan;
+use crate::plan::access::RoleId;
+use crate::plan::routes::{Access, RoutePlan};
+use crate::server::envelope::LogSubject;
+use crate::server::problem::Problem;
+use api_key::ApiKeys;
+use jwks::Jwks;
+use jwt::{BearerVerifier, Rejection, VerifierConfig};
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKind {
+    /// A bearer JWT from the OIDC issuer.
+    Bearer,
+    /// A token minted by the development issuer.
+    Dev,
+    /// A declared API key, by name.
+    ApiKey(String),
+}
+
+impl CallerKind {
+    /// `bearer`, `dev` or `api_key`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Dev => "dev",
+            Self::ApiKey(_) => "api_key",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The `sub` claim (or `apikey:NAME` for API keys).
+    pub subject: String,
+    /// Roles known to the plan; unknown roles from the token are dropped.
+    pub roles: Vec<RoleId>,
+    pub kind: CallerKind,
+}
+
+/// Header carrying an API key, as an alternative to `Authorization: Bearer nfk_…`.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Why a request is not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("invalid credentials: {0}")]
+    Invalid(Rejection),
+    #[error("invalid credentials: several were presented")]
+    Ambiguous,
+    #[error("invalid credentials: unknown API key")]
+    UnknownApiKey,
+    #[error("invalid credentials: bearer tokens are not accepted (no auth.issuer)")]
+    NoIssuer,
+}
+
+impl AuthError {
+    /// The 401 problem, with the RFC 6750 challenge: a bare `Bearer` when nothing was
+    /// presented, `error="invalid_token"` otherwise. The detail never says which check failed.
+    pub fn problem(&self) -> Problem {
+        let (challenge, detail) = match self {
+            Self::Missing => (
+                "Bearer",
+                "this route needs credentials: a bearer token or an API key",
+            ),
+            _ => (
+                "Bearer error=\"invalid_token\"",
+                "the credentials are invalid or expired",
+            ),
+        };
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        )
+    }
+}
+
+/// Why authentication could not be set up from a valid plan.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("jsonwebtoken has no crypto provider (enable exactly one backend)")]
+    NoCryptoProvider,
+    #[error("HTTP client for the issuer: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("key refresher: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Bearer verification and API keys, built once and shared by every worker.
+pub struct Authenticator {
+    bearer: Option<BearerVerifier>,
+    api_keys: ApiKeys,
+}
+
+impl Authenticator {
+    /// Builds the verifier without starting the key refresher (see [`Authenticator::start`]).
+    pub fn build(plan: &Plan) -> Result<Self, SetupError> {
+        let Some(auth) = &plan.auth else {
+            return Ok(Self {
+                bearer: None,
+                api_keys: ApiKeys::default(),
+            });
+        };
+        let bearer = match (&auth.issuer, &auth.audience) {
+            (Some(issuer), Some(audience)) => {
+                if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
+                    return Err(SetupError::NoCryptoProvider);
+                }
+                // The plan only admits asymmetric algorithms; HS* and `none` never get here.
+                let allowed: Vec<_> = auth
+                    .algorithms
+                    .iter()
+                    .filter_map(|a| jsonwebtoken::Algorithm::from_str(a).ok())
+                    .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+                    .collect();
+                let jwks = Arc::new(Jwks::new(issuer.clone(), allowed.clone())?);
+                let config = VerifierConfig {
+                    allowed,
+                    audience: audience.clone(),
+                    leeway_secs: auth.leeway.as_secs(),
+                    roles: roles::RoleMapper::new(
+                        auth.roles_claim.clone(),
+                        plan.roles.closures.keys().cloned(),
+                    ),
+                };
+                Some(BearerVerifier::new(jwks, config))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            bearer,
+            api_keys: ApiKeys::new(&auth.api_keys),
+        })
+    }
+
+    /// Starts fetching and refreshing the issuer's keys in the background. The server
+    /// serves meanwhile, even while the provider is unreachable.
+    pub fn start(&self) -> Result<(), SetupError> {
+        if let Some(b) = &self.bearer {
+            b.jwks().spawn_refresher()?;
+        }
+        Ok(())
+    }
+
+    /// The bearer verifier, when an issuer is configured.
+    pub fn bearer(&self) -> Option<&BearerVerifier> {
+        self.bearer.as_ref()
+    }
+
+    /// Authenticates the credentials in a request's headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
+        match credential(headers)? {
+            Credential::ApiKey(key) => self.api_keys.find(key).ok_or(AuthError::UnknownApiKey),
+            Credential::Bearer(token) => {
+                let verifier = self.bearer.as_ref().ok_or(AuthError::NoIssuer)?;
+                let verified = verifier.verify(token).await.map_err(AuthError::Invalid)?;
+                Ok(verified.caller.clone())
+            }
+        }
+    }
+}
+
+enum Credential<'a> {
+    Bearer(&'a str),
+    ApiKey(&'a str),
+}
+
+fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
+    let mut authorization = headers.get_all(header::AUTHORIZATION);
+    let mut api_key = headers.get_all(API_KEY_HEADER);
+    let presented = match (
+        authorization.next(),
+        authorization.next(),
+        api_key.next(),
+        api_key.next(),
+    ) {
+        (None, _, None, _) => return Err(AuthError::Missing),
+        (Some(a), None, None, _) => Err(a),
+        (None, _, Some(k), None) => Ok(k),
+        _ => return Err(AuthError::Ambiguous),
+    };
+    let invalid = || AuthError::Invalid(Rejection::Malformed);
+    match presented {
+        Ok(key) => key
+            .to_str()
+            .map(|k| Credential::ApiKey(k.trim()))
+            .map_err(|_| invalid()),
+        Err(authorization) => {
+            let value = authorization.to_str().map_err(|_| invalid())?.trim();
+            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                // Another scheme (Basic, …) carries no bearer credential (RFC 6750 §3).
+                return Err(AuthError::Missing);
+            }
+            let token = rest.trim();
+            if token.is_empty() {
+                Err(invalid())
+            } else if token.starts_with(api_key::PREFIX) {
+                Ok(Credential::ApiKey(token))
+            } else {
+                Ok(Credential::Bearer(token))
+            }
+        }
+    }
+}
+
+/// The authentication stage of the pipeline: public routes pass untouched (credentials
+/// ignored); any other route gets its [`Caller`] (and the log's subject) in the request
+/// extensions, or a 401 problem.
+pub async fn authenticate(
+    auth: &Authenticator,
+    route: &RoutePlan,
+    req: &HttpRequest,
+) -> Result<(), Problem> {
+    if route.access == Access::Public {
+        return Ok(());
+    }
+    let caller = auth.authenticate(req.headers()).await.map_err(|e| {
+        tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
+        e.problem()
+    })?;
+    let mut ext = req.extensions_mut();
+    ext.insert(LogSubject(caller.subject.clone()));
+    ext.insert(Caller::clone(&caller));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderName;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_static(n),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn credentials_are_read_strictly() {
+        assert!(matches!(credential(&headers(&[])), Err(AuthError::Missing)));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Basic dTpw")])),
+            Err(AuthError::Missing)
+        ));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "bearer a.b.c")])),
+            Ok(Credential::Bearer("a.b.c"))
+        ));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Bearer nfk_abc")])),
+            Ok(Credential::ApiKey("nfk_abc"))
+        ));
+        assert!(matches!(
+            credential(&headers(&[("x-api-key", "nfk_abc")])),
+            Ok(Credential::ApiKey("nfk_abc"))
+        ));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Bearer ")])),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            credential(&headers(&[
+                ("authorization", "Bearer a.b.c"),
+                ("x-api-key", "nfk_abc")
+            ])),
+            Err(AuthError::Ambiguous)
+        ));
+        assert!(matches!(
+            credential(&headers(&[
+                ("authorization", "Bearer a.b.c"),
+                ("authorization", "Bearer d.e.f")
+            ])),
+            Err(AuthError::Ambiguous)
+        ));
+    }
+
+    #[test]
+    fn challenges() {
+        let p = AuthError::Missing.problem();
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(p.headers[0].1, "Bearer");
+        let p = AuthError::Invalid(Rejection::Expired).problem();
+        assert_eq!(p.headers[0].1, "Bearer error=\"invalid_token\"");
+        assert!(!p.detail.contains("expired token"));
+    }
+}

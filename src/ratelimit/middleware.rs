@@ -1,0 +1,116 @@
+//! The two enforcement points: [`global`] wraps routing (every request, before
+//! authentication); [`route`] runs in the route handler after authentication.
+//!
+//! Both record the policies that counted a request in its extensions; [`global`] writes
+//! the `RateLimit` fields from that record onto whatever response comes back (success,
+//! 404, 429 or any other problem).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpRequest, web};
+
+use super::{Applied, BucketKey, ClientIp, RateLimits};
+use crate::auth::Caller;
+use crate::plan::routes::RoutePlan;
+use crate::server::problem::Problem;
+use crate::server::{AppState, request_id};
+
+/// The policies that counted this request, in order.
+#[derive(Debug, Default)]
+struct AppliedLimits(Vec<Applied>);
+
+/// Counts every request against the `global` policy by client ip, and writes the
+/// `RateLimit` fields of every policy that counted it onto the response.
+pub async fn global<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let limits = &state.limits;
+    if limits.is_empty() {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    if let Some(policy) = limits.global() {
+        let ip = client_ip_of(limits, req.request());
+        match limits.check(policy, &BucketKey::ip(ip)).await {
+            Ok(applied) => record(req.request(), applied),
+            Err(refusal) => {
+                let mut res = refusal.problem.to_response(&request_id::of(req.request()));
+                if let Some(applied) = refusal.applied {
+                    limits.write_headers(&[applied], res.headers_mut());
+                }
+                return Ok(req.into_response(res));
+            }
+        }
+    }
+    let mut res = next.call(req).await?;
+    let applied = res
+        .request()
+        .extensions_mut()
+        .remove::<AppliedLimits>()
+        .unwrap_or_default();
+    limits.write_headers(&applied.0, res.headers_mut());
+    Ok(res.map_into_boxed_body())
+}
+
+/// Counts a request against its route's policy, keyed as the policy says (user and API
+/// key fall back to the client ip for callers without that identity). A route whose
+/// policy is `global` was already counted before routing and is not counted twice.
+pub async fn route(
+    limits: &RateLimits,
+    route: &RoutePlan,
+    req: &HttpRequest,
+) -> Result<(), Problem> {
+    let Some(policy) = route.rate_limit.as_ref().and_then(|n| limits.policy(n)) else {
+        return Ok(());
+    };
+    if Some(policy) == limits.global() {
+        return Ok(());
+    }
+    let Some(kind) = limits.key_kind(policy) else {
+        return Ok(());
+    };
+    let ip = client_ip_of(limits, req);
+    let key = BucketKey::for_request(kind, ip, req.extensions().get::<Caller>());
+    match limits.check(policy, &key).await {
+        Ok(applied) => {
+            record(req, applied);
+            Ok(())
+        }
+        Err(refusal) => {
+            if let Some(applied) = refusal.applied {
+                record(req, applied);
+            }
+            Err(refusal.problem)
+        }
+    }
+}
+
+/// The request's client address, resolved once and kept in its extensions.
+fn client_ip_of(limits: &RateLimits, req: &HttpRequest) -> IpAddr {
+    if let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() {
+        return *ip;
+    }
+    // No peer address only happens outside a real socket (tests): one shared bucket.
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+    let ip = limits.client_ip(peer, req.headers());
+    req.extensions_mut().insert(ClientIp(ip));
+    ip
+}
+
+fn record(req: &HttpRequest, applied: Applied) {
+    let mut ext = req.extensions_mut();
+    match ext.get_mut::<AppliedLimits>() {
+        Some(list) => list.0.push(applied),
+        None => {
+            ext.insert(AppliedLimits(vec![applied]));
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Rate limiting: every declared policy enforced on `governor` GCRA buckets, keyed by a
+//! client address no untrusted header can forge, answered with 429 problem+json,
+//! `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` fields.
+//!
+//! The policy named `global` counts every request by client ip before authentication
+//! ([`middleware::global`], 404s included); a route's `rate_limit` counts after
+//! authentication ([`middleware::route`]) by ip, user or API key. One bucket per policy and
+//! key, in state built once and shared by every worker.
+//!
+//! ```text
+//! client_ip  peer address, or the rightmost untrusted forwarded address via a trusted proxy
+//! key        what a bucket counts by (IPv4 address, IPv6 /64, user, API key)
+//! backend    the limiter interface; memory: governor + key cap + idle-key sweep
+//! headers    RateLimit, RateLimit-Policy, Retry-After
+//! middleware the two enforcement points in the request pipeline
+//! ```
+//!
+//! NestFlux drives `governor` (MIT) itself rather than through actix-governor, which is
+//! GPL-3.0-or-later (it would put the whole binary under GPL), rounds `Retry-After` down
+//! (a 200 ms wait becomes `0`), trusts forwarded headers blindly and has no pluggable
+//! backend.
+
+pub mod backend;
+pub mod client_ip;
+pub mod headers;
+pub mod key;
+pub mod memory;
+pub mod middleware;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use ipnet::IpNet;
+
+use crate::plan::Plan;
+use crate::plan::limits::{LimitKey, PolicyName, RateLimitsPlan};
+use crate::server::problem::Problem;
+
+pub use backend::{Backend, BackendError, PolicyId, Verdict};
+pub use client_ip::ClientIp;
+pub use key::BucketKey;
+pub use memory::MemoryBackend;
+
+/// Every compiled policy, the trusted proxies and the backend holding the buckets.
+pub struct RateLimits<B: Backend = MemoryBackend> {
+    policies: Vec<Policy>,
+    by_name: HashMap<PolicyName, PolicyId>,
+    global: Option<PolicyId>,
+    trusted: Vec<IpNet>,
+    backend: B,
+}
+
+struct Policy {
+    name: PolicyName,
+    key: LimitKey,
+    /// This policy's `RateLimit-Policy` item, rendered once.
+    item: String,
+}
+
+impl RateLimits<MemoryBackend> {
+    /// The limits a plan declares, on the in-memory backend (swept in the background).
+    pub fn from_plan(plan: &Plan) -> Self {
+        let policies: Vec<_> = plan.rate_limits.policies.values().cloned().collect();
+        let backend = MemoryBackend::new(&policies);
+        Self::new(&plan.rate_limits, &plan.server.trusted_proxies, backend)
+    }
+}
+
+impl<B: Backend> RateLimits<B> {
+    /// Limits over `backend`, whose policies must be `plan`'s in the same (name) order.
+    pub fn new(plan: &RateLimitsPlan, trusted: &[IpNet], backend: B) -> Self {
+        let policies: Vec<Policy> = plan
+            .policies
+            .values()
+            .map(|p| Policy {
+                name: p.name.clone(),
+                key: p.key,
+                item: headers::policy_item(&p.name.0, p.quota.get(), p.window),
+            })
+            .collect();
+        let by_name = policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), PolicyId(i)))
+            .collect::<HashMap<_, _>>();
+        let global = by_name.get(&PolicyName("global".into())).copied();
+        Self {
+            policies,
+            by_name,
+            global,
+            trusted: trusted.to_vec(),
+            backend,
+        }
+    }
+
+    /// Whether no policy is declared (nothing to count, no headers to send).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The `global` policy, applied to every request before authentication.
+    pub fn global(&self) -> Option<PolicyId> {
+        self.global
+    }
+
+    /// The policy of a given name.
+    pub fn policy(&self, name: &PolicyName) -> Option<PolicyId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// What `policy` counts by.
+    pub fn key_kind(&self, policy: PolicyId) -> Option<LimitKey> {
+        self.policies.get(policy.0).map(|p| p.key)
+    }
+
+    /// The client address of a request from `peer`, honouring only trusted proxies.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip::resolve(peer, headers, &self.trusted)
+    }
+
+    /// Counts one request; `Ok` carries the `RateLimit` item to send, `Err` the answer
+    /// (429 when refused, 503 when the backend cannot decide).
+    pub async fn check(&self, policy: PolicyId, key: &BucketKey) -> Result<Applied, Refusal> {
+        let name = self
+            .policies
+            .get(policy.0)
+            .map(|p| p.name.0.as_str())
+            .unwrap_or_default();
+        match self.backend.check(policy, key).await {
+            Ok(verdict) => {
+                let applied = Applied {
+                    policy,
+                    item: headers::limit_item(name, &verdict),
+                };
+                if verdict.allowed {
+                    Ok(applied)
+                } else {
+                    Err(Refusal {
+                        problem: too_many_requests(verdict.retry_after),
+                        applied: Some(applied),
+                    })
+                }
+            }
+            Err(e) => {
+                tracing::error!(policy = name, error = %e, "rate limiting: backend failed");
+                Err(Refusal {
+                    problem: Problem::for_status(StatusCode::SERVICE_UNAVAILABLE),
+                    applied: None,
+                })
+            }
+        }
+    }
+
+    /// Writes `RateLimit-Policy` and `RateLimit` for the policies that counted a request.
+    pub fn write_headers(&self, applied: &[Applied], headers: &mut HeaderMap) {
+        if applied.is_empty() {
+            return;
+        }
+        let (mut policy, mut state) = (String::new(), String::new());
+        for (i, a) in applied.iter().enumerate() {
+            if i > 0 {
+                policy.push_str(", ");
+                state.push_str(", ");
+            }
+            if let Some(p) = self.policies.get(a.policy.0) {
+                policy.push_str(&p.item);
+            }
+            state.push_str(&a.item);
+        }
+        if let (Ok(policy), Ok(state)) = (
+            HeaderValue::from_str(&policy),
+            HeaderValue::from_str(&state),
+        ) {
+            headers.insert(
+                header::HeaderName::from_static(headers::RATELIMIT_POLICY),
+                policy,
+            );
+            headers.insert(header::HeaderName::from_static(headers::RATELIMIT), state);
+        }
+    }
+}
+
+/// One policy that counted a request, with its `RateLimit` item.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub policy: PolicyId,
+    pub item: String,
+}
+
+/// A request the limiter will not let through.
+#[derive(Debug)]
+pub struct Refusal {
+    pub problem: Problem,
+    /// The refusing policy's state, for the `RateLimit` fields (none if it could not decide).
+    pub applied: Option<Applied>,
+}
+
+/// 429 with `Retry-After` in whole seconds, rounded up.
+fn too_many_requests(wait: std::time::Duration) -> Problem {
+    let secs = headers::retry_after(wait);
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("too many requests; retry in {secs} s"),
+    )
+    .header(header::RETRY_AFTER, HeaderValue::from(secs))
+}

@@ -1,0 +1,288 @@
+//! CRUD over one declared resource. Identifiers come from the plan; every request value is
+//! a bound parameter. Rows come back as JSON built by the database itself.
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use super::ddl::{Kind, Table, quote};
+use super::{Bind, Conn, StoreError, now};
+
+/// `?` on SQLite, `$n` on PostgreSQL (with a cast for JSON columns).
+pub fn placeholder(pg: bool, n: usize, kind: Kind) -> String {
+    match (pg, kind) {
+        (false, _) => "?".into(),
+        (true, Kind::Json) => format!("${n}::jsonb"),
+        (true, _) => format!("${n}"),
+    }
+}
+
+/// A validated JSON value as a bind of its column's type.
+pub fn to_bind(kind: Kind, v: &Value) -> Bind {
+    match (kind, v) {
+        (_, Value::Null) => kind.null(),
+        (Kind::Text, Value::String(s)) => Bind::Text(Some(s.clone())),
+        (Kind::Int, v) => Bind::Int(v.as_i64()),
+        (Kind::Real, v) => Bind::Real(v.as_f64()),
+        (Kind::Bool, v) => Bind::Bool(v.as_bool()),
+        (Kind::Json, v) => Bind::Json(Some(v.to_string())),
+        (Kind::Text, v) => Bind::Text(Some(v.to_string())),
+    }
+}
+
+/// A position in a sorted list, handed to clients as an opaque string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub sort: String,
+    pub desc: bool,
+    pub value: Value,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let raw = json!({ "s": self.sort, "d": self.desc, "v": self.value, "i": self.id });
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
+    }
+
+    /// `None` for anything that is not a cursor this server made.
+    pub fn decode(text: &str) -> Option<Self> {
+        if text.len() > 2048 {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        Some(Self {
+            sort: v.get("s")?.as_str()?.to_string(),
+            desc: v.get("d")?.as_bool()?,
+            value: v.get("v")?.clone(),
+            id: v.get("i")?.as_str()?.to_string(),
+        })
+    }
+}
+
+/// A list request, already validated against the plan.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only rows of this owner (`:own` permissions).
+    pub owner: Option<String>,
+    /// Equality filters on declared scalar fields: (column, typed value).
+    pub filters: Vec<(String, Value)>,
+    /// Sort column (`id` by default) and direction.
+    pub sort: String,
+    pub desc: bool,
+    pub limit: usize,
+    pub after: Option<Cursor>,
+}
+
+/// The SQL of one resource, built once from the plan.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub table: Table,
+    pg: bool,
+    /// The expression rendering a row as JSON text.
+    row_json: String,
+}
+
+impl Resource {
+    pub fn new(table: Table, pg: bool) -> Self {
+        let mut parts = vec![("id", Kind::Text)];
+        if table.owner {
+            parts.push(("owner", Kind::Text));
+        }
+        let mut exprs: Vec<String> = parts.iter().map(|(n, k)| pair(pg, n, *k)).collect();
+        exprs.extend(table.columns.iter().map(|c| pair(pg, &c.name, c.kind)));
+        exprs.push(pair(pg, "created_at", Kind::Text));
+        exprs.push(pair(pg, "updated_at", Kind::Text));
+        let row_json = if pg {
+            format!("json_build_object({})::text", exprs.join(", "))
+        } else {
+            format!("json_object({})", exprs.join(", "))
+        };
+        Self { table, pg, row_json }
+    }
+
+    fn ph(&self, n: usize, kind: Kind) -> String {
+        placeholder(self.pg, n, kind)
+    }
+
+    fn select_where(&self, conds: &str) -> String {
+        format!("SELECT {} AS j FROM {} WHERE {conds}", self.row_json, quote(&self.table.name))
+    }
+
+    /// `"id" = ? [AND "owner" = ?]`, with its binds.
+    fn by_id(&self, first: usize, id: &str, owner: Option<&str>) -> (String, Vec<Bind>) {
+        let mut sql = format!("{} = {}", quote("id"), self.ph(first, Kind::Text));
+        let mut binds = vec![Bind::Text(Some(id.to_string()))];
+        if let Some(owner) = owner {
+            sql += &format!(" AND {} = {}", quote("owner"), self.ph(first + 1, Kind::Text));
+            binds.push(Bind::Text(Some(owner.to_string())));
+        }
+        (sql, binds)
+    }
+
+    /// One row, if it exists (and belongs to `owner` when given).
+    pub fn get(&self, conn: &mut Conn, id: &str, owner: Option<&str>) -> Result<Value, StoreError> {
+        let (cond, binds) = self.by_id(1, id, owner);
+        let rows = conn.query_json(&self.select_where(&cond), &binds)?;
+        let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
+        serde_json::from_str(&row).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Inserts a validated document; returns the stored row.
+    pub fn create(&self, conn: &mut Conn, owner: Option<&str>, doc: &Map<String, Value>) -> Result<Value, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let stamp = now();
+        let mut cols = vec![quote("id")];
+        let mut binds = vec![Bind::Text(Some(id.clone()))];
+        if self.table.owner {
+            cols.push(quote("owner"));
+            binds.push(Bind::Text(owner.map(str::to_string)));
+        }
+        for c in &self.table.columns {
+            cols.push(quote(&c.name));
+            binds.push(doc.get(&c.name).map_or(c.kind.null(), |v| to_bind(c.kind, v)));
+        }
+        cols.push(quote("created_at"));
+        binds.push(Bind::Text(Some(stamp.clone())));
+        cols.push(quote("updated_at"));
+        binds.push(Bind::Text(Some(stamp)));
+        let kinds = self.kinds_of(&binds);
+        let values: Vec<String> = kinds.iter().enumerate().map(|(i, k)| self.ph(i + 1, *k)).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote(&self.table.name),
+            cols.join(", "),
+            values.join(", ")
+        );
+        conn.transaction(|c| {
+            c.execute(&sql, &binds)?;
+            self.get(c, &id, None)
+        })
+    }
+
+    /// Sets the fields present in a validated patch; returns the updated row.
+    pub fn update(
+        &self,
+        conn: &mut Conn,
+        id: &str,
+        owner: Option<&str>,
+        patch: &Map<String, Value>,
+    ) -> Result<Value, StoreError> {
+        let mut sets = Vec::new();
+        let mut binds = Vec::new();
+        for c in &self.table.columns {
+            if let Some(v) = patch.get(&c.name) {
+                binds.push(to_bind(c.kind, v));
+                sets.push(format!("{} = {}", quote(&c.name), self.ph(binds.len(), c.kind)));
+            }
+        }
+        binds.push(Bind::Text(Some(now())));
+        sets.push(format!("{} = {}", quote("updated_at"), self.ph(binds.len(), Kind::Text)));
+        let (cond, more) = self.by_id(binds.len() + 1, id, owner);
+        binds.extend(more);
+        let sql = format!("UPDATE {} SET {} WHERE {cond}", quote(&self.table.name), sets.join(", "));
+        conn.transaction(|c| {
+            if c.execute(&sql, &binds)? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            self.get(c, id, None)
+        })
+    }
+
+    pub fn delete(&self, conn: &mut Conn, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
+        let (cond, binds) = self.by_id(1, id, owner);
+        let sql = format!("DELETE FROM {} WHERE {cond}", quote(&self.table.name));
+        match conn.execute(&sql, &binds)? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// One page in keyset order; the cursor of the next page when there is one.
+    pub fn list(&self, conn: &mut Conn, q: &ListQuery) -> Result<(Vec<Value>, Option<String>), StoreError> {
+        let mut conds = vec!["1 = 1".to_string()];
+        let mut binds = Vec::new();
+        let kind_of = |col: &str| self.table.column(col).map_or(Kind::Text, |c| c.kind);
+        if let Some(owner) = &q.owner {
+            binds.push(Bind::Text(Some(owner.clone())));
+            conds.push(format!("{} = {}", quote("owner"), self.ph(binds.len(), Kind::Text)));
+        }
+        for (col, v) in &q.filters {
+            let kind = kind_of(col);
+            binds.push(to_bind(kind, v));
+            conds.push(format!("{} = {}", quote(col), self.ph(binds.len(), kind)));
+        }
+        let (op, dir) = if q.desc { ("<", "DESC") } else { (">", "ASC") };
+        if let Some(after) = &q.after {
+            let id_ph = |n| self.ph(n, Kind::Text);
+            if q.sort == "id" {
+                binds.push(Bind::Text(Some(after.id.clone())));
+                conds.push(format!("{} {op} {}", quote("id"), id_ph(binds.len())));
+            } else {
+                let kind = kind_of(&q.sort);
+                let s = quote(&q.sort);
+                binds.push(to_bind(kind, &after.value));
+                let a = self.ph(binds.len(), kind);
+                binds.push(to_bind(kind, &after.value));
+                let b = self.ph(binds.len(), kind);
+                binds.push(Bind::Text(Some(after.id.clone())));
+                let c = id_ph(binds.len());
+                conds.push(format!("({s} {op} {a} OR ({s} = {b} AND {} {op} {c}))", quote("id")));
+            }
+        }
+        binds.push(Bind::Int(Some(q.limit as i64 + 1)));
+        let limit = self.ph(binds.len(), Kind::Int);
+        let order = if q.sort == "id" {
+            format!("{} {dir}", quote("id"))
+        } else {
+            format!("{} {dir}, {} {dir}", quote(&q.sort), quote("id"))
+        };
+        let sql = format!("{} ORDER BY {order} LIMIT {limit}", self.select_where(&conds.join(" AND ")));
+        let rows = conn.query_json(&sql, &binds)?;
+        let mut items = rows
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > q.limit {
+            items.truncate(q.limit);
+            items.last().map(|last| {
+                Cursor {
+                    sort: q.sort.clone(),
+                    desc: q.desc,
+                    value: last.get(&q.sort).cloned().unwrap_or(Value::Null),
+                    id: last.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    fn kinds_of(&self, binds: &[Bind]) -> Vec<Kind> {
+        binds
+            .iter()
+            .map(|b| match b {
+                Bind::Text(_) => Kind::Text,
+                Bind::Int(_) => Kind::Int,
+                Bind::Real(_) => Kind::Real,
+                Bind::Bool(_) => Kind::Bool,
+                Bind::Json(_) => Kind::Json,
+            })
+            .collect()
+    }
+}
+
+/// `'name', <expr>` rendering one column as JSON.
+fn pair(pg: bool, name: &str, kind: Kind) -> String {
+    let col = quote(name);
+    let expr = match (pg, kind) {
+        (false, Kind::Bool) => {
+            format!("CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END")
+        }
+        (false, Kind::Json) => format!("json({col})"),
+        _ => col,
+    };
+    format!("'{name}', {expr}")
+}

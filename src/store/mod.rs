@@ -1,0 +1,207 @@
+//! Where data lives: a diesel r2d2 pool over an embedded SQLite file or PostgreSQL, the
+//! internal migrations, declared-resource tables (with drift refused) and their CRUD SQL.
+//!
+//! SQL text is built only from the compiled plan (identifiers validated at compile time);
+//! request values are always bound parameters. Blocking database work runs on actix's
+//! blocking pool, never on the async workers.
+
+pub mod conn;
+pub mod crud;
+pub mod ddl;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use conn::{Bind, Conn};
+
+use crate::plan::data::{DatabasePlan, DatabaseUrl};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "postgres")]
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is down, locked past the timeout, or the pool is exhausted: 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A row that does not exist (or is not the caller's to see).
+    #[error("not found")]
+    NotFound,
+    /// A stored value the plan cannot read back (corruption, manual edits).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// Anything else from the database. Logged, never shown to a caller.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The declared resources differ destructively from the tables on disk.
+    #[error("{0}")]
+    Drift(String),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match &e {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::Unavailable(e.to_string()),
+            Error::DatabaseError(_, info) => {
+                let m = info.message().to_ascii_lowercase();
+                if m.contains("database is locked")
+                    || m.contains("busy")
+                    || m.contains("connection")
+                    || m.contains("terminating")
+                    || m.contains("shutting down")
+                {
+                    Self::Unavailable(e.to_string())
+                } else {
+                    Self::Database(e.to_string())
+                }
+            }
+            Error::NotFound => Self::NotFound,
+            _ => Self::Database(e.to_string()),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// Per-connection SQLite settings: wait for locks, enforce foreign keys, fsync on commit.
+#[derive(Debug)]
+struct SqliteSetup {
+    busy_timeout: Duration,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+            self.busy_timeout.as_millis()
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    #[cfg(feature = "postgres")]
+    Pg(Pool<ConnectionManager<diesel::pg::PgConnection>>),
+}
+
+/// The connection pool, shared by all workers.
+#[derive(Clone)]
+pub struct Store {
+    pools: Pools,
+}
+
+impl Store {
+    /// Opens the pool and applies the internal migrations. Returns the migrations applied.
+    pub fn open(plan: &DatabasePlan) -> Result<(Self, Vec<String>), StoreError> {
+        let pools = match &plan.url {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+                }
+                let url = path.to_string_lossy().to_string();
+                // WAL is a property of the file: set it once, before the pool opens.
+                let mut first = <SqliteConnection as diesel::Connection>::establish(&url)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                first.batch_execute("PRAGMA journal_mode = WAL;")?;
+                drop(first);
+                let pool = Pool::builder()
+                    .max_size(plan.pool_size)
+                    .connection_timeout(plan.busy_timeout)
+                    .connection_customizer(Box::new(SqliteSetup { busy_timeout: plan.busy_timeout }))
+                    .build(ConnectionManager::<SqliteConnection>::new(url))
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Pools::Sqlite(pool)
+            }
+            #[cfg(feature = "postgres")]
+            DatabaseUrl::Postgres(url) => {
+                let pool = Pool::builder()
+                    .max_size(plan.pool_size)
+                    .connection_timeout(plan.busy_timeout)
+                    .build(ConnectionManager::<diesel::pg::PgConnection>::new(url.clone()))
+                    .map_err(|_| StoreError::Unavailable("cannot connect to PostgreSQL".into()))?;
+                Pools::Pg(pool)
+            }
+            #[cfg(not(feature = "postgres"))]
+            DatabaseUrl::Postgres(_) => {
+                return Err(StoreError::Unavailable(
+                    "this build has no PostgreSQL support: rebuild with `--features postgres`".into(),
+                ));
+            }
+        };
+        let store = Self { pools };
+        let applied = store.migrate_internal()?;
+        Ok((store, applied))
+    }
+
+    fn migrate_internal(&self) -> Result<Vec<String>, StoreError> {
+        let fail = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Database(format!("migrations: {e}"));
+        let versions = match self.conn()? {
+            Conn::Sqlite(mut c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(fail)?),
+            #[cfg(feature = "postgres")]
+            Conn::Pg(mut c) => names(c.run_pending_migrations(POSTGRES_MIGRATIONS).map_err(fail)?),
+        };
+        Ok(versions)
+    }
+
+    /// A pooled connection; waits at most `database.busy_timeout`.
+    pub fn conn(&self) -> Result<Conn, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite(p) => Conn::Sqlite(p.get()?),
+            #[cfg(feature = "postgres")]
+            Pools::Pg(p) => Conn::Pg(p.get()?),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self.pools, Pools::Sqlite(_))
+    }
+
+    /// Runs blocking database work off the async workers.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        actix_web::web::block(move || {
+            let mut conn = store.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("blocking pool unavailable".into()))?
+    }
+
+    /// Whether the database answers right now (for `health`).
+    pub async fn ping(&self) -> bool {
+        self.run(|c| c.batch("SELECT 1")).await.is_ok()
+    }
+}
+
+fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
+    versions.into_iter().map(|v| v.to_string()).collect()
+}
+
+/// The tables of every declared resource, from the plan.
+pub fn tables(plan: &crate::plan::Plan) -> Vec<ddl::Table> {
+    plan.resources
+        .values()
+        .filter_map(|r| plan.schemas.get(&r.schema).map(|s| ddl::Table::new(r, s.clone())))
+        .collect()
+}
+
+/// Current time as RFC 3339 UTC with microseconds: fixed width, so text order is time order.
+pub fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,227 @@
+//! The real OpenID provider (npm `oidc-provider`, `provider.mjs` beside this file) for the
+//! auth tests, on 127.0.0.1. Missing node or `npm ci --prefix tests/oidc` is a test
+//! failure, never a skip.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// Audience of the provider's RS256 JWT access tokens (its `API_AUD`).
+pub const AUD: &str = "urn:nestflux:api";
+/// Audience of its ES256 JWT access tokens (its default `API_AUD_ES`).
+pub const AUD_ES: &str = "urn:nestflux:api:es256";
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// Panics with the install line when node or the npm package is missing.
+pub fn require_node() {
+    let ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "node is required by the auth tests (Debian: apt-get install nodejs npm)"
+    );
+    assert!(
+        dir()
+            .join("node_modules/oidc-provider/package.json")
+            .exists(),
+        "the oidc-provider npm package is missing: run `npm ci --prefix tests/oidc`"
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (released before use; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A running `node provider.mjs`; killed on drop.
+pub struct Provider {
+    child: Child,
+    pub port: u16,
+    pub keys_file: PathBuf,
+}
+
+impl Provider {
+    /// Starts the provider on `port` with signing keys in `keys_file` (generated with kids
+    /// `rsa-GEN` / `ec-GEN` when the file does not exist yet).
+    pub fn start(port: u16, keys_file: &Path, key_gen: &str) -> Provider {
+        require_node();
+        let mut child = Command::new("node")
+            .arg(dir().join("provider.mjs"))
+            .env("PORT", port.to_string())
+            .env("KEYS_FILE", keys_file)
+            .env("KEY_GEN", key_gen)
+            .env("API_AUD", AUD)
+            .env("API_AUD_ES", AUD_ES)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node provider.mjs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("ready")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!("oidc-provider did not start on port {port}");
+        }
+        Provider {
+            child,
+            port,
+            keys_file: keys_file.to_path_buf(),
+        }
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A client_credentials access token (a JWT) of `nestflux-svc` for `resource`.
+    pub fn token(&self, resource: &str) -> String {
+        let client = reqwest::blocking::Client::new();
+        let res = client
+            .post(format!("{}/token", self.issuer()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nestflux-svc"),
+                ("client_secret", "svc-secret"),
+                ("resource", resource),
+                ("scope", "api:read"),
+            ])
+            .send()
+            .expect("token request");
+        let status = res.status();
+        let body: Value = res.json().expect("token response is JSON");
+        assert!(status.is_success(), "token endpoint: {status} {body}");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One signing key as PEM (from the provider's KEYS_FILE, or freshly made).
+#[derive(Debug, Clone)]
+pub struct KeyMaterial {
+    pub kid: String,
+    pub alg: String,
+    pub private_pem: String,
+    pub public_spki_pem: String,
+    pub public_pkcs1_pem: Option<String>,
+    pub public_der_b64: String,
+    pub public_jwk: Value,
+}
+
+/// The keys in a provider KEYS_FILE, or `--fresh` ones that no provider knows.
+pub fn keys(source: &str) -> Vec<KeyMaterial> {
+    let out = Command::new("node")
+        .arg(dir().join("keys_pem.mjs"))
+        .arg(source)
+        .output()
+        .expect("node keys_pem.mjs");
+    assert!(out.status.success(), "keys_pem.mjs failed");
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("keys JSON");
+    list.into_iter()
+        .map(|k| KeyMaterial {
+            kid: k["kid"].as_str().unwrap_or_default().into(),
+            alg: k["alg"].as_str().unwrap_or_default().into(),
+            private_pem: k["private_pem"].as_str().unwrap_or_default().into(),
+            public_spki_pem: k["public_spki_pem"].as_str().unwrap_or_default().into(),
+            public_pkcs1_pem: k["public_pkcs1_pem"].as_str().map(String::from),
+            public_der_b64: k["public_der_b64"].as_str().unwrap_or_default().into(),
+            public_jwk: k["public_jwk"].clone(),
+        })
+        .collect()
+}
+
+/// A nestflux.toml trusting `issuer` for `audience`, with whoami routes for each access
+/// kind and an API key `ci` (viewer) whose hash is `api_key_hash`.
+pub fn nestflux_config(issuer: &str, audience: &str, api_key_hash: &str) -> String {
+    format!(
+        r#"
+[auth]
+issuer = "{issuer}"
+audience = "{audience}"
+algorithms = ["RS256", "ES256"]
+roles_claim = "roles"
+leeway = "5s"
+
+[auth.api_keys.ci]
+hash = "{api_key_hash}"
+roles = ["viewer"]
+
+[roles.viewer]
+permissions = ["notes:read"]
+
+[roles.service]
+inherits = ["viewer"]
+permissions = ["reports:read"]
+
+[roles.admin]
+permissions = ["*:*"]
+
+[[routes]]
+method = "GET"
+path = "/api/me"
+action = "whoami"
+authenticated = true
+
+[[routes]]
+method = "GET"
+path = "/api/me/reports"
+action = "whoami"
+permission = "reports:read"
+
+[[routes]]
+method = "GET"
+path = "/api/me/admin"
+action = "whoami"
+permission = "audit:read"
+
+[[routes]]
+method = "GET"
+path = "/health"
+action = "health"
+public = true
+"#
+    )
+}
