@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
-# Installs and starts what the test suite talks to. Idempotent; safe to run by hand.
+# Installs and starts what the test suite talks to, on 127.0.0.1 only. Idempotent.
+# Source it (`. .ci/services.sh`) to get NESTFLUX_TEST_POSTGRES_URL exported.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The real OpenID provider (npm oidc-provider), run by the tests themselves.
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# PostgreSQL (Debian package) on 127.0.0.1:55432, a throwaway cluster under /tmp.
+apt_install postgresql
+NESTFLUX_TEST_POSTGRES_URL=$(.ci/pg_up.sh | tail -n 1)
+export NESTFLUX_TEST_POSTGRES_URL
+
+# The real OpenID provider (npm oidc-provider), started by the tests themselves.
 if [ -f tests/oidc/package.json ]; then
-  command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+  command -v node >/dev/null || apt_install nodejs npm
   npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 fi

@@ -20,6 +20,7 @@ use nestflux::auth::roles::RoleMapper;
 use nestflux::authz::Authorizer;
 use nestflux::plan::access::{Permission, RoleId, RolesPlan};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 const ISSUER: &str = "https://id.example.test";
 const AUD: &str = "urn:nestflux:api";
@@ -200,14 +201,7 @@ fn main() {
 
     // API key lookup (SHA-256 + constant-time compare against every declared key).
     let new = nestflux::auth::api_key::generate().expect("random");
-    let mut sha = [0u8; 32];
-    for (i, pair) in new.hash["sha256:".len()..]
-        .as_bytes()
-        .chunks_exact(2)
-        .enumerate()
-    {
-        sha[i] = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0);
-    }
+    let sha: [u8; 32] = sha2::Sha256::digest(new.key.as_bytes()).into();
     let plans: Vec<_> = (0..10)
         .map(|i| nestflux::plan::access::ApiKeyPlan {
             name: format!("k{i}"),

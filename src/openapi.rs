@@ -323,10 +323,11 @@ impl<'a> Builder<'a> {
         let limited = route.rate_limit.is_some() || self.plan.rate_limits.global().is_some();
         let mut out = Map::new();
         let (status, mut success) = success_response(route, record);
-        if limited && let Value::Object(map) = &mut success {
-            if let Value::Object(headers) = map.entry("headers").or_insert_with(|| json!({})) {
-                rate_limit_headers(headers);
-            }
+        if limited
+            && let Value::Object(map) = &mut success
+            && let Value::Object(headers) = map.entry("headers").or_insert_with(|| json!({}))
+        {
+            rate_limit_headers(headers);
         }
         out.insert(status.into(), success);
 

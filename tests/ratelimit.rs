@@ -164,3 +164,88 @@ fn a_route_policy_counts_after_routing_and_reports_beside_global() {
         Some(r#""global";q=100;w=1"#)
     );
 }
+
+/// `nestflux keys api-key NAME` through the real binary: (key, hash).
+fn api_key(name: &str) -> (String, String) {
+    let out = Project::new(MINIMAL).run(&["keys", "api-key", name], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{prefix}` in {text}"))
+    };
+    (field("key:"), field("hash:"))
+}
+
+#[test]
+fn route_policies_count_each_user_and_api_key_in_its_own_bucket() {
+    let (ci, ci_hash) = api_key("ci");
+    let (ops, ops_hash) = api_key("ops");
+    let p = Project::new(&format!(
+        r#"
+# API keys need no provider; an unreachable issuer only makes bearer tokens fail.
+[auth]
+issuer = "http://127.0.0.1:9"
+audience = "urn:nestflux:api"
+
+[auth.api_keys.ci]
+hash = "{ci_hash}"
+roles = ["viewer"]
+
+[auth.api_keys.ops]
+hash = "{ops_hash}"
+roles = ["viewer"]
+
+[roles.viewer]
+permissions = ["notes:read"]
+
+[rate_limits.by_user]
+key = "user"
+per_minute = 1
+burst = 2
+
+[rate_limits.by_key]
+key = "api_key"
+per_minute = 1
+burst = 1
+
+[[routes]]
+method = "GET"
+path = "/api/me"
+action = "whoami"
+authenticated = true
+rate_limit = "by_user"
+
+[[routes]]
+method = "GET"
+path = "/api/key"
+action = "whoami"
+authenticated = true
+rate_limit = "by_key"
+"#
+    ));
+    let s = p.serve(&[]);
+    let c = client();
+    let get = |path: &str, key: &str| c.get(s.url(path)).bearer_auth(key);
+
+    assert_eq!(status(get("/api/me", &ci)), StatusCode::OK);
+    let res = get("/api/me", &ci).send().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "ratelimit"), Some(r#""by_user";r=0;t=120"#));
+    assert_rate_limited(get("/api/me", &ci).send().unwrap());
+    // Another caller from the same address has its own bucket.
+    assert_eq!(status(get("/api/me", &ops)), StatusCode::OK);
+    // Authentication runs first: a bad or missing credential is 401, never a 429.
+    assert_eq!(
+        status(get("/api/me", "nfk_not-a-real-key")),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status(c.get(s.url("/api/me"))), StatusCode::UNAUTHORIZED);
+
+    assert_eq!(status(get("/api/key", &ci)), StatusCode::OK);
+    assert_rate_limited(get("/api/key", &ci).send().unwrap());
+    assert_eq!(status(get("/api/key", &ops)), StatusCode::OK);
+    assert_rate_limited(get("/api/key", &ops).send().unwrap());
+}
