@@ -18,6 +18,9 @@ apt_install postgresql
 NESTFLUX_TEST_POSTGRES_URL=$(.ci/pg_up.sh | tail -n 1)
 export NESTFLUX_TEST_POSTGRES_URL
 
+# openapi-spec-validator (PyPI) judges the generated OpenAPI 3.1 document.
+python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+
 # The real OpenID provider (npm oidc-provider), started by the tests themselves.
 if [ -f tests/oidc/package.json ]; then
   command -v node >/dev/null || apt_install nodejs npm

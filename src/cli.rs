@@ -42,6 +42,18 @@ pub enum Command {
     Openapi,
     /// Apply the internal migrations and the declared-resource DDL; print what changed.
     Migrate,
+    /// Mint a token from the development issuer (`[auth.dev] enabled = true`).
+    Token {
+        /// The subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// A role to grant; repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 30m, 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Configuration tooling.
     Config {
         #[command(subcommand)]
@@ -61,6 +73,15 @@ pub enum KeysCommand {
         /// The key's name in nestflux.toml (lowercase).
         name: String,
     },
+    /// Print a new random AES-256 key as `kid:base64`, for NESTFLUX_ENCRYPTION__KEYS.
+    Generate,
+    /// Re-encrypt every encrypted value and blind index with the active (first) key.
+    /// Resumable: rows already on the active key are skipped, so rerun it after a crash.
+    Rotate {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,9 +99,22 @@ pub fn run() -> ExitCode {
         Command::Routes => routes(&cli.config),
         Command::Openapi => openapi(&cli.config),
         Command::Migrate => migrate(&cli.config),
+        Command::Token { sub, roles, ttl } => token(&cli.config, &sub, &roles, &ttl),
         Command::Keys {
             command: KeysCommand::ApiKey { name },
         } => api_key(&name),
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => match crate::crypto::generate_key() {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        Command::Keys {
+            command: KeysCommand::Rotate { batch_size },
+        } => rotate(&cli.config, batch_size as usize),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
@@ -268,6 +302,55 @@ fn api_key(name: &str) -> ExitCode {
     }
 }
 
+/// `nestflux keys rotate`: every encrypted value and blind index to the active key, one
+/// committed batch at a time, with a progress line per batch and a count per resource.
+fn rotate(path: &Path, batch_size: usize) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let Some(ring) = plan.encryption.ring.clone() else {
+        return fail(
+            "NESTFLUX_ENCRYPTION__KEYS is not set: list the new key first, then every old one",
+        );
+    };
+    let result = crate::server::state::open_store(&plan).and_then(|(store, resources)| {
+        let resources: Vec<_> = resources.into_values().collect();
+        crate::crypto::rotate::rotate_all(&mut store.conn()?, &resources, batch_size, |r| {
+            println!(
+                "{}: batch {} committed, {} rows so far",
+                r.resource, r.batches, r.rows
+            );
+        })
+    });
+    match result {
+        Ok(done) => {
+            for r in &done {
+                println!(
+                    "{}: {} rows re-encrypted to key {}",
+                    r.resource,
+                    r.rows,
+                    ring.active_kid()
+                );
+            }
+            if done.is_empty() {
+                println!("no resource declares encrypted fields");
+            }
+            println!(
+                "rotation complete: every encrypted value is on key {}",
+                ring.active_kid()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            eprintln!("rotation stopped; committed batches are kept, rerun to resume");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn migrate(path: &Path) -> ExitCode {
     let Some(plan) = load_plan(path) else { return ExitCode::FAILURE };
     let result = crate::store::Store::open(&plan.database).and_then(|(store, applied)| {
@@ -294,5 +377,36 @@ fn migrate(path: &Path) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+fn token(path: &Path, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
+    let Some(plan) = load_plan(path) else { return ExitCode::FAILURE };
+    let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) else {
+        return fail("the development issuer is off: set [auth.dev] enabled = true (never in production)");
+    };
+    let ttl = match crate::plan::units::duration(ttl) {
+        Ok(t) if !t.is_zero() && t <= std::time::Duration::from_secs(30 * 86_400) => t,
+        Ok(_) => return fail("--ttl must be between 1s and 30 days"),
+        Err(e) => return fail(&format!("--ttl: {e}")),
+    };
+    if sub.is_empty() {
+        return fail("--sub must not be empty");
+    }
+    for role in roles {
+        if !plan.roles.closures.contains_key(&crate::plan::access::RoleId(role.clone())) {
+            eprintln!("warning: role \"{role}\" is not declared in [roles]; it will be ignored");
+        }
+    }
+    let minted = crate::store::Store::open(&plan.database)
+        .map_err(crate::auth::dev::DevError::from)
+        .and_then(|(store, _)| crate::auth::dev::DevKey::open(&store))
+        .and_then(|key| key.mint(auth, sub, roles, ttl));
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }

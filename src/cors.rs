@@ -4,6 +4,17 @@
 use actix_cors::Cors;
 
 use crate::plan::http::CorsPlan;
+use actix_web::http::header::HeaderName;
+
+/// Response headers a browser client needs to read on every API: the request id to report
+/// problems, and the rate-limit fields to back off politely.
+const ALWAYS_EXPOSED: [&str; 5] = [
+    "x-request-id",
+    "ratelimit",
+    "ratelimit-policy",
+    "retry-after",
+    "location",
+];
 
 /// Builds the CORS middleware for one worker (it is stateless, so per-worker is correct).
 pub fn build(plan: &CorsPlan) -> Cors {
@@ -18,9 +29,12 @@ pub fn build(plan: &CorsPlan) -> Cors {
     cors = cors
         .allowed_methods(plan.methods.iter().cloned())
         .allowed_headers(plan.headers.iter().cloned())
-        .expose_headers(plan.expose_headers.iter().cloned().chain([
-            actix_web::http::header::HeaderName::from_static("x-request-id"),
-        ]));
+        .expose_headers(
+            plan.expose_headers
+                .iter()
+                .cloned()
+                .chain(ALWAYS_EXPOSED.map(HeaderName::from_static)),
+        );
     if let Some(age) = plan.max_age {
         cors = cors.max_age(usize::try_from(age.as_secs()).unwrap_or(usize::MAX));
     }

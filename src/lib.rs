@@ -10,6 +10,7 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod cors;
+pub mod crypto;
 pub mod headers;
 pub mod logging;
 pub mod openapi;

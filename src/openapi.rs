@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use crate::actions::resource::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::plan::Plan;
 use crate::plan::access::Permission;
 use crate::plan::data::ResourcePlan;
@@ -24,12 +25,6 @@ use crate::validate::{CompiledField, Mode, Schema};
 
 /// The `openapi` field of every document.
 pub const OPENAPI_VERSION: &str = "3.1.0";
-
-/// Default page size of a list (`?limit=`).
-pub const LIST_LIMIT_DEFAULT: u64 = 50;
-
-/// Largest page size of a list (`?limit=`).
-pub const LIST_LIMIT_MAX: u64 = 200;
 
 /// Name of the browser-session cookie, published when `[auth.session]` is declared.
 pub const SESSION_COOKIE: &str = "nestflux_session";
@@ -468,8 +463,8 @@ fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
             "schema": {
                 "type": "integer",
                 "minimum": 1,
-                "maximum": LIST_LIMIT_MAX,
-                "default": LIST_LIMIT_DEFAULT,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
             },
         }),
         json!({

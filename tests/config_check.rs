@@ -130,7 +130,7 @@ fn bad_configs_name_each_error_path() {
             "routes[0].resource: no resource named \"notes\"",
             "routes[0].permission: name the permission without :own",
             "routes[1].method: action whoami is served with GET",
-            "routes[1]: needs a caller identity, but [auth] declares neither an issuer nor the dev issuer",
+            "routes[1]: needs a caller identity, but [auth] declares no issuer, dev issuer or API key",
         ]),
         ("[[routes]]\nmethod = \"GET\"\npath = \"/a/{Id}\"\naction = \"health\"\npublic = true\n[[routes]]\nmethod = \"GET\"\npath = \"/b/\"\naction = \"health\"\npublic = true\n".to_string(), vec![], vec![
             "routes[0].path: `{Id}` is not a parameter name",

@@ -41,11 +41,20 @@ pub async fn run(
     let name = route.resource.as_ref().ok_or_else(Problem::internal)?;
     let resource = state.resources.get(name).cloned().ok_or_else(Problem::internal)?;
     let plan = state.plan.resources.get(name).ok_or_else(Problem::internal)?;
+    if resource.keys_missing() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "encryption-keys-missing",
+            "encryption keys are not configured",
+        ));
+    }
     let caller = req.extensions().get::<Caller>().cloned();
-    let decision = req.extensions().get::<Decision>().copied().unwrap_or(Decision::Any);
+    // The authorization stage always sets a decision; without one, refuse.
+    let decision = req.extensions().get::<Decision>().copied().unwrap_or(Decision::Denied);
     let only_owner = match decision {
+        Decision::Any => None,
         Decision::OwnOnly => Some(caller.as_ref().ok_or_else(Problem::not_found)?.subject.clone()),
-        _ => None,
+        Decision::Denied => return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "not permitted")),
     };
     let cx = Ctx { state, plan, resource, caller, only_owner };
     match action {
@@ -254,9 +263,10 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
             }
             field => {
                 let spec = cx.resource.table.schema.field(field).filter(|f| f.is_scalar());
-                let encrypted = cx.plan.encrypted.iter().any(|e| e == field);
+                // Encrypted fields filter only through their blind index (equality on an HMAC).
+                let opaque = cx.plan.encrypted.iter().any(|e| e == field) && !cx.plan.blind_index.iter().any(|e| e == field);
                 match spec {
-                    Some(spec) if !encrypted => {
+                    Some(spec) if !opaque => {
                         if !cx.may_use(field, None) && cx.plan.field_permissions.contains_key(field) {
                             errors.push(bad(field, "forbidden", "you may not filter on this field".into()));
                             continue;

@@ -223,6 +223,8 @@ pub struct Jwks {
     in_flight: AtomicBool,
     last_on_demand: Mutex<Option<Instant>>,
     http: reqwest::Client,
+    /// Keys given at construction and never fetched (no refresher, no refetch).
+    fixed: bool,
 }
 
 impl Jwks {
@@ -246,7 +248,16 @@ impl Jwks {
             in_flight: AtomicBool::new(false),
             last_on_demand: Mutex::new(None),
             http,
+            fixed: false,
         })
+    }
+
+    /// A key set that never changes and is never fetched (the development issuer's).
+    pub fn fixed(issuer: url::Url, allowed: Vec<Algorithm>, document: &Value) -> Result<Self, reqwest::Error> {
+        let mut jwks = Self::new(issuer, allowed.clone())?;
+        jwks.fixed = true;
+        jwks.install(KeySet::from_document(document, &allowed));
+        Ok(jwks)
     }
 
     /// `iss` values that name this issuer.
@@ -336,6 +347,9 @@ impl Jwks {
     /// [`MIN_REFETCH_INTERVAL`]) or joins one in flight, and waits for it. `false` when no
     /// fetch happened, so the caller should not look again.
     pub async fn refetch_for_unknown_kid(&self) -> bool {
+        if self.fixed {
+            return false;
+        }
         let mut attempts = self.attempts.subscribe();
         let allowed = {
             let mut last = match self.last_on_demand.lock() {

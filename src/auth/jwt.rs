@@ -62,6 +62,8 @@ pub enum Rejection {
 pub struct Verified {
     pub caller: Arc<Caller>,
     pub exp: u64,
+    /// What the token says about its subject, for the users table.
+    pub sighting: crate::store::users::Sighting,
     /// Key epoch at verification: a later removal of keys invalidates the entry.
     epoch: u64,
 }
@@ -82,6 +84,10 @@ pub struct BearerVerifier {
     leeway_secs: u64,
     roles: RoleMapper,
     cache: Cache<[u8; 32], Arc<Verified>>,
+    /// How callers verified here are labelled (provider or development issuer).
+    kind: CallerKind,
+    /// Where first and later sightings of a subject are recorded.
+    users: Option<crate::store::Store>,
 }
 
 impl BearerVerifier {
@@ -108,7 +114,21 @@ impl BearerVerifier {
             leeway_secs: config.leeway_secs,
             roles: config.roles,
             cache: Cache::new(CACHE_ENTRIES),
+            kind: CallerKind::Bearer,
+            users: None,
         }
+    }
+
+    /// Labels callers verified here (the development issuer's are `Dev`).
+    pub fn with_kind(mut self, kind: CallerKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Records each newly verified token's subject in the users table.
+    pub fn with_users(mut self, store: crate::store::Store) -> Self {
+        self.users = Some(store);
+        self
     }
 
     pub fn jwks(&self) -> &Arc<Jwks> {
@@ -128,6 +148,13 @@ impl BearerVerifier {
         }
         let verified = Arc::new(self.verify_uncached(token).await?);
         self.cache.insert(hash, verified.clone());
+        if let Some(store) = &self.users {
+            // A user-table hiccup must not turn a valid token away: log and go on.
+            let sighting = verified.sighting.clone();
+            if let Err(e) = store.run(move |c| crate::store::users::record(c, &sighting)).await {
+                tracing::warn!(error = %e, "could not record the user sighting");
+            }
+        }
         Ok(verified)
     }
 
@@ -167,14 +194,28 @@ impl BearerVerifier {
             .get("exp")
             .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
             .ok_or_else(|| Rejection::Claims("exp".into()))?;
+        let text = |k: &str| {
+            claims
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|v| v.len() <= MAX_SUBJECT_BYTES)
+                .map(str::to_string)
+        };
+        let sighting = crate::store::users::Sighting {
+            issuer: text("iss").unwrap_or_default(),
+            subject: subject.clone(),
+            email: text("email"),
+            name: text("name"),
+        };
         let caller = Caller {
             subject,
             roles: self.roles.roles(&claims),
-            kind: CallerKind::Bearer,
+            kind: self.kind.clone(),
         };
         Ok(Verified {
             caller: Arc::new(caller),
             exp,
+            sighting,
             epoch,
         })
     }

@@ -6,6 +6,7 @@
 //! `X-API-Key: nfk_…`; exactly one of them. Tokens and keys are never logged.
 
 pub mod api_key;
+pub mod dev;
 pub mod jwks;
 pub mod jwt;
 pub mod roles;
@@ -106,11 +107,15 @@ pub enum SetupError {
     Http(#[from] reqwest::Error),
     #[error("key refresher: {0}")]
     Io(#[from] std::io::Error),
+    #[error("development issuer: {0}")]
+    Dev(String),
 }
 
 /// Bearer verification and API keys, built once and shared by every worker.
 pub struct Authenticator {
     bearer: Option<BearerVerifier>,
+    /// The development issuer's verifier: same checks, a fixed key from the database.
+    dev: Option<BearerVerifier>,
     api_keys: ApiKeys,
 }
 
@@ -120,6 +125,7 @@ impl Authenticator {
         let Some(auth) = &plan.auth else {
             return Ok(Self {
                 bearer: None,
+                dev: None,
                 api_keys: ApiKeys::default(),
             });
         };
@@ -151,8 +157,37 @@ impl Authenticator {
         };
         Ok(Self {
             bearer,
+            dev: None,
             api_keys: ApiKeys::new(&auth.api_keys),
         })
+    }
+
+    /// Accepts tokens of the development issuer, verified like any provider's against the
+    /// stored key, and records every verified subject in the users table.
+    pub fn attach_store(
+        mut self,
+        plan: &Plan,
+        store: &crate::store::Store,
+    ) -> Result<Self, SetupError> {
+        if let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) {
+            let key = dev::DevKey::open(store).map_err(|e| SetupError::Dev(e.to_string()))?;
+            let issuer = url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
+            let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
+            let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
+            let config = VerifierConfig {
+                allowed,
+                audience: auth.audience.clone().unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into()),
+                leeway_secs: auth.leeway.as_secs(),
+                roles: roles::RoleMapper::new(
+                    auth.roles_claim.clone(),
+                    plan.roles.closures.keys().cloned(),
+                ),
+            };
+            let verifier = BearerVerifier::new(jwks, config).with_kind(CallerKind::Dev);
+            self.dev = Some(verifier.with_users(store.clone()));
+        }
+        self.bearer = self.bearer.map(|b| b.with_users(store.clone()));
+        Ok(self)
     }
 
     /// Starts fetching and refreshing the issuer's keys in the background. The server
@@ -174,12 +209,29 @@ impl Authenticator {
         match credential(headers)? {
             Credential::ApiKey(key) => self.api_keys.find(key).ok_or(AuthError::UnknownApiKey),
             Credential::Bearer(token) => {
-                let verifier = self.bearer.as_ref().ok_or(AuthError::NoIssuer)?;
+                // Routed by the unverified `iss`; the chosen verifier then checks everything,
+                // `iss` included, so a lie only picks a verifier that refuses it.
+                let verifier = match (&self.dev, claimed_issuer(token).as_deref()) {
+                    (Some(dev), Some(dev::DEV_ISSUER)) => dev,
+                    _ => self.bearer.as_ref().ok_or(AuthError::NoIssuer)?,
+                };
                 let verified = verifier.verify(token).await.map_err(AuthError::Invalid)?;
                 Ok(verified.caller.clone())
             }
         }
     }
+}
+
+/// The `iss` a token claims, read without verification, only to pick a verifier.
+fn claimed_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > jwt::MAX_TOKEN_BYTES {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
 }
 
 enum Credential<'a> {
@@ -190,25 +242,20 @@ enum Credential<'a> {
 fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
     let mut authorization = headers.get_all(header::AUTHORIZATION);
     let mut api_key = headers.get_all(API_KEY_HEADER);
-    let presented = match (
+    let invalid = || AuthError::Invalid(Rejection::Malformed);
+    match (
         authorization.next(),
         authorization.next(),
         api_key.next(),
         api_key.next(),
     ) {
-        (None, _, None, _) => return Err(AuthError::Missing),
-        (Some(a), None, None, _) => Err(a),
-        (None, _, Some(k), None) => Ok(k),
-        _ => return Err(AuthError::Ambiguous),
-    };
-    let invalid = || AuthError::Invalid(Rejection::Malformed);
-    match presented {
-        Ok(key) => key
+        (None, _, None, _) => Err(AuthError::Missing),
+        (None, _, Some(key), None) => key
             .to_str()
             .map(|k| Credential::ApiKey(k.trim()))
             .map_err(|_| invalid()),
-        Err(authorization) => {
-            let value = authorization.to_str().map_err(|_| invalid())?.trim();
+        (Some(value), None, None, _) => {
+            let value = value.to_str().map_err(|_| invalid())?.trim();
             let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
             if !scheme.eq_ignore_ascii_case("bearer") {
                 // Another scheme (Basic, …) carries no bearer credential (RFC 6750 §3).
@@ -223,6 +270,8 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
                 Ok(Credential::Bearer(token))
             }
         }
+        // Two credentials, or one header twice: refuse rather than pick one.
+        _ => Err(AuthError::Ambiguous),
     }
 }
 

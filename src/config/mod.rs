@@ -87,6 +87,14 @@ pub struct RawTls {
     pub cert: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: String,
+    /// Also listen for plain HTTP on this socket address (e.g. `0.0.0.0:80`) and answer every
+    /// request with 308 to the same path over HTTPS.
+    #[serde(default)]
+    pub redirect_http: Option<String>,
+    /// `host[:port]` the redirect points to (e.g. `api.example.com`); never taken from the
+    /// request's Host header. Defaults to `server.bind`, which must then be a specific address.
+    #[serde(default)]
+    pub public_host: Option<String>,
 }
 
 /// `[database]`

@@ -510,6 +510,38 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_are_declared_by_hash_with_known_roles() {
+        let roles = BTreeMap::from([("viewer".to_string(), RawRole::default())]);
+        let key = |hash: &str, roles: &[&str]| RawApiKey {
+            hash: hash.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let good = format!("sha256:{}", "ab".repeat(32));
+        let raw = BTreeMap::from([
+            ("ci".to_string(), key(&good, &["viewer"])),
+            ("plain".to_string(), key("nfk_the-key-itself", &["viewer"])),
+            ("short".to_string(), key("sha256:abcd", &["viewer"])),
+            ("ghost".to_string(), key(&good, &["root"])),
+            ("Bad Name".to_string(), key(&good, &["viewer"])),
+        ]);
+        let mut d = Diagnostics::default();
+        let plans = compile_api_keys(&raw, &roles, &mut d);
+        let paths: Vec<&str> = d.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "auth.api_keys.Bad Name",
+                "auth.api_keys.ghost.roles[0]",
+                "auth.api_keys.plain.hash",
+                "auth.api_keys.short.hash",
+            ]
+        );
+        let ci = plans.iter().find(|p| p.name == "ci").unwrap();
+        assert_eq!(ci.sha256, [0xab; 32]);
+        assert_eq!(ci.roles, [RoleId("viewer".into())]);
+    }
+
+    #[test]
     fn permission_matching() {
         assert_eq!(p("notes:*").grants(&p("notes:read")), Some(false));
         assert_eq!(p("notes:update:own").grants(&p("notes:update")), Some(true));

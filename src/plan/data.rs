@@ -75,12 +75,15 @@ pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan 
     }
 }
 
-/// Key ids of the key ring from `NESTFLUX_ENCRYPTION__KEYS`; the key bytes are checked here
-/// and loaded (zeroized on drop) by the crypto layer, never kept in the plan.
+/// The key ring from `NESTFLUX_ENCRYPTION__KEYS`: its shape is checked here, the keys are
+/// loaded once by the crypto layer (zeroized on drop, `Debug` shows key ids only) and shared
+/// by every worker.
 #[derive(Debug, Clone, Default)]
 pub struct EncryptionPlan {
     /// First encrypts, all decrypt.
     pub key_ids: Vec<String>,
+    /// `None` when no keys are configured.
+    pub ring: Option<std::sync::Arc<crate::crypto::KeyRing>>,
 }
 
 pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> EncryptionPlan {
@@ -88,6 +91,7 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
         return EncryptionPlan::default();
     };
     let mut key_ids: Vec<String> = Vec::new();
+    let errors_before = d.errors.len();
     for (i, entry) in keys
         .split(',')
         .map(str::trim)
@@ -112,7 +116,10 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
             );
             continue;
         }
-        match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+        match base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map(zeroize::Zeroizing::new)
+        {
             Ok(bytes) if bytes.len() == 32 => {}
             Ok(_) => d.error(&path, format!("key \"{kid}\" is not 32 bytes (AES-256)")),
             Err(_) => d.error(&path, format!("key \"{kid}\" is not valid base64")),
@@ -122,7 +129,18 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
         }
         key_ids.push(kid.to_string());
     }
-    EncryptionPlan { key_ids }
+    let ring = if d.errors.len() > errors_before {
+        None
+    } else {
+        match crate::crypto::KeyRing::parse(keys) {
+            Ok(ring) => Some(std::sync::Arc::new(ring)),
+            Err(e) => {
+                d.error("encryption.keys", e.to_string());
+                None
+            }
+        }
+    };
+    EncryptionPlan { key_ids, ring }
 }
 
 /// Table names NestFlux keeps for itself.
@@ -219,7 +237,7 @@ pub fn compile_resources(
             } else {
                 d.warn(
                     format!("{path}.encrypted"),
-                    "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource will refuse to serve",
+                    "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource answer 503 until it is",
                 );
             }
         }

@@ -33,12 +33,24 @@ pub struct ServerPlan {
 pub struct TlsPlan {
     pub cert: PathBuf,
     pub config: Arc<rustls::ServerConfig>,
+    /// The optional plain-HTTP listener that redirects to HTTPS.
+    pub redirect: Option<RedirectPlan>,
+}
+
+/// `server.tls.redirect_http`: where to listen for plain HTTP and the fixed HTTPS origin
+/// every request there is sent to with 308.
+#[derive(Debug, Clone)]
+pub struct RedirectPlan {
+    pub bind: SocketAddr,
+    /// `https://host[:port]`, without a trailing slash.
+    pub origin: String,
 }
 
 impl std::fmt::Debug for TlsPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsPlan")
             .field("cert", &self.cert)
+            .field("redirect", &self.redirect)
             .finish_non_exhaustive()
     }
 }
@@ -94,7 +106,10 @@ pub fn compile_server(raw: &RawServer, d: &mut Diagnostics) -> ServerPlan {
             ),
         }
     }
-    let tls = raw.tls.as_ref().and_then(|tls| compile_tls(tls, d));
+    let mut tls = raw.tls.as_ref().and_then(|tls| compile_tls(tls, d));
+    if let (Some(raw_tls), Some(plan)) = (raw.tls.as_ref(), tls.as_mut()) {
+        plan.redirect = compile_redirect(raw_tls, bind, d);
+    }
     ServerPlan {
         bind,
         body_limit,
@@ -118,6 +133,60 @@ fn positive_duration(text: &str, path: &str, d: &mut Diagnostics) -> Duration {
             Duration::from_secs(1)
         }
     }
+}
+
+/// `server.tls.redirect_http` and `public_host`: the redirect target is fixed here, so a
+/// request's Host header can never choose where a client is sent.
+fn compile_redirect(raw: &RawTls, bind: SocketAddr, d: &mut Diagnostics) -> Option<RedirectPlan> {
+    let listen = raw.redirect_http.as_deref()?;
+    let Ok(listen) = listen.parse::<SocketAddr>() else {
+        d.error(
+            "server.tls.redirect_http",
+            format!("`{listen}` is not a socket address such as 0.0.0.0:80"),
+        );
+        return None;
+    };
+    if listen == bind {
+        d.error("server.tls.redirect_http", "must differ from server.bind");
+        return None;
+    }
+    let origin = match raw.public_host.as_deref() {
+        Some(host) => match url::Url::parse(&format!("https://{host}")) {
+            Ok(u)
+                if u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.path() == "/"
+                    && u.username().is_empty()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && !host.contains('/') =>
+            {
+                u.as_str().trim_end_matches('/').to_string()
+            }
+            _ => {
+                d.error(
+                    "server.tls.public_host",
+                    format!("`{host}` is not a host[:port] such as api.example.com"),
+                );
+                return None;
+            }
+        },
+        None if bind.ip().is_unspecified() || bind.port() == 0 => {
+            d.error(
+                "server.tls.public_host",
+                "required with redirect_http when server.bind listens on every address: name the host clients use",
+            );
+            return None;
+        }
+        None if bind.port() == 443 => match bind.ip() {
+            std::net::IpAddr::V6(ip) => format!("https://[{ip}]"),
+            ip => format!("https://{ip}"),
+        },
+        None => format!("https://{bind}"),
+    };
+    Some(RedirectPlan {
+        bind: listen,
+        origin,
+    })
 }
 
 fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
@@ -188,6 +257,7 @@ fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
     Some(TlsPlan {
         cert: raw.cert.clone().into(),
         config: Arc::new(config),
+        redirect: None,
     })
 }
 

@@ -140,23 +140,12 @@ impl Plan {
             })
         };
         if let Some(auth) = &self.auth {
-            if auth.dev_issuer {
-                note("auth.dev".into(), "the development issuer");
-            }
             if auth.session.is_some() {
                 note("auth.session".into(), "browser login");
             }
         }
         if matches!(self.rate_limits.backend, limits::LimitBackend::Redis { .. }) {
             note("rate_limits.backend".into(), "the redis rate-limit backend");
-        }
-        for r in self.resources.values() {
-            if !r.encrypted.is_empty() {
-                note(format!("resources.{}.encrypted", r.name.0), "field encryption");
-            }
-        }
-        if !self.encryption.key_ids.is_empty() {
-            note("encryption.keys".into(), "field encryption");
         }
         for r in &self.routes {
             // Authentication and authorization are enforced for every route; what remains

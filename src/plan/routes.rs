@@ -133,7 +133,9 @@ pub fn compile_routes(
 ) -> Vec<RoutePlan> {
     let mut out = Vec::new();
     let mut shapes: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let has_identity = cx.auth.is_some_and(|a| a.issuer.is_some() || a.dev_issuer);
+    let has_identity = cx
+        .auth
+        .is_some_and(|a| a.issuer.is_some() || a.dev_issuer || !a.api_keys.is_empty());
     for (index, r) in raw.iter().enumerate() {
         let at = format!("routes[{index}]");
         let method = match Method::from_bytes(r.method.as_bytes()) {
@@ -239,7 +241,7 @@ pub fn compile_routes(
         };
         if let Some(access) = &access {
             if *access != Access::Public && !has_identity {
-                d.error(&at, "needs a caller identity, but [auth] declares neither an issuer nor the dev issuer");
+                d.error(&at, "needs a caller identity, but [auth] declares no issuer, dev issuer or API key");
             }
             if action == Some(Action::Whoami) && *access == Access::Public {
                 d.error(

@@ -30,6 +30,7 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
     let plan = Arc::new(plan);
     let state = web::Data::new(AppState::build(plan.clone())?);
     let app_plan = plan.clone();
+    let redirect_state = state.clone();
     let mut server = HttpServer::new(move || {
         let cors = app_plan.cors.as_ref();
         App::new()
@@ -59,7 +60,51 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
     for addr in server.addrs() {
         tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
     }
-    Ok(server.run().await?)
+    let Some(redirect) = plan.server.tls.as_ref().and_then(|t| t.redirect.clone()) else {
+        return Ok(server.run().await?);
+    };
+    let origin = Arc::new(redirect.origin);
+    let redirector = HttpServer::new(move || {
+        let origin = origin.clone();
+        App::new()
+            .app_data(redirect_state.clone())
+            .default_service(web::to(move |req: HttpRequest| {
+                let origin = origin.clone();
+                async move { to_https(&origin, &req) }
+            }))
+            .wrap(from_fn(envelope::envelope))
+    })
+    .workers(1)
+    .shutdown_timeout(plan.server.shutdown_timeout.as_secs())
+    .client_request_timeout(plan.server.request_timeout)
+    .bind(redirect.bind)?;
+    for addr in redirector.addrs() {
+        tracing::info!(addr = %addr, to = %origin_of(&plan), "nestflux redirecting http://{addr} to https");
+    }
+    futures_util::future::try_join(server.run(), redirector.run()).await?;
+    Ok(())
+}
+
+fn origin_of(plan: &Plan) -> String {
+    plan.server
+        .tls
+        .as_ref()
+        .and_then(|t| t.redirect.as_ref())
+        .map_or_else(String::new, |r| r.origin.clone())
+}
+
+/// 308 to the configured HTTPS origin with the same path and query. The Host header is
+/// never read, so a client cannot choose where it is sent.
+fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.starts_with('/') { path } else { "/" };
+    match HeaderValue::from_str(&format!("{origin}{path}")) {
+        Ok(location) => HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, location))
+            .finish(),
+        Err(_) => Problem::bad_request("the request path cannot be redirected")
+            .to_response(&request_id::of(req)),
+    }
 }
 
 /// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.

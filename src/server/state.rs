@@ -44,7 +44,7 @@ impl AppState {
     pub fn build(plan: Arc<Plan>) -> Result<Self, StartError> {
         let (store, resources) = open_store(&plan)?;
         let limits = Arc::new(RateLimits::from_plan(&plan));
-        let auth = Arc::new(Authenticator::build(&plan)?);
+        let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
         // The key refresher runs on its own thread: the server serves while the provider
         // is still unreachable.
         auth.start()?;
@@ -75,7 +75,10 @@ pub fn open_store(plan: &Plan) -> Result<(Store, BTreeMap<ResourceName, Arc<Reso
     let pg = store.is_postgres();
     let resources = tables
         .into_iter()
-        .map(|t| (ResourceName(t.name.clone()), Arc::new(Resource::new(t, pg))))
+        .map(|t| {
+            let ring = plan.encryption.ring.clone();
+            (ResourceName(t.name.clone()), Arc::new(Resource::new(t, pg).with_keys(ring)))
+        })
         .collect();
     Ok((store, resources))
 }

@@ -35,6 +35,13 @@ pub struct ColumnRow {
     pub ty: String,
 }
 
+/// A borrowed diesel connection of either backend.
+pub enum Raw<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    #[cfg(feature = "postgres")]
+    Pg(&'a mut diesel::pg::PgConnection),
+}
+
 /// A pooled connection of either backend.
 pub enum Conn {
     Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
@@ -129,6 +136,19 @@ impl Conn {
                 Err(e)
             }
         }
+    }
+
+    /// The underlying diesel connection, for typed queries of internal tables.
+    pub fn with_raw<T>(
+        &mut self,
+        f: impl FnOnce(Raw<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, StoreError> {
+        match self {
+            Conn::Sqlite(c) => f(Raw::Sqlite(&mut **c)),
+            #[cfg(feature = "postgres")]
+            Conn::Pg(c) => f(Raw::Pg(&mut **c)),
+        }
+        .map_err(StoreError::from)
     }
 
     pub fn is_postgres(&self) -> bool {

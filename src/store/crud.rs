@@ -1,10 +1,13 @@
 //! CRUD over one declared resource. Identifiers come from the plan; every request value is
 //! a bound parameter. Rows come back as JSON built by the database itself.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::ddl::{Kind, Table, quote};
+use super::ddl::{Kind, Table, index_column, quote};
+use crate::crypto::{Aad, CryptoError, KeyRing};
 use super::{Bind, Conn, StoreError, now};
 
 /// `?` on SQLite, `$n` on PostgreSQL (with a cast for JSON columns).
@@ -81,6 +84,8 @@ pub struct Resource {
     pg: bool,
     /// The expression rendering a row as JSON text.
     row_json: String,
+    /// Seals and opens the encrypted fields; `None` when no keys are configured.
+    ring: Option<Arc<KeyRing>>,
 }
 
 impl Resource {
@@ -98,7 +103,72 @@ impl Resource {
         } else {
             format!("json_object({})", exprs.join(", "))
         };
-        Self { table, pg, row_json }
+        Self { table, pg, row_json, ring: None }
+    }
+
+    /// The key ring for the encrypted fields (built once, shared by every resource).
+    pub fn with_keys(mut self, ring: Option<Arc<KeyRing>>) -> Self {
+        self.ring = ring;
+        self
+    }
+
+    /// True when the resource has encrypted fields but no key ring: its routes must refuse.
+    pub fn keys_missing(&self) -> bool {
+        !self.table.encrypted.is_empty() && self.ring.is_none()
+    }
+
+    fn ring(&self) -> Result<&KeyRing, StoreError> {
+        self.ring
+            .as_deref()
+            .ok_or_else(|| StoreError::Corrupt(format!("resources.{}: encryption keys are not configured", self.table.name)))
+    }
+
+    fn crypto_error(&self, field: &str, id: &str, e: CryptoError) -> StoreError {
+        // The message names the row, field and key id; never the stored text.
+        StoreError::Corrupt(format!("{}.{field} of row {id}: {e}", self.table.name))
+    }
+
+    /// The bind of one field value: encrypted fields are sealed to (resource, field, id).
+    fn field_bind(&self, id: &str, name: &str, kind: Kind, v: Option<&Value>) -> Result<Bind, StoreError> {
+        match v {
+            Some(Value::String(plain)) if self.table.is_encrypted(name) => {
+                let aad = Aad { resource: &self.table.name, field: name, id };
+                let sealed = self.ring()?.seal(&aad, plain).map_err(|e| self.crypto_error(name, id, e))?;
+                Ok(Bind::Text(Some(sealed)))
+            }
+            Some(v) => Ok(to_bind(kind, v)),
+            None => Ok(kind.null()),
+        }
+    }
+
+    /// The blind index bind of a blind-indexed field's plaintext value.
+    fn index_bind(&self, field: &str, v: Option<&Value>) -> Result<Bind, StoreError> {
+        match v {
+            Some(Value::String(plain)) => {
+                Ok(Bind::Text(Some(self.ring()?.blind_index(&self.table.name, field, plain))))
+            }
+            _ => Ok(Bind::Text(None)),
+        }
+    }
+
+    /// Decrypts the encrypted fields of a row read back as JSON; any failure fails the
+    /// whole row, so ciphertext or garbage never reaches a caller.
+    fn reveal(&self, text: &str) -> Result<Value, StoreError> {
+        let mut row: Value = serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if self.table.encrypted.is_empty() {
+            return Ok(row);
+        }
+        let id = row.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Some(map) = row.as_object_mut() {
+            for field in &self.table.encrypted {
+                if let Some(Value::String(stored)) = map.get(field) {
+                    let aad = Aad { resource: &self.table.name, field, id: &id };
+                    let plain = self.ring()?.open(&aad, stored).map_err(|e| self.crypto_error(field, &id, e))?;
+                    map.insert(field.clone(), Value::String(plain));
+                }
+            }
+        }
+        Ok(row)
     }
 
     fn ph(&self, n: usize, kind: Kind) -> String {
@@ -125,10 +195,11 @@ impl Resource {
         let (cond, binds) = self.by_id(1, id, owner);
         let rows = conn.query_json(&self.select_where(&cond), &binds)?;
         let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
-        serde_json::from_str(&row).map_err(|e| StoreError::Corrupt(e.to_string()))
+        self.reveal(&row)
     }
 
-    /// Inserts a validated document; returns the stored row.
+    /// Inserts a validated document; returns the stored row. The id is chosen here, before
+    /// encrypting, because every ciphertext is bound to it.
     pub fn create(&self, conn: &mut Conn, owner: Option<&str>, doc: &Map<String, Value>) -> Result<Value, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let stamp = now();
@@ -140,7 +211,11 @@ impl Resource {
         }
         for c in &self.table.columns {
             cols.push(quote(&c.name));
-            binds.push(doc.get(&c.name).map_or(c.kind.null(), |v| to_bind(c.kind, v)));
+            binds.push(self.field_bind(&id, &c.name, c.kind, doc.get(&c.name))?);
+        }
+        for f in &self.table.blind_index {
+            cols.push(quote(&index_column(f)));
+            binds.push(self.index_bind(f, doc.get(f))?);
         }
         cols.push(quote("created_at"));
         binds.push(Bind::Text(Some(stamp.clone())));
@@ -172,8 +247,12 @@ impl Resource {
         let mut binds = Vec::new();
         for c in &self.table.columns {
             if let Some(v) = patch.get(&c.name) {
-                binds.push(to_bind(c.kind, v));
+                binds.push(self.field_bind(id, &c.name, c.kind, Some(v))?);
                 sets.push(format!("{} = {}", quote(&c.name), self.ph(binds.len(), c.kind)));
+                if self.table.is_blind_indexed(&c.name) {
+                    binds.push(self.index_bind(&c.name, Some(v))?);
+                    sets.push(format!("{} = {}", quote(&index_column(&c.name)), self.ph(binds.len(), Kind::Text)));
+                }
             }
         }
         binds.push(Bind::Text(Some(now())));
@@ -208,6 +287,17 @@ impl Resource {
             conds.push(format!("{} = {}", quote("owner"), self.ph(binds.len(), Kind::Text)));
         }
         for (col, v) in &q.filters {
+            if self.table.is_blind_indexed(col) {
+                // Equality on the HMAC under every key: rows not yet rotated still match.
+                let plain = v.as_str().unwrap_or_default();
+                let mut phs = Vec::new();
+                for index in self.ring()?.blind_indexes(&self.table.name, col, plain) {
+                    binds.push(Bind::Text(Some(index)));
+                    phs.push(self.ph(binds.len(), Kind::Text));
+                }
+                conds.push(format!("{} IN ({})", quote(&index_column(col)), phs.join(", ")));
+                continue;
+            }
             let kind = kind_of(col);
             binds.push(to_bind(kind, v));
             conds.push(format!("{} = {}", quote(col), self.ph(binds.len(), kind)));
@@ -239,10 +329,7 @@ impl Resource {
         };
         let sql = format!("{} ORDER BY {order} LIMIT {limit}", self.select_where(&conds.join(" AND ")));
         let rows = conn.query_json(&sql, &binds)?;
-        let mut items = rows
-            .iter()
-            .map(|r| serde_json::from_str::<Value>(r).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows.iter().map(|r| self.reveal(r)).collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > q.limit {
             items.truncate(q.limit);
             items.last().map(|last| {
@@ -258,6 +345,97 @@ impl Resource {
             None
         };
         Ok((items, next))
+    }
+
+    /// Re-encrypts up to `limit` rows not yet wholly on the active key (values and blind
+    /// indexes) in one transaction; returns how many rows it rewrote (0: done). Values
+    /// stored before the field was declared encrypted (no `nf1:` prefix) are sealed too.
+    /// Idempotent: a rerun after a crash only sees the rows still stale.
+    pub fn rotate_batch(&self, conn: &mut Conn, limit: usize) -> Result<usize, StoreError> {
+        if self.table.encrypted.is_empty() {
+            return Ok(0);
+        }
+        let ring = self.ring()?;
+        let value_prefix = format!("{}:{}:", crate::crypto::FORMAT, ring.active_kid());
+        let index_prefix = format!("{}:", ring.active_kid());
+        let mut binds = Vec::new();
+        let mut stale = Vec::new();
+        for f in &self.table.encrypted {
+            let col = quote(f);
+            binds.push(Bind::Text(Some(value_prefix.clone())));
+            stale.push(format!(
+                "({col} IS NOT NULL AND substr({col}, 1, {}) <> {})",
+                value_prefix.len(),
+                self.ph(binds.len(), Kind::Text)
+            ));
+        }
+        for f in &self.table.blind_index {
+            let (col, idx) = (quote(f), quote(&index_column(f)));
+            binds.push(Bind::Text(Some(index_prefix.clone())));
+            stale.push(format!(
+                "({col} IS NOT NULL AND ({idx} IS NULL OR substr({idx}, 1, {}) <> {}))",
+                index_prefix.len(),
+                self.ph(binds.len(), Kind::Text)
+            ));
+            stale.push(format!("({col} IS NULL AND {idx} IS NOT NULL)"));
+        }
+        binds.push(Bind::Int(Some(limit as i64)));
+        let mut exprs = vec![pair(self.pg, "id", Kind::Text)];
+        exprs.extend(self.table.encrypted.iter().map(|f| pair(self.pg, f, Kind::Text)));
+        let object = if self.pg {
+            format!("json_build_object({})::text", exprs.join(", "))
+        } else {
+            format!("json_object({})", exprs.join(", "))
+        };
+        let sql = format!(
+            "SELECT {object} AS j FROM {} WHERE {} ORDER BY {} LIMIT {}",
+            quote(&self.table.name),
+            stale.join(" OR "),
+            quote("id"),
+            self.ph(binds.len(), Kind::Int)
+        );
+        conn.transaction(|c| {
+            let rows = c.query_json(&sql, &binds)?;
+            for text in &rows {
+                let row: Value = serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+                let mut sets = Vec::new();
+                let mut up = Vec::new();
+                for f in &self.table.encrypted {
+                    let Some(stored) = row.get(f).and_then(Value::as_str) else {
+                        if self.table.is_blind_indexed(f) {
+                            sets.push(format!("{} = NULL", quote(&index_column(f))));
+                        }
+                        continue;
+                    };
+                    let aad = Aad { resource: &self.table.name, field: f, id };
+                    let plain = match ring.open(&aad, stored) {
+                        Ok(p) => p,
+                        Err(CryptoError::Malformed) if crate::crypto::kid_of(stored).is_none() => stored.to_string(),
+                        Err(e) => return Err(self.crypto_error(f, id, e)),
+                    };
+                    up.push(Bind::Text(Some(ring.seal(&aad, &plain).map_err(|e| self.crypto_error(f, id, e))?)));
+                    sets.push(format!("{} = {}", quote(f), self.ph(up.len(), Kind::Text)));
+                    if self.table.is_blind_indexed(f) {
+                        up.push(Bind::Text(Some(ring.blind_index(&self.table.name, f, &plain))));
+                        sets.push(format!("{} = {}", quote(&index_column(f)), self.ph(up.len(), Kind::Text)));
+                    }
+                }
+                if sets.is_empty() {
+                    continue;
+                }
+                up.push(Bind::Text(Some(id.to_string())));
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE {} = {}",
+                    quote(&self.table.name),
+                    sets.join(", "),
+                    quote("id"),
+                    self.ph(up.len(), Kind::Text)
+                );
+                c.execute(&sql, &up)?;
+            }
+            Ok(rows.len())
+        })
     }
 
     fn kinds_of(&self, binds: &[Bind]) -> Vec<Kind> {

@@ -77,6 +77,10 @@ pub struct Table {
     pub owner: bool,
     pub columns: Vec<Column>,
     pub schema: Arc<Schema>,
+    /// Fields stored as `nf1:` ciphertext (always TEXT columns).
+    pub encrypted: Vec<String>,
+    /// Encrypted fields with a `<field>__bidx` HMAC column for equality filters.
+    pub blind_index: Vec<String>,
 }
 
 pub const SERVER_COLUMNS: [&str; 4] = ["id", "owner", "created_at", "updated_at"];
@@ -93,13 +97,36 @@ impl Table {
                 default: f.default().cloned(),
             })
             .collect();
-        Self { name: plan.name.0.clone(), owner: plan.owner, columns, schema }
+        Self {
+            name: plan.name.0.clone(),
+            owner: plan.owner,
+            columns,
+            schema,
+            encrypted: plan.encrypted.clone(),
+            blind_index: plan.blind_index.clone(),
+        }
+    }
+
+    pub fn is_encrypted(&self, field: &str) -> bool {
+        self.encrypted.iter().any(|f| f == field)
+    }
+
+    pub fn is_blind_indexed(&self, field: &str) -> bool {
+        self.blind_index.iter().any(|f| f == field)
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
 }
+
+/// The column holding a field's blind index.
+pub fn index_column(field: &str) -> String {
+    format!("{field}{INDEX_SUFFIX}")
+}
+
+/// Suffix of blind-index columns.
+pub const INDEX_SUFFIX: &str = "__bidx";
 
 /// `"name"`: identifiers were validated at compile time; quoting is belt and braces.
 pub fn quote(ident: &str) -> String {
@@ -125,13 +152,18 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
             for c in &t.columns {
                 cols.push(format!("{} {}", quote(&c.name), c.kind.sql_type(pg)));
             }
+            for f in &t.blind_index {
+                cols.push(format!("{} {}", quote(&index_column(f)), Kind::Text.sql_type(pg)));
+            }
             cols.push(format!("{} {} NOT NULL", quote("created_at"), Kind::Text.sql_type(pg)));
             cols.push(format!("{} {} NOT NULL", quote("updated_at"), Kind::Text.sql_type(pg)));
             statements.push((format!("CREATE TABLE {table} ({})", cols.join(", ")), vec![]));
             changes.push(format!("created table {} ({} fields)", t.name, t.columns.len()));
         } else {
             let declared = |name: &str| {
-                SERVER_COLUMNS.contains(&name) && (name != "owner" || t.owner) || t.column(name).is_some()
+                SERVER_COLUMNS.contains(&name) && (name != "owner" || t.owner)
+                    || t.column(name).is_some()
+                    || name.strip_suffix(INDEX_SUFFIX).is_some_and(|f| t.is_blind_indexed(f))
             };
             for name in actual.keys() {
                 if !declared(name) {
@@ -159,7 +191,9 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                             format!("ALTER TABLE {table} ADD COLUMN {} {}", quote(&c.name), c.kind.sql_type(pg)),
                             vec![],
                         ));
-                        if let Some(default) = &c.default {
+                        // An encrypted field's default is never written unencrypted: existing
+                        // rows keep NULL there.
+                        if let Some(default) = c.default.as_ref().filter(|_| !t.is_encrypted(&c.name)) {
                             let value = super::crud::to_bind(c.kind, default);
                             statements.push((
                                 format!("UPDATE {table} SET {} = {}", quote(&c.name), super::crud::placeholder(pg, 1, c.kind)),
@@ -170,12 +204,27 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                     }
                 }
             }
+            for f in &t.blind_index {
+                let col = index_column(f);
+                if !actual.contains_key(&col) {
+                    // Existing rows get their index from `nestflux keys rotate`.
+                    statements.push((
+                        format!("ALTER TABLE {table} ADD COLUMN {} {}", quote(&col), Kind::Text.sql_type(pg)),
+                        vec![],
+                    ));
+                    changes.push(format!(
+                        "added blind index {}.{col} (run `nestflux keys rotate` to index existing rows)",
+                        t.name
+                    ));
+                }
+            }
             if t.owner && !actual.contains_key("owner") {
                 statements.push((format!("ALTER TABLE {table} ADD COLUMN {} {}", quote("owner"), Kind::Text.sql_type(pg)), vec![]));
                 changes.push(format!("added owner column to {}", t.name));
             }
         }
-        for col in ["owner", "created_at"] {
+        let indexed: Vec<String> = t.blind_index.iter().map(|f| index_column(f)).collect();
+        for col in ["owner", "created_at"].into_iter().chain(indexed.iter().map(String::as_str)) {
             if col != "owner" || t.owner {
                 statements.push((
                     format!(

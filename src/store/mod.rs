@@ -8,6 +8,7 @@
 pub mod conn;
 pub mod crud;
 pub mod ddl;
+pub mod users;
 
 use std::time::Duration;
 
