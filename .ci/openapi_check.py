@@ -37,8 +37,9 @@ SECRETS = {
 
 
 def secrets_for(config: str) -> dict[str, str]:
-    text = (ROOT / config).read_text()
-    return {name: value for table, (name, value) in SECRETS.items() if table in text}
+    # Only tables that are declared, not ones mentioned in a comment.
+    lines = [line.split("#", 1)[0].strip() for line in (ROOT / config).read_text().splitlines()]
+    return {name: value for table, (name, value) in SECRETS.items() if any(l.startswith(table) for l in lines)}
 
 
 def binary() -> str:

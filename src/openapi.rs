@@ -683,7 +683,13 @@ fn success_response(route: &RoutePlan, record: Option<&str>) -> (&'static str, V
                 json!({
                     "type": "object",
                     "required": ["status"],
-                    "properties": { "status": { "type": "string", "examples": ["ok"] } },
+                    "properties": {
+                        "status": { "type": "string", "enum": ["ok", "degraded"] },
+                        "checks": {
+                            "type": "object",
+                            "additionalProperties": { "type": "string", "enum": ["ok", "unavailable"] },
+                        },
+                    },
                 }),
             ),
         ),

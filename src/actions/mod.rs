@@ -21,7 +21,7 @@ pub async fn run(
     state: &AppState,
 ) -> Result<HttpResponse, Problem> {
     match route.action {
-        Action::Health => Ok(health::health(state)),
+        Action::Health => Ok(health::health(state).await),
         Action::Whoami => whoami::whoami(req, state),
         Action::OpenApi => Ok(openapi::openapi(state)),
         a @ (Action::List | Action::Get | Action::Create | Action::Update | Action::Delete) => {
