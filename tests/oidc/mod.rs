@@ -20,7 +20,9 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
 }
 
-/// Panics with the install line when node or the npm package is missing.
+/// Installs the provider from the npm registry (`npm ci`, pinned by package-lock.json) on
+/// first use, so `cargo test` works on a fresh machine; panics with the install line when
+/// node or npm is missing.
 pub fn require_node() {
     let ok = Command::new("node")
         .arg("--version")
@@ -30,6 +32,24 @@ pub fn require_node() {
         ok,
         "node is required by the auth tests (Debian: apt-get install nodejs npm)"
     );
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if !dir()
+            .join("node_modules/oidc-provider/package.json")
+            .exists()
+        {
+            let _ = Command::new("npm")
+                .args([
+                    "ci",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(dir())
+                .status();
+        }
+    });
     assert!(
         dir()
             .join("node_modules/oidc-provider/package.json")
