@@ -14,7 +14,7 @@ apt_install() {
 }
 
 # PostgreSQL (Debian package) on 127.0.0.1:55432, a throwaway cluster under /tmp.
-apt_install postgresql
+apt_install postgresql openssl curl
 NESTFLUX_TEST_POSTGRES_URL=$(.ci/pg_up.sh | tail -n 1)
 export NESTFLUX_TEST_POSTGRES_URL
 

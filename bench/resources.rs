@@ -44,7 +44,8 @@ action = "create"
 public = true
 "#;
 
-const BODY: &str = r#"{"title":"benchmark note","body":"some text of a typical note","priority":2}"#;
+const BODY: &str =
+    r#"{"title":"benchmark note","body":"some text of a typical note","priority":2}"#;
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -64,25 +65,58 @@ fn main() {
     let nf_port: u16 = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.split("127.0.0.1:").nth(1).and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()))
+        .find_map(|l| {
+            l.split("127.0.0.1:")
+                .nth(1)
+                .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        })
         .expect("nestflux port");
     std::thread::spawn(move || for _ in lines {});
 
     let base_port = start_baseline(dir.path().join("baseline.db"));
 
     let mut rows = Vec::new();
-    for (name, nf_path, base_path) in [("POST one record", "/api/notes", "/notes"), ("GET one record", "", "")] {
+    for (name, nf_path, base_path) in [
+        ("POST one record", "/api/notes", "/notes"),
+        ("GET one record", "", ""),
+    ] {
         let post = nf_path == "/api/notes";
-        let nf_id = if post { String::new() } else { create(nf_port, "/api/notes") };
-        let base_id = if post { String::new() } else { create(base_port, "/notes") };
-        let nf = measure(nf_port, post, &if post { nf_path.to_string() } else { format!("/api/notes/{nf_id}") });
-        let base = measure(base_port, post, &if post { base_path.to_string() } else { format!("/notes/{base_id}") });
+        let nf_id = if post {
+            String::new()
+        } else {
+            create(nf_port, "/api/notes")
+        };
+        let base_id = if post {
+            String::new()
+        } else {
+            create(base_port, "/notes")
+        };
+        let nf = measure(
+            nf_port,
+            post,
+            &if post {
+                nf_path.to_string()
+            } else {
+                format!("/api/notes/{nf_id}")
+            },
+        );
+        let base = measure(
+            base_port,
+            post,
+            &if post {
+                base_path.to_string()
+            } else {
+                format!("/notes/{base_id}")
+            },
+        );
         rows.push((name, nf, base));
     }
     let _ = nestflux.kill();
     let _ = nestflux.wait();
 
-    println!("| scenario ({REQUESTS} requests, 1 worker, 1 connection) | nestflux req/s | baseline req/s | ratio |");
+    println!(
+        "| scenario ({REQUESTS} requests, 1 worker, 1 connection) | nestflux req/s | baseline req/s | ratio |"
+    );
     println!("|---|---:|---:|---:|");
     for (name, nf, base) in rows {
         println!("| {name} | {nf:.0} | {base:.0} | {:.2} |", nf / base);
@@ -94,7 +128,10 @@ fn measure(port: u16, post: bool, path: &str) -> f64 {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.set_nodelay(true).ok();
     let request = if post {
-        format!("POST {path} HTTP/1.1\r\nhost: b\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}", BODY.len())
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: b\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        )
     } else {
         format!("GET {path} HTTP/1.1\r\nhost: b\r\n\r\n")
     };
@@ -117,7 +154,11 @@ fn measure(port: u16, post: bool, path: &str) -> f64 {
 fn read_response(r: &mut BufReader<TcpStream>) -> u16 {
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
-    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut length = 0usize;
     loop {
         line.clear();
@@ -149,7 +190,8 @@ struct Setup;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Setup {
     fn on_acquire(&self, c: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        c.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;").map_err(diesel::r2d2::Error::QueryError)
+        c.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;")
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -179,7 +221,11 @@ fn start_baseline(path: std::path::PathBuf) -> u16 {
     let url = path.to_string_lossy().to_string();
     let mut c = SqliteConnection::establish(&url).expect("open");
     c.batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE notes (id TEXT PRIMARY KEY NOT NULL, title TEXT, body TEXT, priority INTEGER, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);").expect("ddl");
-    let pool = Pool::builder().max_size(8).connection_customizer(Box::new(Setup)).build(ConnectionManager::<SqliteConnection>::new(url)).expect("pool");
+    let pool = Pool::builder()
+        .max_size(8)
+        .connection_customizer(Box::new(Setup))
+        .build(ConnectionManager::<SqliteConnection>::new(url))
+        .expect("pool");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -205,13 +251,18 @@ type P = web::Data<Pool<ConnectionManager<SqliteConnection>>>;
 async fn get(pool: P, id: web::Path<String>) -> HttpResponse {
     let row = web::block(move || {
         let mut c = pool.get().ok()?;
-        diesel::sql_query(SELECT).bind::<Text, _>(id.into_inner()).get_result::<J>(&mut c).ok()
+        diesel::sql_query(SELECT)
+            .bind::<Text, _>(id.into_inner())
+            .get_result::<J>(&mut c)
+            .ok()
     })
     .await
     .ok()
     .flatten();
     match row {
-        Some(r) => HttpResponse::Ok().content_type("application/json").body(r.j),
+        Some(r) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r.j),
         None => HttpResponse::NotFound().finish(),
     }
 }
@@ -238,8 +289,9 @@ async fn post(pool: P, note: web::Json<NewNote>) -> HttpResponse {
     .ok()
     .flatten();
     match row {
-        Some(r) => HttpResponse::Created().content_type("application/json").body(r.j),
+        Some(r) => HttpResponse::Created()
+            .content_type("application/json")
+            .body(r.j),
         None => HttpResponse::InternalServerError().finish(),
     }
 }
-

@@ -18,14 +18,26 @@ fn main() {
 
     let baseline = median(RUNS, || {
         let t = Instant::now();
-        let ok = Command::new(bin).arg("--version").stdout(Stdio::null()).status().map(|s| s.success());
+        let ok = Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success());
         assert_eq!(ok.ok(), Some(true));
         t.elapsed()
     });
     let check = median(RUNS, || {
         let t = Instant::now();
-        let out = Command::new(bin).arg("check").arg(&full).output().expect("check");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin)
+            .arg("check")
+            .arg(&full)
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t.elapsed()
     });
     let startup = median(RUNS, || {
@@ -53,13 +65,25 @@ fn main() {
 
     println!("| measurement (median of {RUNS})                     | time     | × process start |");
     println!("|----------------------------------------------------|----------|-----------------|");
-    row("process start (`nestflux --version`, baseline)", baseline, baseline);
+    row(
+        "process start (`nestflux --version`, baseline)",
+        baseline,
+        baseline,
+    );
     row("`check`: 200 routes, 50 roles, 50 schemas", check, baseline);
-    row("`serve` to listening: 200 routes, 50 roles", startup, baseline);
+    row(
+        "`serve` to listening: 200 routes, 50 roles",
+        startup,
+        baseline,
+    );
 }
 
 fn row(name: &str, t: Duration, base: Duration) {
-    println!("| {name:<50} | {:>6.2}ms | {:>15.2} |", t.as_secs_f64() * 1e3, t.as_secs_f64() / base.as_secs_f64());
+    println!(
+        "| {name:<50} | {:>6.2}ms | {:>15.2} |",
+        t.as_secs_f64() * 1e3,
+        t.as_secs_f64() / base.as_secs_f64()
+    );
 }
 
 fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
@@ -85,7 +109,9 @@ fn generate(schemas: bool) -> String {
         }
     }
     for i in 0..200 {
-        s += &format!("[[routes]]\nmethod = \"GET\"\npath = \"/r{i}/health\"\naction = \"health\"\npublic = true\n");
+        s += &format!(
+            "[[routes]]\nmethod = \"GET\"\npath = \"/r{i}/health\"\naction = \"health\"\npublic = true\n"
+        );
     }
     s
 }

@@ -352,7 +352,9 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
 }
 
 fn migrate(path: &Path) -> ExitCode {
-    let Some(plan) = load_plan(path) else { return ExitCode::FAILURE };
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
     let result = crate::store::Store::open(&plan.database).and_then(|(store, applied)| {
         let tables = crate::store::tables(&plan);
         let changes = crate::store::ddl::sync(&mut store.conn()?, &tables)?;
@@ -381,9 +383,13 @@ fn migrate(path: &Path) -> ExitCode {
 }
 
 fn token(path: &Path, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
-    let Some(plan) = load_plan(path) else { return ExitCode::FAILURE };
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
     let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) else {
-        return fail("the development issuer is off: set [auth.dev] enabled = true (never in production)");
+        return fail(
+            "the development issuer is off: set [auth.dev] enabled = true (never in production)",
+        );
     };
     let ttl = match crate::plan::units::duration(ttl) {
         Ok(t) if !t.is_zero() && t <= std::time::Duration::from_secs(30 * 86_400) => t,
@@ -394,7 +400,11 @@ fn token(path: &Path, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
         return fail("--sub must not be empty");
     }
     for role in roles {
-        if !plan.roles.closures.contains_key(&crate::plan::access::RoleId(role.clone())) {
+        if !plan
+            .roles
+            .closures
+            .contains_key(&crate::plan::access::RoleId(role.clone()))
+        {
             eprintln!("warning: role \"{role}\" is not declared in [roles]; it will be ignored");
         }
     }

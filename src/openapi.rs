@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::actions::resource::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::actions::resource::{DEFAULT_LIMIT, MAX_LIMIT, filterable, sortable};
 use crate::plan::Plan;
 use crate::plan::access::Permission;
 use crate::plan::data::ResourcePlan;
@@ -440,21 +440,10 @@ fn own_form(p: &Permission) -> Permission {
 
 /// `limit`, `cursor`, `sort` and one equality filter per plain scalar field.
 fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
-    let mut sort = Vec::new();
-    for name in ["id", "created_at", "updated_at"] {
-        sort.push(json!(name));
-        sort.push(json!(format!("-{name}")));
-    }
-    let plain = |f: &&CompiledField| f.is_scalar() && !res.encrypted.iter().any(|e| e == f.name());
-    for f in schema
-        .fields()
-        .iter()
-        .filter(plain)
-        .filter(|f| !f.is_optional() && !f.is_nullable())
-    {
-        sort.push(json!(f.name()));
-        sort.push(json!(format!("-{}", f.name())));
-    }
+    let sort: Vec<Value> = sortable(schema, res)
+        .into_iter()
+        .flat_map(|name| [json!(name), json!(format!("-{name}"))])
+        .collect();
     let mut out = vec![
         json!({
             "name": "limit",
@@ -483,7 +472,7 @@ fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
     for f in schema
         .fields()
         .iter()
-        .filter(plain)
+        .filter(|f| filterable(f, res))
         .filter(|f| !LIST_CONTROLS.contains(&f.name()))
     {
         let mut description = format!("Only items whose `{}` equals this value.", f.name());

@@ -35,7 +35,10 @@ fn reference() -> String {
     assert!(out.contains(audit), "the reference file changed shape");
     out = out.replace(audit, "");
     out.push_str("\n[roles.clerk]\npermissions = [\"notes:create\", \"notes:read\"]\n");
-    out.replace("[rate_limits.writes]\nkey = \"user\"\nper_minute = 60\nburst = 10", "[rate_limits.writes]\nkey = \"user\"\nper_minute = 6000\nburst = 1000")
+    out.replace(
+        "[rate_limits.writes]\nkey = \"user\"\nper_minute = 60\nburst = 10",
+        "[rate_limits.writes]\nkey = \"user\"\nper_minute = 6000\nburst = 1000",
+    )
 }
 
 struct World {
@@ -46,10 +49,20 @@ struct World {
 
 fn world() -> World {
     let project = Project::new(&reference());
-    let env = [("NESTFLUX_ENCRYPTION__KEYS", KEYS), ("NESTFLUX_SERVER__BIND", "127.0.0.1:0")];
+    let env = [
+        ("NESTFLUX_ENCRYPTION__KEYS", KEYS),
+        ("NESTFLUX_SERVER__BIND", "127.0.0.1:0"),
+    ];
     let mint = |sub: &str, role: &str| {
-        let out = project.run(&["token", "--sub", sub, "--role", role, "--ttl", "10m"], &env);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = project.run(
+            &["token", "--sub", sub, "--role", role, "--ttl", "10m"],
+            &env,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
     };
     let tokens = vec![
@@ -61,15 +74,28 @@ fn world() -> World {
         ("clerk", mint("carl", "clerk")),
     ];
     let server = project.serve(&env);
-    World { project, server, tokens }
+    World {
+        project,
+        server,
+        tokens,
+    }
 }
 
 impl World {
     fn token(&self, who: &str) -> Option<&str> {
-        self.tokens.iter().find(|(n, _)| *n == who).and_then(|(_, t)| t.as_deref())
+        self.tokens
+            .iter()
+            .find(|(n, _)| *n == who)
+            .and_then(|(_, t)| t.as_deref())
     }
 
-    fn call(&self, who: &str, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    fn call(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let c = client();
         let mut req = c.request(method.parse().unwrap(), self.server.url(path));
         if let Some(t) = self.token(who) {
@@ -81,7 +107,11 @@ impl World {
         let res = req.send().unwrap();
         let status = res.status();
         if status == StatusCode::UNAUTHORIZED {
-            assert_eq!(res.headers()["www-authenticate"], "Bearer", "missing credentials get the bare challenge");
+            assert_eq!(
+                res.headers()["www-authenticate"],
+                "Bearer",
+                "missing credentials get the bare challenge"
+            );
         }
         let text = res.text().unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -91,39 +121,136 @@ impl World {
 #[test]
 fn every_reference_route_for_every_role() {
     let w = world();
-    let (s, a1) = w.call("alice", "POST", "/api/notes", Some(json!({"title": "alice's", "secret": "a-secret"})));
+    let (s, a1) = w.call(
+        "alice",
+        "POST",
+        "/api/notes",
+        Some(json!({"title": "alice's", "secret": "a-secret"})),
+    );
     assert_eq!(s, StatusCode::CREATED, "{a1}");
     assert_eq!(a1["owner"], "alice");
-    assert_eq!(a1["secret"], "a-secret", "editors see secret on their own rows");
+    assert_eq!(
+        a1["secret"], "a-secret",
+        "editors see secret on their own rows"
+    );
     let alice_note = format!("/api/notes/{}", a1["id"].as_str().unwrap());
-    let (_, b1) = w.call("bob", "POST", "/api/notes", Some(json!({"title": "bob's", "secret": "b-secret"})));
+    let (_, b1) = w.call(
+        "bob",
+        "POST",
+        "/api/notes",
+        Some(json!({"title": "bob's", "secret": "b-secret"})),
+    );
     let bob_note = format!("/api/notes/{}", b1["id"].as_str().unwrap());
 
     // (caller, method, path, body, expected status)
     let table: Vec<(&str, &str, &str, Option<Value>, StatusCode)> = vec![
         ("anonymous", "GET", "/health", None, StatusCode::OK),
         ("viewer", "GET", "/health", None, StatusCode::OK),
-        ("anonymous", "GET", "/api/me", None, StatusCode::UNAUTHORIZED),
+        (
+            "anonymous",
+            "GET",
+            "/api/me",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
         ("viewer", "GET", "/api/me", None, StatusCode::OK),
         ("admin", "GET", "/api/me", None, StatusCode::OK),
-        ("anonymous", "GET", "/api/notes", None, StatusCode::UNAUTHORIZED),
+        (
+            "anonymous",
+            "GET",
+            "/api/notes",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
         ("viewer", "GET", "/api/notes", None, StatusCode::OK),
         ("alice", "GET", "/api/notes", None, StatusCode::OK),
         ("admin", "GET", "/api/notes", None, StatusCode::OK),
-        ("anonymous", "GET", &alice_note, None, StatusCode::UNAUTHORIZED),
+        (
+            "anonymous",
+            "GET",
+            &alice_note,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
         ("viewer", "GET", &alice_note, None, StatusCode::OK),
         ("bob", "GET", &alice_note, None, StatusCode::OK),
-        ("anonymous", "POST", "/api/notes", Some(json!({"title": "x"})), StatusCode::UNAUTHORIZED),
-        ("viewer", "POST", "/api/notes", Some(json!({"title": "x"})), StatusCode::FORBIDDEN),
-        ("admin", "POST", "/api/notes", Some(json!({"title": "x", "secret": "s"})), StatusCode::CREATED),
-        ("clerk", "POST", "/api/notes", Some(json!({"title": "x"})), StatusCode::CREATED),
-        ("clerk", "POST", "/api/notes", Some(json!({"title": "x", "secret": "s"})), StatusCode::FORBIDDEN),
-        ("viewer", "PATCH", &alice_note, Some(json!({"title": "v"})), StatusCode::FORBIDDEN),
-        ("bob", "PATCH", &alice_note, Some(json!({"title": "b"})), StatusCode::NOT_FOUND),
-        ("alice", "PATCH", &alice_note, Some(json!({"title": "a2", "secret": "a2"})), StatusCode::OK),
-        ("admin", "PATCH", &bob_note, Some(json!({"secret": "by admin"})), StatusCode::OK),
-        ("clerk", "PATCH", &bob_note, Some(json!({"title": "c"})), StatusCode::FORBIDDEN),
-        ("anonymous", "DELETE", &bob_note, None, StatusCode::UNAUTHORIZED),
+        (
+            "anonymous",
+            "POST",
+            "/api/notes",
+            Some(json!({"title": "x"})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "viewer",
+            "POST",
+            "/api/notes",
+            Some(json!({"title": "x"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "admin",
+            "POST",
+            "/api/notes",
+            Some(json!({"title": "x", "secret": "s"})),
+            StatusCode::CREATED,
+        ),
+        (
+            "clerk",
+            "POST",
+            "/api/notes",
+            Some(json!({"title": "x"})),
+            StatusCode::CREATED,
+        ),
+        (
+            "clerk",
+            "POST",
+            "/api/notes",
+            Some(json!({"title": "x", "secret": "s"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "viewer",
+            "PATCH",
+            &alice_note,
+            Some(json!({"title": "v"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "bob",
+            "PATCH",
+            &alice_note,
+            Some(json!({"title": "b"})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "alice",
+            "PATCH",
+            &alice_note,
+            Some(json!({"title": "a2", "secret": "a2"})),
+            StatusCode::OK,
+        ),
+        (
+            "admin",
+            "PATCH",
+            &bob_note,
+            Some(json!({"secret": "by admin"})),
+            StatusCode::OK,
+        ),
+        (
+            "clerk",
+            "PATCH",
+            &bob_note,
+            Some(json!({"title": "c"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "anonymous",
+            "DELETE",
+            &bob_note,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
         ("viewer", "DELETE", &bob_note, None, StatusCode::FORBIDDEN),
         ("alice", "DELETE", &bob_note, None, StatusCode::NOT_FOUND),
         ("bob", "DELETE", &bob_note, None, StatusCode::NO_CONTENT),
@@ -139,21 +266,51 @@ fn every_reference_route_for_every_role() {
 #[test]
 fn the_secret_field_is_hidden_from_those_without_its_permission() {
     let w = world();
-    let (_, a) = w.call("alice", "POST", "/api/notes", Some(json!({"title": "t", "secret": "only-alice-and-admin"})));
+    let (_, a) = w.call(
+        "alice",
+        "POST",
+        "/api/notes",
+        Some(json!({"title": "t", "secret": "only-alice-and-admin"})),
+    );
     let path = format!("/api/notes/{}", a["id"].as_str().unwrap());
-    for (who, sees) in [("alice", true), ("admin", true), ("bob", false), ("viewer", false), ("clerk", false)] {
+    for (who, sees) in [
+        ("alice", true),
+        ("admin", true),
+        ("bob", false),
+        ("viewer", false),
+        ("clerk", false),
+    ] {
         let (s, row) = w.call(who, "GET", &path, None);
         assert_eq!(s, StatusCode::OK);
         assert_eq!(row.get("secret").is_some(), sees, "{who}: {row}");
         assert_eq!(row["title"], "t");
         let (_, list) = w.call(who, "GET", "/api/notes", None);
-        let item = list["items"].as_array().unwrap().iter().find(|r| r["id"] == a["id"]).unwrap().clone();
-        assert_eq!(item.get("secret").is_some(), sees, "{who} in a list: {item}");
+        let item = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == a["id"])
+            .unwrap()
+            .clone();
+        assert_eq!(
+            item.get("secret").is_some(),
+            sees,
+            "{who} in a list: {item}"
+        );
     }
     // The :own form of the field permission does not reach another's row, even for writing.
     let (_, b) = w.call("bob", "POST", "/api/notes", Some(json!({"title": "b"})));
-    let (s, _) = w.call("alice", "PATCH", &format!("/api/notes/{}", b["id"].as_str().unwrap()), Some(json!({"secret": "x"})));
-    assert_eq!(s, StatusCode::NOT_FOUND, "alice may only update her own rows");
+    let (s, _) = w.call(
+        "alice",
+        "PATCH",
+        &format!("/api/notes/{}", b["id"].as_str().unwrap()),
+        Some(json!({"secret": "x"})),
+    );
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "alice may only update her own rows"
+    );
 }
 
 #[test]
@@ -163,8 +320,19 @@ fn whoami_reports_subject_roles_and_permissions_and_users_are_recorded() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(me["subject"], "alice");
     assert_eq!(me["roles"], json!(["editor"]));
-    let perms: Vec<&str> = me["permissions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    for p in ["notes:read", "notes:create", "notes:update:own", "notes:delete:own", "notes:secret:own"] {
+    let perms: Vec<&str> = me["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for p in [
+        "notes:read",
+        "notes:create",
+        "notes:update:own",
+        "notes:delete:own",
+        "notes:secret:own",
+    ] {
         assert!(perms.contains(&p), "{p} in {perms:?}");
     }
     assert!(!perms.contains(&"audit:read"));
@@ -183,24 +351,44 @@ fn whoami_reports_subject_roles_and_permissions_and_users_are_recorded() {
     }
     let db = w.project.path().join("nestflux.db");
     let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
-    let users: Vec<User> = diesel::sql_query("SELECT subject, issuer, first_seen, last_seen FROM nestflux_users ORDER BY subject")
-        .load(&mut c)
-        .unwrap();
+    let users: Vec<User> = diesel::sql_query(
+        "SELECT subject, issuer, first_seen, last_seen FROM nestflux_users ORDER BY subject",
+    )
+    .load(&mut c)
+    .unwrap();
     let subjects: Vec<&str> = users.iter().map(|u| u.subject.as_str()).collect();
     assert_eq!(subjects, vec!["alice", "bob"]);
-    assert!(users.iter().all(|u| u.issuer == "urn:nestflux:dev-issuer" && u.first_seen <= u.last_seen));
+    assert!(
+        users
+            .iter()
+            .all(|u| u.issuer == "urn:nestflux:dev-issuer" && u.first_seen <= u.last_seen)
+    );
 }
 
 #[test]
 fn dev_tokens_are_refused_in_production_and_when_the_issuer_is_off() {
     let p = Project::new(&reference());
-    let out = p.run(&["token", "--sub", "x", "--role", "admin"], &[("NESTFLUX_PROFILE", "production"), ("NESTFLUX_ENCRYPTION__KEYS", KEYS)]);
+    let out = p.run(
+        &["token", "--sub", "x", "--role", "admin"],
+        &[
+            ("NESTFLUX_PROFILE", "production"),
+            ("NESTFLUX_ENCRYPTION__KEYS", KEYS),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.dev.enabled: the development issuer is refused in production"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("auth.dev.enabled: the development issuer is refused in production")
+    );
 
     let off = Project::new(&format!("[auth.dev]\nenabled = false\n{}", common::MINIMAL));
     let out = off.run(&["token", "--sub", "x"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("the development issuer is off"));
 }
 
@@ -208,9 +396,19 @@ fn dev_tokens_are_refused_in_production_and_when_the_issuer_is_off() {
 fn a_token_from_another_dev_database_is_refused() {
     let w = world();
     let other = Project::new(&reference());
-    let out = other.run(&["token", "--sub", "mallory", "--role", "admin"], &[("NESTFLUX_ENCRYPTION__KEYS", KEYS)]);
+    let out = other.run(
+        &["token", "--sub", "mallory", "--role", "admin"],
+        &[("NESTFLUX_ENCRYPTION__KEYS", KEYS)],
+    );
     let forged = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let res = client().get(w.server.url("/api/me")).bearer_auth(&forged).send().unwrap();
+    let res = client()
+        .get(w.server.url("/api/me"))
+        .bearer_auth(&forged)
+        .send()
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(res.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
 }

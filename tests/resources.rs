@@ -72,7 +72,9 @@ enum Db {
 impl Db {
     fn config(&self) -> String {
         match self {
-            Db::Sqlite => "[database]\nurl = \"sqlite://data/notes.db\"\nbusy_timeout = \"300ms\"\n".into(),
+            Db::Sqlite => {
+                "[database]\nurl = \"sqlite://data/notes.db\"\nbusy_timeout = \"300ms\"\n".into()
+            }
             Db::Postgres(url) => format!("[database]\nurl = \"{url}\"\nbusy_timeout = \"2s\"\n"),
         }
     }
@@ -94,11 +96,14 @@ mod pg {
 
     /// A new empty schema; returns a URL whose connections use it.
     pub fn fresh_schema() -> String {
-        let base = std::env::var("NESTFLUX_TEST_POSTGRES_URL")
-            .expect("NESTFLUX_TEST_POSTGRES_URL must name the test PostgreSQL (see .ci/services.sh)");
+        let base = std::env::var("NESTFLUX_TEST_POSTGRES_URL").expect(
+            "NESTFLUX_TEST_POSTGRES_URL must name the test PostgreSQL (see .ci/services.sh)",
+        );
         let mut c = PgConnection::establish(&base).expect("connect to test PostgreSQL");
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        diesel::sql_query(format!("CREATE SCHEMA {name}")).execute(&mut c).expect("create schema");
+        diesel::sql_query(format!("CREATE SCHEMA {name}"))
+            .execute(&mut c)
+            .expect("create schema");
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}options=-csearch_path%3D{name}")
     }
@@ -111,7 +116,11 @@ fn start(db: &Db, extra: &str) -> (Project, Server) {
 }
 
 fn post(s: &Server, body: Value) -> reqwest::blocking::Response {
-    client().post(s.url("/api/notes")).json(&body).send().unwrap()
+    client()
+        .post(s.url("/api/notes"))
+        .json(&body)
+        .send()
+        .unwrap()
 }
 
 fn list_all(s: &Server, query: &str) -> Vec<Value> {
@@ -142,14 +151,20 @@ struct Count {
 }
 
 fn sqlite_rows(p: &Project) -> i64 {
-    diesel::sql_query("SELECT count(*) AS n FROM notes").get_result::<Count>(&mut sqlite(p)).unwrap().n
+    diesel::sql_query("SELECT count(*) AS n FROM notes")
+        .get_result::<Count>(&mut sqlite(p))
+        .unwrap()
+        .n
 }
 
 #[test]
 fn every_action_round_trips_with_typed_output() {
     for db in backends() {
         let (_p, s) = start(&db, "");
-        let res = post(&s, json!({"title": "hello", "tags": ["a", "b"], "done": true, "score": 1.5}));
+        let res = post(
+            &s,
+            json!({"title": "hello", "tags": ["a", "b"], "done": true, "score": 1.5}),
+        );
         assert_eq!(res.status(), StatusCode::CREATED, "{db:?}");
         let location = res.headers()["location"].to_str().unwrap().to_string();
         let created: Value = res.json().unwrap();
@@ -166,7 +181,12 @@ fn every_action_round_trips_with_typed_output() {
         assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(created["created_at"], created["updated_at"]);
 
-        let got: Value = client().get(s.url(&location)).send().unwrap().json().unwrap();
+        let got: Value = client()
+            .get(s.url(&location))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(got, created);
 
         let res = client()
@@ -176,22 +196,50 @@ fn every_action_round_trips_with_typed_output() {
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let patched: Value = res.json().unwrap();
-        assert_eq!((patched["priority"].clone(), patched["title"].clone()), (json!(5), json!("hello")), "merge keeps other fields");
+        assert_eq!(
+            (patched["priority"].clone(), patched["title"].clone()),
+            (json!(5), json!("hello")),
+            "merge keeps other fields"
+        );
         assert_eq!(patched["due"], "2026-12-01T10:00:00Z");
         assert_eq!(patched["tags"], json!([]));
         assert_ne!(patched["updated_at"], created["updated_at"]);
         assert_eq!(patched["created_at"], created["created_at"]);
 
-        let cleared: Value = client().patch(s.url(&location)).json(&json!({"due": null, "score": null})).send().unwrap().json().unwrap();
-        assert_eq!((cleared["due"].clone(), cleared["score"].clone()), (Value::Null, Value::Null));
-        let res = client().patch(s.url(&location)).json(&json!({"title": null})).send().unwrap();
-        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "a required field cannot be cleared");
+        let cleared: Value = client()
+            .patch(s.url(&location))
+            .json(&json!({"due": null, "score": null}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            (cleared["due"].clone(), cleared["score"].clone()),
+            (Value::Null, Value::Null)
+        );
+        let res = client()
+            .patch(s.url(&location))
+            .json(&json!({"title": null}))
+            .send()
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a required field cannot be cleared"
+        );
 
-        assert_eq!(client().delete(s.url(&location)).send().unwrap().status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            client().delete(s.url(&location)).send().unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
         for res in [
             client().get(s.url(&location)).send().unwrap(),
             client().delete(s.url(&location)).send().unwrap(),
-            client().patch(s.url(&location)).json(&json!({"title": "x"})).send().unwrap(),
+            client()
+                .patch(s.url(&location))
+                .json(&json!({"title": "x"}))
+                .send()
+                .unwrap(),
             client().get(s.url("/api/notes/not-a-uuid")).send().unwrap(),
         ] {
             assert_eq!(res.status(), StatusCode::NOT_FOUND);
@@ -204,7 +252,10 @@ fn every_action_round_trips_with_typed_output() {
 fn invalid_writes_change_nothing() {
     for db in backends() {
         let (p, s) = start(&db, "");
-        assert_eq!(post(&s, json!({"title": "keep"})).status(), StatusCode::CREATED);
+        assert_eq!(
+            post(&s, json!({"title": "keep"})).status(),
+            StatusCode::CREATED
+        );
         let res = post(&s, json!({"title": "", "priority": 9, "extra": 1}));
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let body: Value = res.json().unwrap();
@@ -212,19 +263,42 @@ fn invalid_writes_change_nothing() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["pointer"].as_str().unwrap().into(), e["code"].as_str().unwrap().into()))
+            .map(|e| {
+                (
+                    e["pointer"].as_str().unwrap().into(),
+                    e["code"].as_str().unwrap().into(),
+                )
+            })
             .collect();
-        let want: BTreeSet<(String, String)> = [("/title", "too_short"), ("/priority", "maximum"), ("/extra", "unknown_field")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let want: BTreeSet<(String, String)> = [
+            ("/title", "too_short"),
+            ("/priority", "maximum"),
+            ("/extra", "unknown_field"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
         assert_eq!(got, want);
-        let res = client().post(s.url("/api/notes")).header("content-type", "application/json").body("[1,2").send().unwrap();
+        let res = client()
+            .post(s.url("/api/notes"))
+            .header("content-type", "application/json")
+            .body("[1,2")
+            .send()
+            .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        let res = client().post(s.url("/api/notes")).header("content-type", "text/plain").body("title=x").send().unwrap();
+        let res = client()
+            .post(s.url("/api/notes"))
+            .header("content-type", "text/plain")
+            .body("title=x")
+            .send()
+            .unwrap();
         assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let res = client().post(s.url("/api/notes")).send().unwrap();
-        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "a missing body is a validation error");
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a missing body is a validation error"
+        );
         assert_eq!(list_all(&s, "").len(), 1);
         if let Db::Sqlite = db {
             assert_eq!(sqlite_rows(&p), 1);
@@ -237,14 +311,29 @@ fn lists_page_by_keyset_sort_and_filter() {
     for db in backends() {
         let (_p, s) = start(&db, "");
         for i in 0..7 {
-            post(&s, json!({"title": format!("n{i}"), "priority": (i % 5) + 1, "done": i % 2 == 0}));
+            post(
+                &s,
+                json!({"title": format!("n{i}"), "priority": (i % 5) + 1, "done": i % 2 == 0}),
+            );
         }
-        let page: Value = client().get(s.url("/api/notes")).send().unwrap().json().unwrap();
-        assert_eq!(page["items"].as_array().unwrap().len(), 7, "default limit 50");
+        let page: Value = client()
+            .get(s.url("/api/notes"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            page["items"].as_array().unwrap().len(),
+            7,
+            "default limit 50"
+        );
         assert_eq!(page["next_cursor"], Value::Null);
 
         // Walk pages of 3 while new rows arrive: every row that existed is seen exactly once.
-        let before: BTreeSet<String> = list_all(&s, "").iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        let before: BTreeSet<String> = list_all(&s, "")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         for round in 0.. {
@@ -261,12 +350,21 @@ fn lists_page_by_keyset_sort_and_filter() {
                 None => break,
             }
         }
-        let ids: Vec<String> = seen.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        let ids: Vec<String> = seen
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
         let unique: BTreeSet<String> = ids.iter().cloned().collect();
         assert_eq!(unique.len(), ids.len(), "no row twice");
         assert!(before.is_subset(&unique), "no pre-existing row skipped");
-        let prios: Vec<i64> = seen.iter().map(|r| r["priority"].as_i64().unwrap()).collect();
-        assert!(prios.windows(2).all(|w| w[0] >= w[1]), "sorted descending: {prios:?}");
+        let prios: Vec<i64> = seen
+            .iter()
+            .map(|r| r["priority"].as_i64().unwrap())
+            .collect();
+        assert!(
+            prios.windows(2).all(|w| w[0] >= w[1]),
+            "sorted descending: {prios:?}"
+        );
 
         let fives = list_all(&s, "priority=5");
         assert!(!fives.is_empty() && fives.iter().all(|r| r["priority"] == 5));
@@ -285,13 +383,24 @@ fn lists_page_by_keyset_sort_and_filter() {
             ("priority=1&priority=2", StatusCode::UNPROCESSABLE_ENTITY),
             ("cursor=garbage", StatusCode::BAD_REQUEST),
         ] {
-            let res = client().get(s.url(&format!("/api/notes?{query}"))).send().unwrap();
+            let res = client()
+                .get(s.url(&format!("/api/notes?{query}")))
+                .send()
+                .unwrap();
             assert_eq!(res.status(), status, "{query}");
         }
         // A cursor is only valid for the query that made it.
-        let page: Value = client().get(s.url("/api/notes?limit=1&sort=priority")).send().unwrap().json().unwrap();
+        let page: Value = client()
+            .get(s.url("/api/notes?limit=1&sort=priority"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         let c = page["next_cursor"].as_str().unwrap();
-        let res = client().get(s.url(&format!("/api/notes?limit=1&sort=title&cursor={c}"))).send().unwrap();
+        let res = client()
+            .get(s.url(&format!("/api/notes?limit=1&sort=title&cursor={c}")))
+            .send()
+            .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     }
 }
@@ -308,11 +417,23 @@ fn injection_attempts_are_refused_or_stored_as_data() {
         post(&s, json!({"title": "plain"}));
 
         let enc = |q: &str| url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>();
-        let res = client().get(s.url(&format!("/api/notes?title={}", enc("x' OR '1'='1")))).send().unwrap();
+        let res = client()
+            .get(s.url(&format!("/api/notes?title={}", enc("x' OR '1'='1"))))
+            .send()
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let page: Value = res.json().unwrap();
-        assert_eq!(page["items"].as_array().unwrap().len(), 0, "filter value is data, not SQL");
-        let found: Value = client().get(s.url(&format!("/api/notes?title={}", enc(evil)))).send().unwrap().json().unwrap();
+        assert_eq!(
+            page["items"].as_array().unwrap().len(),
+            0,
+            "filter value is data, not SQL"
+        );
+        let found: Value = client()
+            .get(s.url(&format!("/api/notes?title={}", enc(evil))))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(found["items"].as_array().unwrap().len(), 1);
 
         for query in [
@@ -321,15 +442,31 @@ fn injection_attempts_are_refused_or_stored_as_data() {
             format!("{}=1", enc("title\" = 1 OR \"1")),
             format!("priority={}", enc("1 OR 1=1")),
         ] {
-            let res = client().get(s.url(&format!("/api/notes?{query}"))).send().unwrap();
+            let res = client()
+                .get(s.url(&format!("/api/notes?{query}")))
+                .send()
+                .unwrap();
             assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         }
-        let forged = base64_url(&json!({"s": "id", "d": false, "v": "x", "i": "' OR 1=1 --"}).to_string());
-        let res = client().get(s.url(&format!("/api/notes?cursor={forged}"))).send().unwrap();
+        let forged =
+            base64_url(&json!({"s": "id", "d": false, "v": "x", "i": "' OR 1=1 --"}).to_string());
+        let res = client()
+            .get(s.url(&format!("/api/notes?cursor={forged}")))
+            .send()
+            .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        for path in ["/api/notes/1'%20OR%20'1'='1", "/api/notes/%27%3B%20DROP%20TABLE%20notes%3B--"] {
-            assert_eq!(client().get(s.url(path)).send().unwrap().status(), StatusCode::NOT_FOUND);
-            assert_eq!(client().delete(s.url(path)).send().unwrap().status(), StatusCode::NOT_FOUND);
+        for path in [
+            "/api/notes/1'%20OR%20'1'='1",
+            "/api/notes/%27%3B%20DROP%20TABLE%20notes%3B--",
+        ] {
+            assert_eq!(
+                client().get(s.url(path)).send().unwrap().status(),
+                StatusCode::NOT_FOUND
+            );
+            assert_eq!(
+                client().delete(s.url(path)).send().unwrap().status(),
+                StatusCode::NOT_FOUND
+            );
         }
         assert_eq!(list_all(&s, "").len(), 2, "the table is intact");
     }
@@ -346,7 +483,9 @@ fn destructive_drift_is_refused_and_data_kept() {
         let p = Project::new(&format!("{}{NOTES}", db.config()));
         let id = {
             let s = p.serve(&[]);
-            let row: Value = post(&s, json!({"title": "survivor", "priority": 4})).json().unwrap();
+            let row: Value = post(&s, json!({"title": "survivor", "priority": 4}))
+                .json()
+                .unwrap();
             row["id"].as_str().unwrap().to_string()
         };
         let retyped = NOTES.replace(
@@ -359,9 +498,18 @@ fn destructive_drift_is_refused_and_data_kept() {
             "due      = { type = \"string\", format = \"date-time\", optional = true }\nowner_email = { type = \"string\", format = \"email\" }",
         );
         for (config, expected) in [
-            (&retyped, "resources.notes: field `priority` would change type"),
-            (&dropped, "resources.notes: column `done` exists but is no longer declared"),
-            (&required, "resources.notes: new field `owner_email` is required and has no default"),
+            (
+                &retyped,
+                "resources.notes: field `priority` would change type",
+            ),
+            (
+                &dropped,
+                "resources.notes: column `done` exists but is no longer declared",
+            ),
+            (
+                &required,
+                "resources.notes: new field `owner_email` is required and has no default",
+            ),
         ] {
             std::fs::write(p.config(), format!("{}{config}", db.config())).unwrap();
             let err = p.try_serve(&[]).err().expect("serve must refuse drift");
@@ -377,11 +525,27 @@ fn destructive_drift_is_refused_and_data_kept() {
         );
         std::fs::write(p.config(), format!("{}{added}", db.config())).unwrap();
         let out = p.run(&["migrate"], &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("added field notes.stars"));
         let s = p.serve(&[]);
-        let row: Value = client().get(s.url(&format!("/api/notes/{id}"))).send().unwrap().json().unwrap();
-        assert_eq!((row["title"].clone(), row["priority"].clone(), row["stars"].clone()), (json!("survivor"), json!(4), json!(0)));
+        let row: Value = client()
+            .get(s.url(&format!("/api/notes/{id}")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            (
+                row["title"].clone(),
+                row["priority"].clone(),
+                row["stars"].clone()
+            ),
+            (json!("survivor"), json!(4), json!(0))
+        );
     }
 }
 
@@ -395,13 +559,22 @@ fn sigkill_during_writes_loses_no_acknowledged_row() {
         .map(|w| {
             let (url, stop) = (url.clone(), stop.clone());
             std::thread::spawn(move || {
-                let c = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap();
+                let c = reqwest::blocking::Client::builder()
+                    .timeout(std::time::Duration::from_secs(5))
+                    .build()
+                    .unwrap();
                 let mut acked = Vec::new();
                 for i in 0..2000 {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    let Ok(res) = c.post(&url).json(&json!({"title": format!("w{w}-{i}")})).send() else { break };
+                    let Ok(res) = c
+                        .post(&url)
+                        .json(&json!({"title": format!("w{w}-{i}")}))
+                        .send()
+                    else {
+                        break;
+                    };
                     if res.status() == StatusCode::CREATED
                         && let Ok(row) = res.json::<Value>()
                     {
@@ -417,8 +590,15 @@ fn sigkill_during_writes_loses_no_acknowledged_row() {
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    assert!(acked.len() > 10, "the load produced too few writes: {}", acked.len());
+    let acked: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 10,
+        "the load produced too few writes: {}",
+        acked.len()
+    );
     drop(server);
 
     #[derive(QueryableByName)]
@@ -427,30 +607,63 @@ fn sigkill_during_writes_loses_no_acknowledged_row() {
         integrity_check: String,
     }
     let mut c = sqlite(&p);
-    let check: Vec<Check> = diesel::sql_query("PRAGMA integrity_check").load(&mut c).unwrap();
-    assert_eq!(check.iter().map(|c| c.integrity_check.as_str()).collect::<Vec<_>>(), vec!["ok"]);
+    let check: Vec<Check> = diesel::sql_query("PRAGMA integrity_check")
+        .load(&mut c)
+        .unwrap();
+    assert_eq!(
+        check
+            .iter()
+            .map(|c| c.integrity_check.as_str())
+            .collect::<Vec<_>>(),
+        vec!["ok"]
+    );
     drop(c);
 
     let s = p.serve(&[]);
-    let present: BTreeSet<String> = list_all(&s, "limit=200").iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let present: BTreeSet<String> = list_all(&s, "limit=200")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     let missing: Vec<&String> = acked.iter().filter(|id| !present.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged rows lost: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged rows lost: {missing:?}",
+        missing.len()
+    );
 }
 
 #[test]
 fn locked_database_answers_503_then_recovers() {
     let (p, s) = start(&Db::Sqlite, "");
-    assert_eq!(post(&s, json!({"title": "before"})).status(), StatusCode::CREATED);
+    assert_eq!(
+        post(&s, json!({"title": "before"})).status(),
+        StatusCode::CREATED
+    );
     let mut lock = sqlite(&p);
-    diesel::sql_query("BEGIN EXCLUSIVE").execute(&mut lock).unwrap();
+    diesel::sql_query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .unwrap();
     let res = post(&s, json!({"title": "during"}));
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     let body = res.text().unwrap();
-    assert!(!body.to_lowercase().contains("locked") && !body.contains("sqlite"), "{body}");
+    assert!(
+        !body.to_lowercase().contains("locked") && !body.contains("sqlite"),
+        "{body}"
+    );
     diesel::sql_query("COMMIT").execute(&mut lock).unwrap();
-    assert_eq!(post(&s, json!({"title": "after"})).status(), StatusCode::CREATED);
-    let titles: Vec<String> = list_all(&s, "").iter().map(|r| r["title"].as_str().unwrap().to_string()).collect();
-    assert_eq!(titles, vec!["before", "after"], "the refused write left nothing behind");
+    assert_eq!(
+        post(&s, json!({"title": "after"})).status(),
+        StatusCode::CREATED
+    );
+    let titles: Vec<String> = list_all(&s, "")
+        .iter()
+        .map(|r| r["title"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        titles,
+        vec!["before", "after"],
+        "the refused write left nothing behind"
+    );
 }

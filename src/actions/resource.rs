@@ -16,7 +16,7 @@ use crate::server::AppState;
 use crate::server::problem::Problem;
 use crate::store::StoreError;
 use crate::store::crud::{Cursor, ListQuery, Resource};
-use crate::validate::{Mode, Violation, coerce_param};
+use crate::validate::{CompiledField, Mode, Schema, Violation, coerce_param};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
@@ -39,8 +39,16 @@ pub async fn run(
     state: &AppState,
 ) -> Result<HttpResponse, Problem> {
     let name = route.resource.as_ref().ok_or_else(Problem::internal)?;
-    let resource = state.resources.get(name).cloned().ok_or_else(Problem::internal)?;
-    let plan = state.plan.resources.get(name).ok_or_else(Problem::internal)?;
+    let resource = state
+        .resources
+        .get(name)
+        .cloned()
+        .ok_or_else(Problem::internal)?;
+    let plan = state
+        .plan
+        .resources
+        .get(name)
+        .ok_or_else(Problem::internal)?;
     if resource.keys_missing() {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -50,13 +58,35 @@ pub async fn run(
     }
     let caller = req.extensions().get::<Caller>().cloned();
     // The authorization stage always sets a decision; without one, refuse.
-    let decision = req.extensions().get::<Decision>().copied().unwrap_or(Decision::Denied);
+    let decision = req
+        .extensions()
+        .get::<Decision>()
+        .copied()
+        .unwrap_or(Decision::Denied);
     let only_owner = match decision {
         Decision::Any => None,
-        Decision::OwnOnly => Some(caller.as_ref().ok_or_else(Problem::not_found)?.subject.clone()),
-        Decision::Denied => return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "not permitted")),
+        Decision::OwnOnly => Some(
+            caller
+                .as_ref()
+                .ok_or_else(Problem::not_found)?
+                .subject
+                .clone(),
+        ),
+        Decision::Denied => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "not permitted",
+            ));
+        }
     };
-    let cx = Ctx { state, plan, resource, caller, only_owner };
+    let cx = Ctx {
+        state,
+        plan,
+        resource,
+        caller,
+        only_owner,
+    };
     match action {
         Action::List => list(&cx, req).await,
         Action::Get => get(&cx, req).await,
@@ -82,8 +112,12 @@ impl Ctx<'_> {
 
     /// Whether the caller may read or write `field` of a row owned by `owner`.
     fn may_use(&self, field: &str, owner: Option<&str>) -> bool {
-        let Some(need) = self.plan.field_permissions.get(field) else { return true };
-        let Some(caller) = &self.caller else { return false };
+        let Some(need) = self.plan.field_permissions.get(field) else {
+            return true;
+        };
+        let Some(caller) = &self.caller else {
+            return false;
+        };
         match self.state.authz.decide(&caller.roles, need) {
             Decision::Any => true,
             Decision::OwnOnly => owner.is_some_and(|o| o == caller.subject),
@@ -104,7 +138,12 @@ impl Ctx<'_> {
     fn check_writes(&self, doc: &Map<String, Value>, owner: Option<&str>) -> Result<(), Problem> {
         for field in doc.keys() {
             if !self.may_use(field, owner) {
-                let need = self.plan.field_permissions.get(field).map(ToString::to_string).unwrap_or_default();
+                let need = self
+                    .plan
+                    .field_permissions
+                    .get(field)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 return Err(Problem::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -130,7 +169,11 @@ pub fn unprocessable(violations: &[Violation]) -> Problem {
     let mut p = Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation",
-        format!("{} validation error{}", violations.len(), if violations.len() == 1 { "" } else { "s" }),
+        format!(
+            "{} validation error{}",
+            violations.len(),
+            if violations.len() == 1 { "" } else { "s" }
+        ),
     );
     p.errors = Some(
         violations
@@ -144,11 +187,17 @@ pub fn unprocessable(violations: &[Violation]) -> Problem {
 /// The store's failures as problems; internals go to the log only.
 fn store_problem(e: StoreError) -> Problem {
     match e {
-        StoreError::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", "no record with this id"),
+        StoreError::NotFound => {
+            Problem::new(StatusCode::NOT_FOUND, "not-found", "no record with this id")
+        }
         StoreError::Unavailable(reason) => {
             tracing::warn!(%reason, "database unavailable");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable; retry shortly")
-                .header(header::RETRY_AFTER, HeaderValue::from_static("2"))
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable; retry shortly",
+            )
+            .header(header::RETRY_AFTER, HeaderValue::from_static("2"))
         }
         other => {
             tracing::error!(error = %other, "database error");
@@ -160,16 +209,34 @@ fn store_problem(e: StoreError) -> Problem {
 async fn get(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
-    let row = cx.state.store.run(move |c| res.get(c, &id, owner.as_deref())).await.map_err(store_problem)?;
+    let row = cx
+        .state
+        .store
+        .run(move |c| res.get(c, &id, owner.as_deref()))
+        .await
+        .map_err(store_problem)?;
     Ok(HttpResponse::Ok().json(cx.redact(row)))
 }
 
-async fn create(cx: &Ctx<'_>, req: &HttpRequest, body: Option<Value>) -> Result<HttpResponse, Problem> {
+async fn create(
+    cx: &Ctx<'_>,
+    req: &HttpRequest,
+    body: Option<Value>,
+) -> Result<HttpResponse, Problem> {
     let doc = cx.validate(body, Mode::Create)?;
-    let owner = cx.caller.as_ref().map(|c| c.subject.clone()).filter(|_| cx.plan.owner);
+    let owner = cx
+        .caller
+        .as_ref()
+        .map(|c| c.subject.clone())
+        .filter(|_| cx.plan.owner);
     cx.check_writes(&doc, owner.as_deref())?;
     let res = cx.resource.clone();
-    let row = cx.state.store.run(move |c| res.create(c, owner.as_deref(), &doc)).await.map_err(store_problem)?;
+    let row = cx
+        .state
+        .store
+        .run(move |c| res.create(c, owner.as_deref(), &doc))
+        .await
+        .map_err(store_problem)?;
     let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
     let location = format!("{}/{id}", req.path().trim_end_matches('/'));
     let mut out = HttpResponse::Created();
@@ -179,15 +246,26 @@ async fn create(cx: &Ctx<'_>, req: &HttpRequest, body: Option<Value>) -> Result<
     Ok(out.json(cx.redact(row)))
 }
 
-async fn update(cx: &Ctx<'_>, req: &HttpRequest, body: Option<Value>) -> Result<HttpResponse, Problem> {
+async fn update(
+    cx: &Ctx<'_>,
+    req: &HttpRequest,
+    body: Option<Value>,
+) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let patch = cx.validate(body, Mode::Patch)?;
-    let guarded = patch.keys().any(|k| cx.plan.field_permissions.contains_key(k));
+    let guarded = patch
+        .keys()
+        .any(|k| cx.plan.field_permissions.contains_key(k));
     let only_owner = cx.only_owner.clone();
     if guarded {
         // Field rules may depend on whose row it is: look before writing.
         let (res, id, owner) = (cx.resource.clone(), id.clone(), only_owner.clone());
-        let row = cx.state.store.run(move |c| res.get(c, &id, owner.as_deref())).await.map_err(store_problem)?;
+        let row = cx
+            .state
+            .store
+            .run(move |c| res.get(c, &id, owner.as_deref()))
+            .await
+            .map_err(store_problem)?;
         cx.check_writes(&patch, Ctx::owner_of(&row))?;
     }
     let res = cx.resource.clone();
@@ -203,32 +281,60 @@ async fn update(cx: &Ctx<'_>, req: &HttpRequest, body: Option<Value>) -> Result<
 async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
-    cx.state.store.run(move |c| res.delete(c, &id, owner.as_deref())).await.map_err(store_problem)?;
+    cx.state
+        .store
+        .run(move |c| res.delete(c, &id, owner.as_deref()))
+        .await
+        .map_err(store_problem)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn list(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let q = list_query(cx, req.query_string())?;
     let res = cx.resource.clone();
-    let (items, next) = cx.state.store.run(move |c| res.list(c, &q)).await.map_err(store_problem)?;
+    let (items, next) = cx
+        .state
+        .store
+        .run(move |c| res.list(c, &q))
+        .await
+        .map_err(store_problem)?;
     let items: Vec<Value> = items.into_iter().map(|r| cx.redact(r)).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
 }
 
 /// Fields a list may be sorted by: never NULL, not encrypted.
-pub fn sortable(resource: &Resource, plan: &ResourcePlan) -> Vec<String> {
-    let mut out: Vec<String> = ["id", "created_at", "updated_at"].map(String::from).to_vec();
-    for f in resource.table.schema.fields() {
-        if f.is_scalar() && !f.is_optional() && !f.is_nullable() && !plan.encrypted.iter().any(|e| e == f.name()) {
+pub fn sortable(schema: &Schema, plan: &ResourcePlan) -> Vec<String> {
+    let mut out: Vec<String> = ["id", "created_at", "updated_at"]
+        .map(String::from)
+        .to_vec();
+    for f in schema.fields() {
+        if f.is_scalar()
+            && !f.is_optional()
+            && !f.is_nullable()
+            && !plan.encrypted.iter().any(|e| e == f.name())
+        {
             out.push(f.name().to_string());
         }
     }
     out
 }
 
+/// Whether `?field=value` may filter a list: a scalar field, and if encrypted only through
+/// its blind index (equality on an HMAC).
+pub fn filterable(field: &CompiledField, plan: &ResourcePlan) -> bool {
+    let name = field.name();
+    field.is_scalar()
+        && (!plan.encrypted.iter().any(|e| e == name) || plan.blind_index.iter().any(|e| e == name))
+}
+
 /// Parses `?limit=&cursor=&sort=&field=value`, reporting every bad parameter at once.
 fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
-    let mut q = ListQuery { owner: cx.only_owner.clone(), sort: "id".into(), limit: DEFAULT_LIMIT, ..Default::default() };
+    let mut q = ListQuery {
+        owner: cx.only_owner.clone(),
+        sort: "id".into(),
+        limit: DEFAULT_LIMIT,
+        ..Default::default()
+    };
     let mut errors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut cursor = None;
@@ -239,13 +345,21 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if !seen.insert(name.to_string()) {
-            errors.push(bad(&name, "duplicate", "the parameter is given more than once".into()));
+            errors.push(bad(
+                &name,
+                "duplicate",
+                "the parameter is given more than once".into(),
+            ));
             continue;
         }
         match name.as_ref() {
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
-                _ => errors.push(bad("limit", "range", format!("must be an integer from 1 to {MAX_LIMIT}"))),
+                _ => errors.push(bad(
+                    "limit",
+                    "range",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )),
             },
             "cursor" => cursor = Some(value.to_string()),
             "sort" => {
@@ -253,22 +367,32 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                     Some(f) => (true, f),
                     None => (false, value.as_ref()),
                 };
-                let allowed = sortable(&cx.resource, cx.plan);
+                let allowed = sortable(&cx.resource.table.schema, cx.plan);
                 if allowed.iter().any(|a| a == field) {
                     q.sort = field.to_string();
                     q.desc = desc;
                 } else {
-                    errors.push(bad("sort", "enum", format!("sort by one of: {} (prefix - for descending)", allowed.join(", "))));
+                    errors.push(bad(
+                        "sort",
+                        "enum",
+                        format!(
+                            "sort by one of: {} (prefix - for descending)",
+                            allowed.join(", ")
+                        ),
+                    ));
                 }
             }
             field => {
-                let spec = cx.resource.table.schema.field(field).filter(|f| f.is_scalar());
-                // Encrypted fields filter only through their blind index (equality on an HMAC).
-                let opaque = cx.plan.encrypted.iter().any(|e| e == field) && !cx.plan.blind_index.iter().any(|e| e == field);
+                let spec = cx.resource.table.schema.field(field);
                 match spec {
-                    Some(spec) if !opaque => {
-                        if !cx.may_use(field, None) && cx.plan.field_permissions.contains_key(field) {
-                            errors.push(bad(field, "forbidden", "you may not filter on this field".into()));
+                    Some(spec) if filterable(spec, cx.plan) => {
+                        if !cx.may_use(field, None) && cx.plan.field_permissions.contains_key(field)
+                        {
+                            errors.push(bad(
+                                field,
+                                "forbidden",
+                                "you may not filter on this field".into(),
+                            ));
                             continue;
                         }
                         match coerce_param(spec, &value) {
@@ -279,7 +403,11 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                             }
                         }
                     }
-                    _ => errors.push(bad(field, "unknown_parameter", "not a filterable field, limit, cursor or sort".into())),
+                    _ => errors.push(bad(
+                        field,
+                        "unknown_parameter",
+                        "not a filterable field, limit, cursor or sort".into(),
+                    )),
                 }
             }
         }
@@ -289,8 +417,14 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
     }
     if let Some(text) = cursor {
         match Cursor::decode(&text) {
-            Some(c) if c.sort == q.sort && c.desc == q.desc && cursor_value_fits(cx, &c) => q.after = Some(c),
-            _ => return Err(Problem::bad_request("invalid cursor: it must come from next_cursor of the same query")),
+            Some(c) if c.sort == q.sort && c.desc == q.desc && cursor_value_fits(cx, &c) => {
+                q.after = Some(c)
+            }
+            _ => {
+                return Err(Problem::bad_request(
+                    "invalid cursor: it must come from next_cursor of the same query",
+                ));
+            }
         }
     }
     Ok(q)
@@ -304,6 +438,11 @@ fn cursor_value_fits(cx: &Ctx<'_>, c: &Cursor) -> bool {
     }
     match c.sort.as_str() {
         "id" | "created_at" | "updated_at" => c.value.is_string(),
-        field => cx.resource.table.schema.field(field).is_some_and(|f| f.validate(&c.value).is_ok()),
+        field => cx
+            .resource
+            .table
+            .schema
+            .field(field)
+            .is_some_and(|f| f.validate(&c.value).is_ok()),
     }
 }

@@ -253,7 +253,11 @@ impl Jwks {
     }
 
     /// A key set that never changes and is never fetched (the development issuer's).
-    pub fn fixed(issuer: url::Url, allowed: Vec<Algorithm>, document: &Value) -> Result<Self, reqwest::Error> {
+    pub fn fixed(
+        issuer: url::Url,
+        allowed: Vec<Algorithm>,
+        document: &Value,
+    ) -> Result<Self, reqwest::Error> {
         let mut jwks = Self::new(issuer, allowed.clone())?;
         jwks.fixed = true;
         jwks.install(KeySet::from_document(document, &allowed));

@@ -151,7 +151,10 @@ impl BearerVerifier {
         if let Some(store) = &self.users {
             // A user-table hiccup must not turn a valid token away: log and go on.
             let sighting = verified.sighting.clone();
-            if let Err(e) = store.run(move |c| crate::store::users::record(c, &sighting)).await {
+            if let Err(e) = store
+                .run(move |c| crate::store::users::record(c, &sighting))
+                .await
+            {
                 tracing::warn!(error = %e, "could not record the user sighting");
             }
         }

@@ -171,12 +171,16 @@ impl Authenticator {
     ) -> Result<Self, SetupError> {
         if let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) {
             let key = dev::DevKey::open(store).map_err(|e| SetupError::Dev(e.to_string()))?;
-            let issuer = url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
+            let issuer =
+                url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
             let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
             let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
             let config = VerifierConfig {
                 allowed,
-                audience: auth.audience.clone().unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into()),
+                audience: auth
+                    .audience
+                    .clone()
+                    .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into()),
                 leeway_secs: auth.leeway.as_secs(),
                 roles: roles::RoleMapper::new(
                     auth.roles_claim.clone(),
@@ -229,7 +233,9 @@ fn claimed_issuer(token: &str) -> Option<String> {
     if payload.len() > jwt::MAX_TOKEN_BYTES {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     claims.get("iss")?.as_str().map(str::to_string)
 }

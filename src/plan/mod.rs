@@ -139,10 +139,8 @@ impl Plan {
                 message: format!("{what} is not enforced by this build of nestflux"),
             })
         };
-        if let Some(auth) = &self.auth {
-            if auth.session.is_some() {
-                note("auth.session".into(), "browser login");
-            }
+        if self.auth.as_ref().is_some_and(|a| a.session.is_some()) {
+            note("auth.session".into(), "browser login");
         }
         if matches!(self.rate_limits.backend, limits::LimitBackend::Redis { .. }) {
             note("rate_limits.backend".into(), "the redis rate-limit backend");

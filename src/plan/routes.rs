@@ -241,7 +241,10 @@ pub fn compile_routes(
         };
         if let Some(access) = &access {
             if *access != Access::Public && !has_identity {
-                d.error(&at, "needs a caller identity, but [auth] declares no issuer, dev issuer or API key");
+                d.error(
+                    &at,
+                    "needs a caller identity, but [auth] declares no issuer, dev issuer or API key",
+                );
             }
             if action == Some(Action::Whoami) && *access == Access::Public {
                 d.error(

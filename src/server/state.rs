@@ -8,9 +8,9 @@ use crate::auth::Authenticator;
 use crate::authz::Authorizer;
 use crate::plan::Plan;
 use crate::plan::data::ResourceName;
+use crate::ratelimit::RateLimits;
 use crate::store::crud::Resource;
 use crate::store::{Store, StoreError};
-use crate::ratelimit::RateLimits;
 
 /// Everything a request handler may need beyond the request itself.
 pub struct AppState {
@@ -62,7 +62,9 @@ impl AppState {
 
 /// Opens the database, applies the internal migrations and the declared-resource DDL
 /// (refusing destructive drift), and compiles each resource's SQL.
-pub fn open_store(plan: &Plan) -> Result<(Store, BTreeMap<ResourceName, Arc<Resource>>), StoreError> {
+pub fn open_store(
+    plan: &Plan,
+) -> Result<(Store, BTreeMap<ResourceName, Arc<Resource>>), StoreError> {
     let (store, applied) = Store::open(&plan.database)?;
     for m in &applied {
         tracing::info!(migration = %m, "applied internal migration");
@@ -77,7 +79,10 @@ pub fn open_store(plan: &Plan) -> Result<(Store, BTreeMap<ResourceName, Arc<Reso
         .into_iter()
         .map(|t| {
             let ring = plan.encryption.ring.clone();
-            (ResourceName(t.name.clone()), Arc::new(Resource::new(t, pg).with_keys(ring)))
+            (
+                ResourceName(t.name.clone()),
+                Arc::new(Resource::new(t, pg).with_keys(ring)),
+            )
         })
         .collect();
     Ok((store, resources))

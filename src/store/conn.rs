@@ -68,11 +68,12 @@ impl Conn {
     /// Runs a statement; returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, binds: &[Bind]) -> Result<usize, StoreError> {
         let n = match self {
-            Conn::Sqlite(c) => bind_all!(diesel::sql_query(sql).into_boxed::<Sqlite>(), binds).execute(&mut **c),
-            #[cfg(feature = "postgres")]
-            Conn::Pg(c) => {
-                bind_all!(diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>(), binds).execute(&mut **c)
+            Conn::Sqlite(c) => {
+                bind_all!(diesel::sql_query(sql).into_boxed::<Sqlite>(), binds).execute(&mut **c)
             }
+            #[cfg(feature = "postgres")]
+            Conn::Pg(c) => bind_all!(diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>(), binds)
+                .execute(&mut **c),
         };
         n.map_err(StoreError::from)
     }
@@ -80,11 +81,18 @@ impl Conn {
     /// Runs a query whose single column `j` is a row rendered as JSON text.
     pub fn query_json(&mut self, sql: &str, binds: &[Bind]) -> Result<Vec<String>, StoreError> {
         let rows: Result<Vec<JsonRow>, _> = match self {
-            Conn::Sqlite(c) => bind_all!(diesel::sql_query(sql).into_boxed::<Sqlite>(), binds).load(&mut **c),
+            Conn::Sqlite(c) => {
+                bind_all!(diesel::sql_query(sql).into_boxed::<Sqlite>(), binds).load(&mut **c)
+            }
             #[cfg(feature = "postgres")]
-            Conn::Pg(c) => bind_all!(diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>(), binds).load(&mut **c),
+            Conn::Pg(c) => bind_all!(diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>(), binds)
+                .load(&mut **c),
         };
-        Ok(rows.map_err(StoreError::from)?.into_iter().map(|r| r.j).collect())
+        Ok(rows
+            .map_err(StoreError::from)?
+            .into_iter()
+            .map(|r| r.j)
+            .collect())
     }
 
     /// Column names and declared types of a table (empty when it does not exist).
@@ -116,7 +124,10 @@ impl Conn {
 
     /// Runs `f` in a transaction: committed if it returns `Ok`, rolled back otherwise, so a
     /// failed request leaves nothing behind.
-    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         // IMMEDIATE takes SQLite's write lock up front: no deadlock upgrading a read lock.
         self.batch(match self {
             Conn::Sqlite(_) => "BEGIN IMMEDIATE",
@@ -144,9 +155,9 @@ impl Conn {
         f: impl FnOnce(Raw<'_>) -> diesel::QueryResult<T>,
     ) -> Result<T, StoreError> {
         match self {
-            Conn::Sqlite(c) => f(Raw::Sqlite(&mut **c)),
+            Conn::Sqlite(c) => f(Raw::Sqlite(c)),
             #[cfg(feature = "postgres")]
-            Conn::Pg(c) => f(Raw::Pg(&mut **c)),
+            Conn::Pg(c) => f(Raw::Pg(c)),
         }
         .map_err(StoreError::from)
     }

@@ -7,8 +7,8 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::ddl::{Kind, Table, index_column, quote};
-use crate::crypto::{Aad, CryptoError, KeyRing};
 use super::{Bind, Conn, StoreError, now};
+use crate::crypto::{Aad, CryptoError, KeyRing};
 
 /// `?` on SQLite, `$n` on PostgreSQL (with a cast for JSON columns).
 pub fn placeholder(pg: bool, n: usize, kind: Kind) -> String {
@@ -52,7 +52,9 @@ impl Cursor {
         if text.len() > 2048 {
             return None;
         }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
         let v: Value = serde_json::from_slice(&bytes).ok()?;
         Some(Self {
             sort: v.get("s")?.as_str()?.to_string(),
@@ -103,7 +105,12 @@ impl Resource {
         } else {
             format!("json_object({})", exprs.join(", "))
         };
-        Self { table, pg, row_json, ring: None }
+        Self {
+            table,
+            pg,
+            row_json,
+            ring: None,
+        }
     }
 
     /// The key ring for the encrypted fields (built once, shared by every resource).
@@ -118,9 +125,12 @@ impl Resource {
     }
 
     fn ring(&self) -> Result<&KeyRing, StoreError> {
-        self.ring
-            .as_deref()
-            .ok_or_else(|| StoreError::Corrupt(format!("resources.{}: encryption keys are not configured", self.table.name)))
+        self.ring.as_deref().ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "resources.{}: encryption keys are not configured",
+                self.table.name
+            ))
+        })
     }
 
     fn crypto_error(&self, field: &str, id: &str, e: CryptoError) -> StoreError {
@@ -129,11 +139,24 @@ impl Resource {
     }
 
     /// The bind of one field value: encrypted fields are sealed to (resource, field, id).
-    fn field_bind(&self, id: &str, name: &str, kind: Kind, v: Option<&Value>) -> Result<Bind, StoreError> {
+    fn field_bind(
+        &self,
+        id: &str,
+        name: &str,
+        kind: Kind,
+        v: Option<&Value>,
+    ) -> Result<Bind, StoreError> {
         match v {
             Some(Value::String(plain)) if self.table.is_encrypted(name) => {
-                let aad = Aad { resource: &self.table.name, field: name, id };
-                let sealed = self.ring()?.seal(&aad, plain).map_err(|e| self.crypto_error(name, id, e))?;
+                let aad = Aad {
+                    resource: &self.table.name,
+                    field: name,
+                    id,
+                };
+                let sealed = self
+                    .ring()?
+                    .seal(&aad, plain)
+                    .map_err(|e| self.crypto_error(name, id, e))?;
                 Ok(Bind::Text(Some(sealed)))
             }
             Some(v) => Ok(to_bind(kind, v)),
@@ -144,9 +167,11 @@ impl Resource {
     /// The blind index bind of a blind-indexed field's plaintext value.
     fn index_bind(&self, field: &str, v: Option<&Value>) -> Result<Bind, StoreError> {
         match v {
-            Some(Value::String(plain)) => {
-                Ok(Bind::Text(Some(self.ring()?.blind_index(&self.table.name, field, plain))))
-            }
+            Some(Value::String(plain)) => Ok(Bind::Text(Some(self.ring()?.blind_index(
+                &self.table.name,
+                field,
+                plain,
+            )))),
             _ => Ok(Bind::Text(None)),
         }
     }
@@ -154,16 +179,28 @@ impl Resource {
     /// Decrypts the encrypted fields of a row read back as JSON; any failure fails the
     /// whole row, so ciphertext or garbage never reaches a caller.
     fn reveal(&self, text: &str) -> Result<Value, StoreError> {
-        let mut row: Value = serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut row: Value =
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if self.table.encrypted.is_empty() {
             return Ok(row);
         }
-        let id = row.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = row
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if let Some(map) = row.as_object_mut() {
             for field in &self.table.encrypted {
                 if let Some(Value::String(stored)) = map.get(field) {
-                    let aad = Aad { resource: &self.table.name, field, id: &id };
-                    let plain = self.ring()?.open(&aad, stored).map_err(|e| self.crypto_error(field, &id, e))?;
+                    let aad = Aad {
+                        resource: &self.table.name,
+                        field,
+                        id: &id,
+                    };
+                    let plain = self
+                        .ring()?
+                        .open(&aad, stored)
+                        .map_err(|e| self.crypto_error(field, &id, e))?;
                     map.insert(field.clone(), Value::String(plain));
                 }
             }
@@ -176,7 +213,11 @@ impl Resource {
     }
 
     fn select_where(&self, conds: &str) -> String {
-        format!("SELECT {} AS j FROM {} WHERE {conds}", self.row_json, quote(&self.table.name))
+        format!(
+            "SELECT {} AS j FROM {} WHERE {conds}",
+            self.row_json,
+            quote(&self.table.name)
+        )
     }
 
     /// `"id" = ? [AND "owner" = ?]`, with its binds.
@@ -184,7 +225,11 @@ impl Resource {
         let mut sql = format!("{} = {}", quote("id"), self.ph(first, Kind::Text));
         let mut binds = vec![Bind::Text(Some(id.to_string()))];
         if let Some(owner) = owner {
-            sql += &format!(" AND {} = {}", quote("owner"), self.ph(first + 1, Kind::Text));
+            sql += &format!(
+                " AND {} = {}",
+                quote("owner"),
+                self.ph(first + 1, Kind::Text)
+            );
             binds.push(Bind::Text(Some(owner.to_string())));
         }
         (sql, binds)
@@ -200,7 +245,12 @@ impl Resource {
 
     /// Inserts a validated document; returns the stored row. The id is chosen here, before
     /// encrypting, because every ciphertext is bound to it.
-    pub fn create(&self, conn: &mut Conn, owner: Option<&str>, doc: &Map<String, Value>) -> Result<Value, StoreError> {
+    pub fn create(
+        &self,
+        conn: &mut Conn,
+        owner: Option<&str>,
+        doc: &Map<String, Value>,
+    ) -> Result<Value, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let stamp = now();
         let mut cols = vec![quote("id")];
@@ -222,7 +272,11 @@ impl Resource {
         cols.push(quote("updated_at"));
         binds.push(Bind::Text(Some(stamp)));
         let kinds = self.kinds_of(&binds);
-        let values: Vec<String> = kinds.iter().enumerate().map(|(i, k)| self.ph(i + 1, *k)).collect();
+        let values: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| self.ph(i + 1, *k))
+            .collect();
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(&self.table.name),
@@ -248,18 +302,34 @@ impl Resource {
         for c in &self.table.columns {
             if let Some(v) = patch.get(&c.name) {
                 binds.push(self.field_bind(id, &c.name, c.kind, Some(v))?);
-                sets.push(format!("{} = {}", quote(&c.name), self.ph(binds.len(), c.kind)));
+                sets.push(format!(
+                    "{} = {}",
+                    quote(&c.name),
+                    self.ph(binds.len(), c.kind)
+                ));
                 if self.table.is_blind_indexed(&c.name) {
                     binds.push(self.index_bind(&c.name, Some(v))?);
-                    sets.push(format!("{} = {}", quote(&index_column(&c.name)), self.ph(binds.len(), Kind::Text)));
+                    sets.push(format!(
+                        "{} = {}",
+                        quote(&index_column(&c.name)),
+                        self.ph(binds.len(), Kind::Text)
+                    ));
                 }
             }
         }
         binds.push(Bind::Text(Some(now())));
-        sets.push(format!("{} = {}", quote("updated_at"), self.ph(binds.len(), Kind::Text)));
+        sets.push(format!(
+            "{} = {}",
+            quote("updated_at"),
+            self.ph(binds.len(), Kind::Text)
+        ));
         let (cond, more) = self.by_id(binds.len() + 1, id, owner);
         binds.extend(more);
-        let sql = format!("UPDATE {} SET {} WHERE {cond}", quote(&self.table.name), sets.join(", "));
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {cond}",
+            quote(&self.table.name),
+            sets.join(", ")
+        );
         conn.transaction(|c| {
             if c.execute(&sql, &binds)? == 0 {
                 return Err(StoreError::NotFound);
@@ -278,13 +348,21 @@ impl Resource {
     }
 
     /// One page in keyset order; the cursor of the next page when there is one.
-    pub fn list(&self, conn: &mut Conn, q: &ListQuery) -> Result<(Vec<Value>, Option<String>), StoreError> {
+    pub fn list(
+        &self,
+        conn: &mut Conn,
+        q: &ListQuery,
+    ) -> Result<(Vec<Value>, Option<String>), StoreError> {
         let mut conds = vec!["1 = 1".to_string()];
         let mut binds = Vec::new();
         let kind_of = |col: &str| self.table.column(col).map_or(Kind::Text, |c| c.kind);
         if let Some(owner) = &q.owner {
             binds.push(Bind::Text(Some(owner.clone())));
-            conds.push(format!("{} = {}", quote("owner"), self.ph(binds.len(), Kind::Text)));
+            conds.push(format!(
+                "{} = {}",
+                quote("owner"),
+                self.ph(binds.len(), Kind::Text)
+            ));
         }
         for (col, v) in &q.filters {
             if self.table.is_blind_indexed(col) {
@@ -295,7 +373,11 @@ impl Resource {
                     binds.push(Bind::Text(Some(index)));
                     phs.push(self.ph(binds.len(), Kind::Text));
                 }
-                conds.push(format!("{} IN ({})", quote(&index_column(col)), phs.join(", ")));
+                conds.push(format!(
+                    "{} IN ({})",
+                    quote(&index_column(col)),
+                    phs.join(", ")
+                ));
                 continue;
             }
             let kind = kind_of(col);
@@ -317,7 +399,10 @@ impl Resource {
                 let b = self.ph(binds.len(), kind);
                 binds.push(Bind::Text(Some(after.id.clone())));
                 let c = id_ph(binds.len());
-                conds.push(format!("({s} {op} {a} OR ({s} = {b} AND {} {op} {c}))", quote("id")));
+                conds.push(format!(
+                    "({s} {op} {a} OR ({s} = {b} AND {} {op} {c}))",
+                    quote("id")
+                ));
             }
         }
         binds.push(Bind::Int(Some(q.limit as i64 + 1)));
@@ -327,9 +412,15 @@ impl Resource {
         } else {
             format!("{} {dir}, {} {dir}", quote(&q.sort), quote("id"))
         };
-        let sql = format!("{} ORDER BY {order} LIMIT {limit}", self.select_where(&conds.join(" AND ")));
+        let sql = format!(
+            "{} ORDER BY {order} LIMIT {limit}",
+            self.select_where(&conds.join(" AND "))
+        );
         let rows = conn.query_json(&sql, &binds)?;
-        let mut items = rows.iter().map(|r| self.reveal(r)).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .iter()
+            .map(|r| self.reveal(r))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > q.limit {
             items.truncate(q.limit);
             items.last().map(|last| {
@@ -337,7 +428,11 @@ impl Resource {
                     sort: q.sort.clone(),
                     desc: q.desc,
                     value: last.get(&q.sort).cloned().unwrap_or(Value::Null),
-                    id: last.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    id: last
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                 }
                 .encode()
             })
@@ -381,7 +476,12 @@ impl Resource {
         }
         binds.push(Bind::Int(Some(limit as i64)));
         let mut exprs = vec![pair(self.pg, "id", Kind::Text)];
-        exprs.extend(self.table.encrypted.iter().map(|f| pair(self.pg, f, Kind::Text)));
+        exprs.extend(
+            self.table
+                .encrypted
+                .iter()
+                .map(|f| pair(self.pg, f, Kind::Text)),
+        );
         let object = if self.pg {
             format!("json_build_object({})::text", exprs.join(", "))
         } else {
@@ -397,7 +497,8 @@ impl Resource {
         conn.transaction(|c| {
             let rows = c.query_json(&sql, &binds)?;
             for text in &rows {
-                let row: Value = serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let row: Value =
+                    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
                 let mut sets = Vec::new();
                 let mut up = Vec::new();
@@ -408,17 +509,34 @@ impl Resource {
                         }
                         continue;
                     };
-                    let aad = Aad { resource: &self.table.name, field: f, id };
+                    let aad = Aad {
+                        resource: &self.table.name,
+                        field: f,
+                        id,
+                    };
                     let plain = match ring.open(&aad, stored) {
                         Ok(p) => p,
-                        Err(CryptoError::Malformed) if crate::crypto::kid_of(stored).is_none() => stored.to_string(),
+                        Err(CryptoError::Malformed) if crate::crypto::kid_of(stored).is_none() => {
+                            stored.to_string()
+                        }
                         Err(e) => return Err(self.crypto_error(f, id, e)),
                     };
-                    up.push(Bind::Text(Some(ring.seal(&aad, &plain).map_err(|e| self.crypto_error(f, id, e))?)));
+                    up.push(Bind::Text(Some(
+                        ring.seal(&aad, &plain)
+                            .map_err(|e| self.crypto_error(f, id, e))?,
+                    )));
                     sets.push(format!("{} = {}", quote(f), self.ph(up.len(), Kind::Text)));
                     if self.table.is_blind_indexed(f) {
-                        up.push(Bind::Text(Some(ring.blind_index(&self.table.name, f, &plain))));
-                        sets.push(format!("{} = {}", quote(&index_column(f)), self.ph(up.len(), Kind::Text)));
+                        up.push(Bind::Text(Some(ring.blind_index(
+                            &self.table.name,
+                            f,
+                            &plain,
+                        ))));
+                        sets.push(format!(
+                            "{} = {}",
+                            quote(&index_column(f)),
+                            self.ph(up.len(), Kind::Text)
+                        ));
                     }
                 }
                 if sets.is_empty() {
@@ -457,7 +575,9 @@ fn pair(pg: bool, name: &str, kind: Kind) -> String {
     let col = quote(name);
     let expr = match (pg, kind) {
         (false, Kind::Bool) => {
-            format!("CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END")
+            format!(
+                "CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END"
+            )
         }
         (false, Kind::Json) => format!("json({col})"),
         _ => col,

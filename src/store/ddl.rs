@@ -141,11 +141,18 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
     let mut statements: Vec<(String, Vec<Bind>)> = Vec::new();
     let mut changes = Vec::new();
     for t in tables {
-        let actual: BTreeMap<String, String> =
-            conn.columns(&t.name)?.into_iter().map(|c| (c.name, c.ty)).collect();
+        let actual: BTreeMap<String, String> = conn
+            .columns(&t.name)?
+            .into_iter()
+            .map(|c| (c.name, c.ty))
+            .collect();
         let table = quote(&t.name);
         if actual.is_empty() {
-            let mut cols = vec![format!("{} {} PRIMARY KEY NOT NULL", quote("id"), Kind::Text.sql_type(pg))];
+            let mut cols = vec![format!(
+                "{} {} PRIMARY KEY NOT NULL",
+                quote("id"),
+                Kind::Text.sql_type(pg)
+            )];
             if t.owner {
                 cols.push(format!("{} {}", quote("owner"), Kind::Text.sql_type(pg)));
             }
@@ -153,17 +160,38 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                 cols.push(format!("{} {}", quote(&c.name), c.kind.sql_type(pg)));
             }
             for f in &t.blind_index {
-                cols.push(format!("{} {}", quote(&index_column(f)), Kind::Text.sql_type(pg)));
+                cols.push(format!(
+                    "{} {}",
+                    quote(&index_column(f)),
+                    Kind::Text.sql_type(pg)
+                ));
             }
-            cols.push(format!("{} {} NOT NULL", quote("created_at"), Kind::Text.sql_type(pg)));
-            cols.push(format!("{} {} NOT NULL", quote("updated_at"), Kind::Text.sql_type(pg)));
-            statements.push((format!("CREATE TABLE {table} ({})", cols.join(", ")), vec![]));
-            changes.push(format!("created table {} ({} fields)", t.name, t.columns.len()));
+            cols.push(format!(
+                "{} {} NOT NULL",
+                quote("created_at"),
+                Kind::Text.sql_type(pg)
+            ));
+            cols.push(format!(
+                "{} {} NOT NULL",
+                quote("updated_at"),
+                Kind::Text.sql_type(pg)
+            ));
+            statements.push((
+                format!("CREATE TABLE {table} ({})", cols.join(", ")),
+                vec![],
+            ));
+            changes.push(format!(
+                "created table {} ({} fields)",
+                t.name,
+                t.columns.len()
+            ));
         } else {
             let declared = |name: &str| {
                 SERVER_COLUMNS.contains(&name) && (name != "owner" || t.owner)
                     || t.column(name).is_some()
-                    || name.strip_suffix(INDEX_SUFFIX).is_some_and(|f| t.is_blind_indexed(f))
+                    || name
+                        .strip_suffix(INDEX_SUFFIX)
+                        .is_some_and(|f| t.is_blind_indexed(f))
             };
             for name in actual.keys() {
                 if !declared(name) {
@@ -209,7 +237,11 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                 if !actual.contains_key(&col) {
                     // Existing rows get their index from `nestflux keys rotate`.
                     statements.push((
-                        format!("ALTER TABLE {table} ADD COLUMN {} {}", quote(&col), Kind::Text.sql_type(pg)),
+                        format!(
+                            "ALTER TABLE {table} ADD COLUMN {} {}",
+                            quote(&col),
+                            Kind::Text.sql_type(pg)
+                        ),
                         vec![],
                     ));
                     changes.push(format!(
@@ -219,12 +251,22 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                 }
             }
             if t.owner && !actual.contains_key("owner") {
-                statements.push((format!("ALTER TABLE {table} ADD COLUMN {} {}", quote("owner"), Kind::Text.sql_type(pg)), vec![]));
+                statements.push((
+                    format!(
+                        "ALTER TABLE {table} ADD COLUMN {} {}",
+                        quote("owner"),
+                        Kind::Text.sql_type(pg)
+                    ),
+                    vec![],
+                ));
                 changes.push(format!("added owner column to {}", t.name));
             }
         }
         let indexed: Vec<String> = t.blind_index.iter().map(|f| index_column(f)).collect();
-        for col in ["owner", "created_at"].into_iter().chain(indexed.iter().map(String::as_str)) {
+        for col in ["owner", "created_at"]
+            .into_iter()
+            .chain(indexed.iter().map(String::as_str))
+        {
             if col != "owner" || t.owner {
                 statements.push((
                     format!(

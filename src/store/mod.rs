@@ -48,7 +48,9 @@ impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match &e {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::Unavailable(e.to_string()),
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                Self::Unavailable(e.to_string())
+            }
             Error::DatabaseError(_, info) => {
                 let m = info.message().to_ascii_lowercase();
                 if m.contains("database is locked")
@@ -121,7 +123,9 @@ impl Store {
                 let pool = Pool::builder()
                     .max_size(plan.pool_size)
                     .connection_timeout(plan.busy_timeout)
-                    .connection_customizer(Box::new(SqliteSetup { busy_timeout: plan.busy_timeout }))
+                    .connection_customizer(Box::new(SqliteSetup {
+                        busy_timeout: plan.busy_timeout,
+                    }))
                     .build(ConnectionManager::<SqliteConnection>::new(url))
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 Pools::Sqlite(pool)
@@ -131,14 +135,17 @@ impl Store {
                 let pool = Pool::builder()
                     .max_size(plan.pool_size)
                     .connection_timeout(plan.busy_timeout)
-                    .build(ConnectionManager::<diesel::pg::PgConnection>::new(url.clone()))
+                    .build(ConnectionManager::<diesel::pg::PgConnection>::new(
+                        url.clone(),
+                    ))
                     .map_err(|_| StoreError::Unavailable("cannot connect to PostgreSQL".into()))?;
                 Pools::Pg(pool)
             }
             #[cfg(not(feature = "postgres"))]
             DatabaseUrl::Postgres(_) => {
                 return Err(StoreError::Unavailable(
-                    "this build has no PostgreSQL support: rebuild with `--features postgres`".into(),
+                    "this build has no PostgreSQL support: rebuild with `--features postgres`"
+                        .into(),
                 ));
             }
         };
@@ -148,11 +155,18 @@ impl Store {
     }
 
     fn migrate_internal(&self) -> Result<Vec<String>, StoreError> {
-        let fail = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Database(format!("migrations: {e}"));
+        let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+            StoreError::Database(format!("migrations: {e}"))
+        };
         let versions = match self.conn()? {
-            Conn::Sqlite(mut c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(fail)?),
+            Conn::Sqlite(mut c) => {
+                names(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(fail)?)
+            }
             #[cfg(feature = "postgres")]
-            Conn::Pg(mut c) => names(c.run_pending_migrations(POSTGRES_MIGRATIONS).map_err(fail)?),
+            Conn::Pg(mut c) => names(
+                c.run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map_err(fail)?,
+            ),
         };
         Ok(versions)
     }
@@ -198,7 +212,11 @@ fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> 
 pub fn tables(plan: &crate::plan::Plan) -> Vec<ddl::Table> {
     plan.resources
         .values()
-        .filter_map(|r| plan.schemas.get(&r.schema).map(|s| ddl::Table::new(r, s.clone())))
+        .filter_map(|r| {
+            plan.schemas
+                .get(&r.schema)
+                .map(|s| ddl::Table::new(r, s.clone()))
+        })
         .collect()
 }
 
