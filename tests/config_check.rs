@@ -140,6 +140,16 @@ fn bad_configs_name_each_error_path() {
         (format!("[[routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"health\"\npermision = \"notes:read\"{ROUTE}"), vec![], vec!["permision: unknown key"]),
         (format!("[server]\nworkers = \"many\"{ROUTE}"), vec![], vec!["server.workers: invalid type"]),
         (format!("[server\n{ROUTE}"), vec![], vec!["nestflux.toml"]),
+        (
+            "[server]\nbnd = \"x\"\n[cors]\norigin = []\n[schemas.A]\nx = { type = \"array\", items = { type = \"string\", maxlen = 3 } }\n[[routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"health\"\npublic = true\n[[routes]]\nmethod = \"GET\"\npath = \"/y\"\naction = \"health\"\npermision = \"a:b\"\n".to_string(),
+            vec![],
+            vec![
+                "server.bnd: unknown key",
+                "cors.origin: unknown key",
+                "schemas.A.x.items.maxlen: unknown key",
+                "routes[1].permision: unknown key",
+            ],
+        ),
         (ROUTE.to_string(), vec![("NESTFLUX_PROFILE", "staging")], vec!["NESTFLUX_PROFILE: `staging` is neither"]),
     ];
     assert!(cases.len() >= 20);

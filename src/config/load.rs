@@ -63,9 +63,16 @@ pub fn load_from(
 
     let env = EnvLayer::collect(vars)?;
     let env_keys = env.keys();
-    let raw: RawConfig = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(env)
+    let figment = Figment::new().merge(Toml::file_exact(path)).merge(env);
+    // Every unknown key at once (serde alone would stop at the first).
+    if let Ok(merged) = figment.extract::<serde_json::Value>() {
+        let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
+        let unknown = super::keys::unknown(&merged, &schema);
+        if !unknown.is_empty() {
+            return Err(LoadError::Parse(unknown.join("\n")));
+        }
+    }
+    let raw: RawConfig = figment
         .extract()
         .map_err(|e| LoadError::Parse(format_figment(e)))?;
     Ok((

@@ -4,6 +4,7 @@
 //! typed values happens in [`crate::plan`]. Unknown keys are refused here
 //! (`deny_unknown_fields`), so a typo such as `permision` can never silently open a route.
 
+mod keys;
 mod lenient;
 mod load;
 
