@@ -412,3 +412,81 @@ fn a_token_from_another_dev_database_is_refused() {
         "Bearer error=\"invalid_token\""
     );
 }
+
+/// Review findings, each pinned by a test: a field-guarded default does not block creates,
+/// `:own` on a resource without owners permits nothing, and a guarded field cannot be a
+/// sort key (the order and the cursor would reveal it).
+#[test]
+fn guarded_defaults_ownerless_own_and_guarded_sort_keys() {
+    let config = r#"
+[auth.dev]
+enabled = true
+[roles.reader]
+permissions = ["docs:read:own", "docs:create"]
+[roles.boss]
+permissions = ["docs:*"]
+[schemas.Doc]
+title = { type = "string" }
+level = { type = "integer", default = 1 }
+[resources.docs]
+schema = "Doc"
+field_permissions = { level = "docs:admin" }
+[[routes]]
+method = "GET"
+path = "/docs"
+resource = "docs"
+action = "list"
+permission = "docs:read"
+[[routes]]
+method = "POST"
+path = "/docs"
+resource = "docs"
+action = "create"
+permission = "docs:create"
+"#;
+    let p = Project::new(config);
+    let token = |sub: &str, role: &str| {
+        let out = p.run(&["token", "--sub", sub, "--role", role], &[]);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (reader, boss) = (token("r", "reader"), token("b", "boss"));
+    let s = p.serve(&[]);
+    let c = client();
+    let post = |t: &str, body: Value| {
+        c.post(s.url("/docs"))
+            .bearer_auth(t)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        post(&reader, json!({"title": "a"})),
+        StatusCode::CREATED,
+        "the server-filled default is not the reader's write"
+    );
+    assert_eq!(
+        post(&reader, json!({"title": "a", "level": 5})),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(&boss, json!({"title": "b", "level": 5})),
+        StatusCode::CREATED
+    );
+    let list = |t: &str, q: &str| {
+        c.get(s.url(&format!("/docs{q}")))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        list(&reader, "").status(),
+        StatusCode::FORBIDDEN,
+        ":own on a resource without owners"
+    );
+    assert_eq!(list(&boss, "").status(), StatusCode::OK);
+    assert_eq!(
+        list(&boss, "?sort=level").status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}

@@ -65,20 +65,20 @@ pub async fn run(
         .unwrap_or(Decision::Denied);
     let only_owner = match decision {
         Decision::Any => None,
+        // `:own` means nothing on a resource that records no owner: refuse, never widen.
+        Decision::OwnOnly if !plan.owner => {
+            return Err(Problem::forbidden(
+                "this resource has no owners, so :own permits nothing",
+            ));
+        }
         Decision::OwnOnly => Some(
             caller
                 .as_ref()
-                .ok_or_else(Problem::not_found)?
+                .ok_or_else(Problem::no_record)?
                 .subject
                 .clone(),
         ),
-        Decision::Denied => {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "not permitted",
-            ));
-        }
+        Decision::Denied => return Err(Problem::forbidden("not permitted")),
     };
     let cx = Ctx {
         state,
@@ -102,7 +102,7 @@ fn path_id(req: &HttpRequest) -> Result<String, Problem> {
     let id = req.match_info().get("id").unwrap_or_default();
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())
-        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "not-found", "no record with this id"))
+        .map_err(|_| Problem::no_record())
 }
 
 impl Ctx<'_> {
@@ -134,9 +134,14 @@ impl Ctx<'_> {
         row
     }
 
-    /// 403 if the document writes a field the caller may not write.
-    fn check_writes(&self, doc: &Map<String, Value>, owner: Option<&str>) -> Result<(), Problem> {
-        for field in doc.keys() {
+    /// 403 if the client sent a field the caller may not write (defaults filled in by the
+    /// server do not count).
+    fn check_writes<'k>(
+        &self,
+        sent: impl IntoIterator<Item = &'k String>,
+        owner: Option<&str>,
+    ) -> Result<(), Problem> {
+        for field in sent {
             if !self.may_use(field, owner) {
                 let need = self
                     .plan
@@ -144,11 +149,9 @@ impl Ctx<'_> {
                     .get(field)
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("writing `{field}` needs the permission {need}"),
-                ));
+                return Err(Problem::forbidden(format!(
+                    "writing `{field}` needs the permission {need}"
+                )));
             }
         }
         Ok(())
@@ -187,9 +190,7 @@ pub fn unprocessable(violations: &[Violation]) -> Problem {
 /// The store's failures as problems; internals go to the log only.
 fn store_problem(e: StoreError) -> Problem {
     match e {
-        StoreError::NotFound => {
-            Problem::new(StatusCode::NOT_FOUND, "not-found", "no record with this id")
-        }
+        StoreError::NotFound => Problem::no_record(),
         StoreError::Unavailable(reason) => {
             tracing::warn!(%reason, "database unavailable");
             Problem::new(
@@ -223,13 +224,18 @@ async fn create(
     req: &HttpRequest,
     body: Option<Value>,
 ) -> Result<HttpResponse, Problem> {
+    let sent: Vec<String> = body
+        .as_ref()
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     let doc = cx.validate(body, Mode::Create)?;
     let owner = cx
         .caller
         .as_ref()
         .map(|c| c.subject.clone())
         .filter(|_| cx.plan.owner);
-    cx.check_writes(&doc, owner.as_deref())?;
+    cx.check_writes(&sent, owner.as_deref())?;
     let res = cx.resource.clone();
     let row = cx
         .state
@@ -266,7 +272,7 @@ async fn update(
             .run(move |c| res.get(c, &id, owner.as_deref()))
             .await
             .map_err(store_problem)?;
-        cx.check_writes(&patch, Ctx::owner_of(&row))?;
+        cx.check_writes(patch.keys(), Ctx::owner_of(&row))?;
     }
     let res = cx.resource.clone();
     let row = cx
@@ -308,10 +314,13 @@ pub fn sortable(schema: &Schema, plan: &ResourcePlan) -> Vec<String> {
         .map(String::from)
         .to_vec();
     for f in schema.fields() {
+        // Never a field some readers may not see: the order itself, and the cursor that
+        // carries the last value, would reveal it.
         if f.is_scalar()
             && !f.is_optional()
             && !f.is_nullable()
             && !plan.encrypted.iter().any(|e| e == f.name())
+            && !plan.field_permissions.contains_key(f.name())
         {
             out.push(f.name().to_string());
         }
@@ -339,11 +348,14 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
     let mut seen = std::collections::BTreeSet::new();
     let mut cursor = None;
     let bad = |name: &str, code: &'static str, message: String| Violation {
-        pointer: format!("/query/{name}"),
+        pointer: query_pointer(name),
         code,
         message,
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if errors.len() >= crate::validate::MAX_VIOLATIONS {
+            break;
+        }
         if !seen.insert(name.to_string()) {
             errors.push(bad(
                 &name,
@@ -398,7 +410,7 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                         match coerce_param(spec, &value) {
                             Ok(v) => q.filters.push((field.to_string(), v)),
                             Err(mut v) => {
-                                v.pointer = format!("/query/{field}");
+                                v.pointer = query_pointer(field);
                                 errors.push(v);
                             }
                         }
@@ -413,6 +425,7 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
         }
     }
     if !errors.is_empty() {
+        errors.truncate(crate::validate::MAX_VIOLATIONS);
         return Err(unprocessable(&errors));
     }
     if let Some(text) = cursor {
@@ -428,6 +441,11 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
         }
     }
     Ok(q)
+}
+
+/// `/query/<name>` with RFC 6901 escaping.
+fn query_pointer(name: &str) -> String {
+    format!("/query/{}", name.replace('~', "~0").replace('/', "~1"))
 }
 
 /// A cursor's value must have the sort column's type, or the keyset comparison is

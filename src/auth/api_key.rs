@@ -16,6 +16,8 @@ use crate::plan::access::{API_KEY_HASH_PREFIX, ApiKeyPlan};
 
 /// Every NestFlux API key starts with this, so it can travel as a bearer token too.
 pub const PREFIX: &str = "nfk_";
+/// Subjects of API-key callers start with this; bearer tokens may not claim it.
+pub const SUBJECT_PREFIX: &str = "apikey:";
 /// Longest value looked at; a real key is 47 characters.
 const MAX_KEY_LEN: usize = 128;
 
@@ -57,7 +59,7 @@ impl ApiKeys {
                 .iter()
                 .map(|p| {
                     let caller = Caller {
-                        subject: format!("apikey:{}", p.name),
+                        subject: format!("{SUBJECT_PREFIX}{}", p.name),
                         roles: p.roles.clone(),
                         kind: CallerKind::ApiKey(p.name.clone()),
                     };

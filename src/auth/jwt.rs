@@ -190,7 +190,14 @@ impl BearerVerifier {
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
         let subject = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT_BYTES => s.clone(),
+            // `apikey:` names API-key callers; a token may not claim to be one.
+            Some(Value::String(s))
+                if !s.is_empty()
+                    && s.len() <= MAX_SUBJECT_BYTES
+                    && !s.starts_with(super::api_key::SUBJECT_PREFIX) =>
+            {
+                s.clone()
+            }
             _ => return Err(Rejection::Claims("sub must be a non-empty string".into())),
         };
         let exp = claims

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest};
 
 use crate::auth::Caller;
@@ -137,11 +136,7 @@ pub fn authorize(authz: &Authorizer, route: &RoutePlan, req: &HttpRequest) -> Re
         },
     };
     if decision == Decision::Denied {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "your roles do not permit this request",
-        ));
+        return Err(Problem::forbidden("your roles do not permit this request"));
     }
     req.extensions_mut().insert(decision);
     Ok(())

@@ -85,6 +85,12 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         .as_ref()
         .map(|c| http::compile_cors(c, profile, &mut d));
     let database = data::compile_database(&raw.database, &mut d);
+    if database.busy_timeout >= server.request_timeout {
+        d.error(
+            "database.busy_timeout",
+            "must be shorter than server.request_timeout: a write still waiting for the database when the request times out could commit after the client was told 503",
+        );
+    }
     let auth = raw
         .auth
         .as_ref()

@@ -150,7 +150,10 @@ impl<B: Backend> RateLimits<B> {
             Err(e) => {
                 tracing::error!(policy = name, error = %e, "rate limiting: backend failed");
                 Err(Refusal {
-                    problem: Problem::for_status(StatusCode::SERVICE_UNAVAILABLE),
+                    problem: Problem::for_status(StatusCode::SERVICE_UNAVAILABLE).header(
+                        actix_web::http::header::RETRY_AFTER,
+                        actix_web::http::header::HeaderValue::from_static("1"),
+                    ),
                     applied: None,
                 })
             }

@@ -43,6 +43,17 @@ impl Problem {
         )
     }
 
+    /// A row that does not exist, or that the caller may only see if it were theirs: the
+    /// same answer, so a 404 never confirms another's row exists.
+    pub fn no_record() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "no record with this id")
+    }
+
+    /// A known caller without the permission.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
     }

@@ -224,13 +224,18 @@ impl Resource {
     fn by_id(&self, first: usize, id: &str, owner: Option<&str>) -> (String, Vec<Bind>) {
         let mut sql = format!("{} = {}", quote("id"), self.ph(first, Kind::Text));
         let mut binds = vec![Bind::Text(Some(id.to_string()))];
-        if let Some(owner) = owner {
-            sql += &format!(
-                " AND {} = {}",
-                quote("owner"),
-                self.ph(first + 1, Kind::Text)
-            );
-            binds.push(Bind::Text(Some(owner.to_string())));
+        match owner {
+            // A table without owners has no row anyone owns: fail closed.
+            Some(_) if !self.table.owner => sql += " AND 1 = 0",
+            Some(owner) => {
+                sql += &format!(
+                    " AND {} = {}",
+                    quote("owner"),
+                    self.ph(first + 1, Kind::Text)
+                );
+                binds.push(Bind::Text(Some(owner.to_string())));
+            }
+            None => {}
         }
         (sql, binds)
     }
@@ -356,7 +361,9 @@ impl Resource {
         let mut conds = vec!["1 = 1".to_string()];
         let mut binds = Vec::new();
         let kind_of = |col: &str| self.table.column(col).map_or(Kind::Text, |c| c.kind);
-        if let Some(owner) = &q.owner {
+        if q.owner.is_some() && !self.table.owner {
+            conds.push("1 = 0".into());
+        } else if let Some(owner) = &q.owner {
             binds.push(Bind::Text(Some(owner.clone())));
             conds.push(format!(
                 "{} = {}",
@@ -487,12 +494,15 @@ impl Resource {
         } else {
             format!("json_object({})", exprs.join(", "))
         };
+        // FOR UPDATE: a PATCH landing between this read and the rewrite would otherwise be
+        // overwritten with the old value (SQLite's BEGIN IMMEDIATE already excludes it).
         let sql = format!(
-            "SELECT {object} AS j FROM {} WHERE {} ORDER BY {} LIMIT {}",
+            "SELECT {object} AS j FROM {} WHERE {} ORDER BY {} LIMIT {}{}",
             quote(&self.table.name),
             stale.join(" OR "),
             quote("id"),
-            self.ph(binds.len(), Kind::Int)
+            self.ph(binds.len(), Kind::Int),
+            if self.pg { " FOR UPDATE" } else { "" }
         );
         conn.transaction(|c| {
             let rows = c.query_json(&sql, &binds)?;
