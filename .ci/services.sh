@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite talks to, on 127.0.0.1 only. Idempotent.
-# Source it (`. .ci/services.sh`) to get NESTFLUX_TEST_POSTGRES_URL exported.
+# Source it (`. .ci/services.sh`) to get TEST_POSTGRES_URL exported.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,8 +15,8 @@ apt_install() {
 
 # PostgreSQL (Debian package) on 127.0.0.1:55432, a throwaway cluster under /tmp.
 apt_install postgresql openssl curl
-NESTFLUX_TEST_POSTGRES_URL=$(.ci/pg_up.sh | tail -n 1)
-export NESTFLUX_TEST_POSTGRES_URL
+TEST_POSTGRES_URL=$(.ci/pg_up.sh | tail -n 1)
+export TEST_POSTGRES_URL
 
 # openapi-spec-validator (PyPI) judges the generated OpenAPI 3.1 document.
 python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator

@@ -22,7 +22,7 @@ const ROUTE: &str =
 
 #[test]
 fn reference_file_compiles() {
-    let out = std::process::Command::new(common::bin())
+    let out = common::command()
         .args([
             "check",
             concat!(
@@ -45,10 +45,7 @@ fn reference_file_compiles() {
 #[test]
 fn root_file_compiles_and_serves_nothing_unenforced() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/nestflux.toml");
-    let out = std::process::Command::new(common::bin())
-        .args(["check", root])
-        .output()
-        .unwrap();
+    let out = common::command().args(["check", root]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains("not yet enforced"), "{stdout}");
@@ -192,7 +189,7 @@ fn warnings_do_not_fail_the_check() {
 
 #[test]
 fn config_schema_is_json_schema_refusing_unknown_keys() {
-    let out = std::process::Command::new(common::bin())
+    let out = common::command()
         .args(["config", "schema"])
         .output()
         .unwrap();

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::{Project, Server, client};
 use diesel::prelude::*;
@@ -420,7 +420,7 @@ fn rotation_killed_midway_then_rerun_leaves_every_value_readable_with_only_the_n
     drop(s);
 
     // Rotate one row per transaction and SIGKILL it after the first committed batch.
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = common::command();
     cmd.args(["keys", "rotate", "--batch-size", "1", "--config"])
         .arg(p.config())
         .current_dir(p.path())

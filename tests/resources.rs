@@ -1,7 +1,7 @@
 //! Declared resources over real HTTP: every CRUD action, keyset lists, validation that
 //! changes nothing, SQL injection attempts, drift refusal, crash safety and 503 on a locked
 //! database. Runs on a SQLite file, and with `--features postgres` also against the
-//! PostgreSQL server named by NESTFLUX_TEST_POSTGRES_URL (started by .ci/services.sh).
+//! PostgreSQL server named by TEST_POSTGRES_URL (started by .ci/services.sh).
 
 mod common;
 
@@ -96,9 +96,8 @@ mod pg {
 
     /// A new empty schema; returns a URL whose connections use it.
     pub fn fresh_schema() -> String {
-        let base = std::env::var("NESTFLUX_TEST_POSTGRES_URL").expect(
-            "NESTFLUX_TEST_POSTGRES_URL must name the test PostgreSQL (see .ci/services.sh)",
-        );
+        let base = std::env::var("TEST_POSTGRES_URL")
+            .expect("TEST_POSTGRES_URL must name the test PostgreSQL (see .ci/services.sh)");
         let mut c = PgConnection::establish(&base).expect("connect to test PostgreSQL");
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         diesel::sql_query(format!("CREATE SCHEMA {name}"))

@@ -102,6 +102,14 @@ impl Project {
     }
 }
 
+/// The binary with no `NESTFLUX_*` variable inherited from the test runner's environment
+/// (every one of them is configuration).
+pub fn command() -> Command {
+    let mut cmd = Command::new(bin());
+    clean_env(&mut cmd);
+    cmd
+}
+
 fn clean_env(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
         if k.starts_with("NESTFLUX_") {
