@@ -448,7 +448,8 @@ fn sigterm_stops_the_server_gracefully() {
         assert!(std::time::Instant::now() < deadline, "server did not stop");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(s.log().contains("SIGTERM received"), "{}", s.log());
+    let log = s.log_when(|l| l.contains("SIGTERM received"));
+    assert!(log.contains("SIGTERM received"), "{log}");
 }
 
 #[test]
@@ -465,8 +466,7 @@ fn access_log_has_one_line_per_request() {
         .header("x-request-id", "log-probe-2")
         .send()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let log = s.log();
+    let log = s.log_when(|l| l.contains("log-probe-2"));
     let lines: Vec<Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

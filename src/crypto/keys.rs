@@ -67,44 +67,69 @@ impl fmt::Debug for KeyRing {
 impl KeyRing {
     /// Parses `kid:base64,…`. Errors name positions and key ids, never key material.
     pub fn parse(text: &str) -> Result<Self, CryptoError> {
+        Self::parse_all(text).map_err(|problems| {
+            let (i, what) = problems.into_iter().next().unwrap_or((0, "no keys".into()));
+            CryptoError::BadRing(format!("entry {i}: {what}"))
+        })
+    }
+
+    /// Parses `kid:base64,…`, reporting every bad entry as (position, problem). Messages
+    /// name positions and key ids, never key material.
+    pub fn parse_all(text: &str) -> Result<Self, Vec<(usize, String)>> {
         let mut keys: Vec<RingKey> = Vec::new();
+        let mut problems = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
         for (i, entry) in text
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty())
             .enumerate()
         {
-            let bad = |what: &str| CryptoError::BadRing(format!("entry {i}: {what}"));
-            let (kid, b64) = entry
-                .split_once(':')
-                .ok_or_else(|| bad("expected kid:base64"))?;
+            let Some((kid, b64)) = entry.split_once(':') else {
+                problems.push((
+                    i,
+                    "expected kid:base64 (see `nestflux keys generate`)".into(),
+                ));
+                continue;
+            };
             if kid.is_empty()
                 || kid.len() > 32
                 || !kid
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                return Err(bad(
-                    "key id must be 1-32 characters of letters, digits, `_` or `-`",
+                problems.push((
+                    i,
+                    "key id must be 1-32 characters of letters, digits, `_` or `-`".into(),
                 ));
+                continue;
             }
-            if keys.iter().any(|k| k.kid == kid) {
-                return Err(bad(&format!("key id \"{kid}\" appears twice")));
+            if seen.contains(&kid) {
+                problems.push((i, format!("key id \"{kid}\" appears twice")));
+                continue;
             }
-            let raw = Zeroizing::new(
-                STANDARD
-                    .decode(b64.trim())
-                    .map_err(|_| bad("not valid base64"))?,
-            );
+            seen.push(kid);
+            let Ok(raw) = STANDARD.decode(b64.trim()).map(Zeroizing::new) else {
+                problems.push((i, format!("key \"{kid}\" is not valid base64")));
+                continue;
+            };
             if raw.len() != 32 {
-                return Err(bad(&format!("key \"{kid}\" is not 32 bytes (AES-256)")));
+                problems.push((i, format!("key \"{kid}\" is not 32 bytes (AES-256)")));
+                continue;
             }
-            keys.push(RingKey::new(kid, &raw)?);
+            match RingKey::new(kid, &raw) {
+                Ok(key) => keys.push(key),
+                Err(e) => problems.push((i, e.to_string())),
+            }
         }
-        if keys.is_empty() {
-            return Err(CryptoError::BadRing("no keys".into()));
+        if keys.is_empty() && problems.is_empty() {
+            problems.push((0, "no keys".into()));
         }
-        Ok(Self { keys })
+        if problems.is_empty() {
+            Ok(Self { keys })
+        } else {
+            Err(problems)
+        }
     }
 
     /// The id of the key that encrypts new values.

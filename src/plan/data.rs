@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use base64::Engine;
-
 use super::Profile;
 use super::access::{Permission, is_name};
 use super::diag::Diagnostics;
@@ -90,57 +88,18 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
     let Some(keys) = raw.and_then(|e| e.keys.as_deref()) else {
         return EncryptionPlan::default();
     };
-    let mut key_ids: Vec<String> = Vec::new();
-    let errors_before = d.errors.len();
-    for (i, entry) in keys
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .enumerate()
-    {
-        // Messages name the position and kid only; key material never appears.
-        let path = format!("encryption.keys[{i}]");
-        let Some((kid, b64)) = entry.split_once(':') else {
-            d.error(path, "expected kid:base64 (see `nestflux keys generate`)");
-            continue;
-        };
-        if kid.is_empty()
-            || kid.len() > 32
-            || !kid
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            d.error(
-                &path,
-                "key id must be 1-32 characters of letters, digits, `_` or `-`",
-            );
-            continue;
-        }
-        match base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map(zeroize::Zeroizing::new)
-        {
-            Ok(bytes) if bytes.len() == 32 => {}
-            Ok(_) => d.error(&path, format!("key \"{kid}\" is not 32 bytes (AES-256)")),
-            Err(_) => d.error(&path, format!("key \"{kid}\" is not valid base64")),
-        }
-        if key_ids.iter().any(|k| k == kid) {
-            d.error(&path, format!("key id \"{kid}\" appears twice"));
-        }
-        key_ids.push(kid.to_string());
-    }
-    let ring = if d.errors.len() > errors_before {
-        None
-    } else {
-        match crate::crypto::KeyRing::parse(keys) {
-            Ok(ring) => Some(std::sync::Arc::new(ring)),
-            Err(e) => {
-                d.error("encryption.keys", e.to_string());
-                None
+    match crate::crypto::KeyRing::parse_all(keys) {
+        Ok(ring) => EncryptionPlan {
+            key_ids: ring.kids().map(str::to_string).collect(),
+            ring: Some(std::sync::Arc::new(ring)),
+        },
+        Err(problems) => {
+            for (i, what) in problems {
+                d.error(format!("encryption.keys[{i}]"), what);
             }
+            EncryptionPlan::default()
         }
-    };
-    EncryptionPlan { key_ids, ring }
+    }
 }
 
 /// Table names NestFlux keeps for itself.

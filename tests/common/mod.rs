@@ -144,6 +144,19 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it satisfies `ready` (lines arrive through a pipe, a moment after the
+    /// response), or as it is after 5 s.
+    pub fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if ready(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.url
             .rsplit(':')
