@@ -24,12 +24,24 @@ const CONFIG: &str = r#"
 workers = 1
 [database]
 url = "sqlite://bench.db"
+[auth.dev]
+enabled = true
+[roles.viewer]
+permissions = ["notes:read"]
 [schemas.Note]
 title    = { type = "string", min_length = 1, max_length = 200 }
 body     = { type = "string", max_length = 10000, default = "" }
 priority = { type = "integer", min = 1, max = 5, default = 3 }
+secret   = { type = "string", optional = true }
 [resources.notes]
 schema = "Note"
+encrypted = ["secret"]
+[[routes]]
+method = "GET"
+path = "/secure/notes/{id}"
+resource = "notes"
+action = "get"
+permission = "notes:read"
 [[routes]]
 method = "GET"
 path = "/api/notes/{id}"
@@ -44,15 +56,31 @@ action = "create"
 public = true
 "#;
 
-const BODY: &str =
-    r#"{"title":"benchmark note","body":"some text of a typical note","priority":2}"#;
+const BODY: &str = r#"{"title":"benchmark note","body":"some text of a typical note","priority":2,"secret":"a secret of a typical length, encrypted at rest"}"#;
+const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("nestflux.toml"), CONFIG).expect("config");
+    let token = Command::new(env!("CARGO_BIN_EXE_nestflux"))
+        .args([
+            "token",
+            "--sub",
+            "bench",
+            "--role",
+            "viewer",
+            "--config",
+            "nestflux.toml",
+        ])
+        .current_dir(dir.path())
+        .env("NESTFLUX_ENCRYPTION__KEYS", KEYS)
+        .output()
+        .expect("token");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
     let mut nestflux = Command::new(env!("CARGO_BIN_EXE_nestflux"))
         .args(["serve", "--config", "nestflux.toml"])
         .current_dir(dir.path())
+        .env("NESTFLUX_ENCRYPTION__KEYS", KEYS)
         .env("NESTFLUX_SERVER__BIND", "127.0.0.1:0")
         .env("NESTFLUX_LOG", "warn,nestflux::server=info")
         .env("NESTFLUX_LOG_FORMAT", "json")
@@ -75,41 +103,68 @@ fn main() {
 
     let base_port = start_baseline(dir.path().join("baseline.db"));
 
+    let nf_id = create(nf_port, "/api/notes");
+    let base_id = create(base_port, "/notes");
+    let base_get = Probe {
+        path: format!("/notes/{base_id}"),
+        post: false,
+        auth: None,
+        status: 200,
+    };
+    let base_post = Probe {
+        path: "/notes".into(),
+        post: true,
+        auth: None,
+        status: 201,
+    };
+    let bearer = format!("Bearer {token}");
+    let scenarios = [
+        (
+            "POST one record (validate + encrypt + insert)",
+            Probe {
+                path: "/api/notes".into(),
+                post: true,
+                auth: None,
+                status: 201,
+            },
+            &base_post,
+        ),
+        (
+            "GET one record, public (decrypt)",
+            Probe {
+                path: format!("/api/notes/{nf_id}"),
+                post: false,
+                auth: None,
+                status: 200,
+            },
+            &base_get,
+        ),
+        (
+            "GET one record, bearer JWT + RBAC + decrypt",
+            Probe {
+                path: format!("/secure/notes/{nf_id}"),
+                post: false,
+                auth: Some(bearer.clone()),
+                status: 200,
+            },
+            &base_get,
+        ),
+        (
+            "rejected: bad token (401)",
+            Probe {
+                path: format!("/secure/notes/{nf_id}"),
+                post: false,
+                auth: Some(format!("{bearer}x")),
+                status: 401,
+            },
+            &base_get,
+        ),
+    ];
     let mut rows = Vec::new();
-    for (name, nf_path, base_path) in [
-        ("POST one record", "/api/notes", "/notes"),
-        ("GET one record", "", ""),
-    ] {
-        let post = nf_path == "/api/notes";
-        let nf_id = if post {
-            String::new()
-        } else {
-            create(nf_port, "/api/notes")
-        };
-        let base_id = if post {
-            String::new()
-        } else {
-            create(base_port, "/notes")
-        };
-        let nf = measure(
-            nf_port,
-            post,
-            &if post {
-                nf_path.to_string()
-            } else {
-                format!("/api/notes/{nf_id}")
-            },
-        );
-        let base = measure(
-            base_port,
-            post,
-            &if post {
-                base_path.to_string()
-            } else {
-                format!("/notes/{base_id}")
-            },
-        );
-        rows.push((name, nf, base));
+    for (name, probe, base) in scenarios {
+        let nf = measure(nf_port, &probe);
+        let b = measure(base_port, base);
+        rows.push((name, nf, b));
     }
     let _ = nestflux.kill();
     let _ = nestflux.wait();
@@ -123,23 +178,37 @@ fn main() {
     }
 }
 
+/// One request shape and the status it must get.
+struct Probe {
+    path: String,
+    post: bool,
+    auth: Option<String>,
+    status: u16,
+}
+
 /// Requests per second over one keep-alive connection.
-fn measure(port: u16, post: bool, path: &str) -> f64 {
+fn measure(port: u16, probe: &Probe) -> f64 {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.set_nodelay(true).ok();
-    let request = if post {
+    let path = &probe.path;
+    let auth = probe
+        .auth
+        .as_ref()
+        .map(|a| format!("authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = if probe.post {
         format!(
-            "POST {path} HTTP/1.1\r\nhost: b\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+            "POST {path} HTTP/1.1\r\nhost: b\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
             BODY.len()
         )
     } else {
-        format!("GET {path} HTTP/1.1\r\nhost: b\r\n\r\n")
+        format!("GET {path} HTTP/1.1\r\nhost: b\r\n{auth}\r\n")
     };
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut once = || {
         conn.write_all(request.as_bytes()).expect("write");
         let status = read_response(&mut reader);
-        assert!(status == 200 || status == 201, "status {status} for {path}");
+        assert_eq!(status, probe.status, "status for {path}");
     };
     for _ in 0..WARMUP {
         once();
