@@ -68,6 +68,11 @@ fn bad_configs_name_each_error_path() {
         (format!("[database]\nurl = \"mysql://u:hunter2@h/db\"{ROUTE}"), vec![], vec!["database.url: expected sqlite://PATH or postgres://"]),
         (format!("[database]\npool_size = 0{ROUTE}"), vec![], vec!["database.pool_size: must be between 1 and 1000"]),
         (
+            format!("[schemas.N]\nemail__bidx = {{ type = \"string\" }}\nowner = {{ type = \"string\" }}{ROUTE}"),
+            vec![],
+            vec!["schemas.N.email__bidx: `__` is reserved", "schemas.N.owner: `owner` is set by the server"],
+        ),
+        (
             format!("[server]\nrequest_timeout = \"5s\"\n[database]\nbusy_timeout = \"10s\"{ROUTE}"),
             vec![],
             vec!["database.busy_timeout: must be shorter than server.request_timeout"],

@@ -25,6 +25,8 @@ pub struct AppState {
     pub store: Store,
     /// Each declared resource's table and SQL.
     pub resources: BTreeMap<ResourceName, Arc<Resource>>,
+    /// The last readiness check, for `health`.
+    pub readiness: crate::actions::health::Readiness,
 }
 
 /// Why the server could not be assembled from a valid plan (a database that will not open,
@@ -56,6 +58,7 @@ impl AppState {
             authz,
             store,
             resources,
+            readiness: Default::default(),
         })
     }
 }

@@ -195,7 +195,8 @@ impl Store {
             f(&mut conn)
         })
         .await
-        .map_err(|_| StoreError::Unavailable("blocking pool unavailable".into()))?
+        // The blocking task panicked or was cancelled: a server fault, not an outage.
+        .map_err(|_| StoreError::Database("the database task did not finish".into()))?
     }
 
     /// Whether the database answers right now (for `health`).

@@ -21,9 +21,6 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Longest field or schema name (a Postgres identifier holds 63 bytes).
 const MAX_NAME_LEN: usize = 63;
 
-/// Columns the server sets on every resource row; a schema may not declare them.
-const SERVER_SET: [&str; 4] = ["id", "owner", "created_at", "updated_at"];
-
 const TYPES: &str = "string, integer, number, boolean, enum, array, object";
 
 /// Compiles every `[schemas.NAME]` table, reporting each problem to `diags` with the path of
@@ -276,10 +273,15 @@ impl Compiler<'_, '_> {
                     &field_path,
                     "a field name must match [a-z_][a-z0-9_]{0,62} (it becomes a column name)",
                 );
-            } else if top && SERVER_SET.contains(&name.as_str()) {
+            } else if top && crate::store::ddl::SERVER_COLUMNS.contains(&name.as_str()) {
                 self.diags.error(
                     &field_path,
                     format!("`{name}` is set by the server on every record and cannot be declared"),
+                );
+            } else if top && name.contains("__") {
+                self.diags.error(
+                    &field_path,
+                    "`__` is reserved for columns NestFlux adds (blind indexes such as `email__bidx`)",
                 );
             }
             let place = if top { Place::Column } else { Place::Nested };
