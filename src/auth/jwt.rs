@@ -23,8 +23,10 @@ use super::{Caller, CallerKind};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Verified tokens remembered at once.
+/// Verified tokens remembered at once (and, separately, refused ones).
 pub const CACHE_ENTRIES: usize = 16 * 1024;
+/// How long a refused token is answered from memory.
+const REJECTION_TTL_SECS: u64 = 60;
 const MAX_KID_BYTES: usize = 256;
 const MAX_SUBJECT_BYTES: usize = 1024;
 
@@ -84,6 +86,8 @@ pub struct BearerVerifier {
     leeway_secs: u64,
     roles: RoleMapper,
     cache: Cache<[u8; 32], Arc<Verified>>,
+    /// Recently refused tokens: (why, key epoch, when).
+    rejected: Cache<[u8; 32], (Rejection, u64, u64)>,
     /// How callers verified here are labelled (provider or development issuer).
     kind: CallerKind,
     /// Where first and later sightings of a subject are recorded.
@@ -114,6 +118,7 @@ impl BearerVerifier {
             leeway_secs: config.leeway_secs,
             roles: config.roles,
             cache: Cache::new(CACHE_ENTRIES),
+            rejected: Cache::new(CACHE_ENTRIES),
             kind: CallerKind::Bearer,
             users: None,
         }
@@ -146,7 +151,24 @@ impl BearerVerifier {
             }
             self.cache.remove(&hash);
         }
-        let verified = Arc::new(self.verify_uncached(token).await?);
+        // A replayed bad token costs one lookup, not one signature check.
+        if let Some((rejection, epoch, at)) = self.rejected.get(&hash) {
+            if epoch == self.jwks.epoch() && now < at.saturating_add(REJECTION_TTL_SECS) {
+                return Err(rejection);
+            }
+            self.rejected.remove(&hash);
+        }
+        let epoch = self.jwks.epoch();
+        let verified = match self.verify_uncached(token).await {
+            Ok(v) => Arc::new(v),
+            Err(rejection) => {
+                // Only verdicts that cannot turn into a pass by waiting for a key or a clock.
+                if !matches!(rejection, Rejection::UnknownKey | Rejection::NotYetValid) {
+                    self.rejected.insert(hash, (rejection.clone(), epoch, now));
+                }
+                return Err(rejection);
+            }
+        };
         self.cache.insert(hash, verified.clone());
         if let Some(store) = &self.users {
             // A user-table hiccup must not turn a valid token away: log and go on.
