@@ -161,6 +161,19 @@ fn errors_are_problem_json_with_headers() {
         "{body}"
     );
 
+    // Duplicate keys are refused: parsers disagree on which one wins.
+    let res = c
+        .get(s.url("/health"))
+        .header("content-type", "application/json")
+        .body("{\"a\":1,\"a\":2}")
+        .send()
+        .unwrap();
+    let body = assert_problem(res, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"].as_str().unwrap().contains("duplicate key"),
+        "{body}"
+    );
+
     // A body on a route that takes none is refused, not ignored.
     let res = c
         .get(s.url("/health"))

@@ -53,12 +53,13 @@ pub async fn read(
     if bytes.is_empty() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let value: Value = super::json::parse(&bytes).map_err(|e| {
         // Position and category only: the message never echoes the body.
         let what = match e.classify() {
             serde_json::error::Category::Eof => "unexpected end of input",
             serde_json::error::Category::Syntax => "syntax error",
-            serde_json::error::Category::Data => "invalid data",
+            // Only the strict parser's own messages land here: never the body's text.
+            serde_json::error::Category::Data => "duplicate key or number out of range",
             serde_json::error::Category::Io => "unreadable input",
         };
         Problem::bad_request(format!(

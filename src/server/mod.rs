@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod envelope;
+pub mod json;
 pub mod problem;
 pub mod request_id;
 pub mod state;
