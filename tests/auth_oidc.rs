@@ -12,24 +12,6 @@ use oidc::{AUD, AUD_ES, Provider, free_port, nestflux_config};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// `nestflux keys api-key ci`, through the real binary: (key, hash).
-fn new_api_key() -> (String, String) {
-    let p = Project::new(common::MINIMAL);
-    let out = p.run(&["keys", "api-key", "ci"], &[]);
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no `{name}` in {text}"))
-    };
-    let (key, hash) = (field("key:"), field("hash:"));
-    assert!(key.starts_with("nfk_") && hash.starts_with("sha256:"));
-    assert!(text.contains("[auth.api_keys.ci]"), "{text}");
-    (key, hash)
-}
-
 struct Setup {
     _project: Project,
     server: Server,
@@ -37,7 +19,7 @@ struct Setup {
 }
 
 fn serve(issuer: &str, audience: &str) -> Setup {
-    let (api_key, hash) = new_api_key();
+    let (api_key, hash) = common::new_api_key("ci");
     let project = Project::new(&nestflux_config(issuer, audience, &hash));
     let server = project.serve(&[("RUST_LOG", "info,nestflux::auth=debug")]);
     Setup {

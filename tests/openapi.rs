@@ -125,21 +125,6 @@ permission = "docs:read"
     )
 }
 
-/// A fresh API key through the real binary: (key, hash).
-fn new_api_key() -> (String, String) {
-    let p = Project::new(common::MINIMAL);
-    let out = p.run(&["keys", "api-key", "docs"], &[]);
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no `{name}` in {text}"))
-    };
-    (field("key:"), field("hash:"))
-}
-
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -169,7 +154,7 @@ fn names(v: &Value) -> Vec<&str> {
 
 #[test]
 fn the_document_describes_every_route_of_the_notes_api() {
-    let (_, hash) = new_api_key();
+    let (_, hash) = common::new_api_key("docs");
     let p = Project::new(&notes_config(&hash));
     let doc = parse(&printed(&p, &[]));
 
@@ -473,7 +458,7 @@ public = true
 
 #[test]
 fn served_document_is_the_printed_one_with_the_secure_headers() {
-    let (key, hash) = new_api_key();
+    let (key, hash) = common::new_api_key("docs");
     let p = Project::new(&notes_config(&hash));
     let expected = printed(&p, &[]);
     let server = p.serve(&[]);
@@ -638,7 +623,7 @@ fn documents_pass_openapi_spec_validator() {
         ),
         Err(e) => panic!("python3 is needed to run openapi-spec-validator: {e}"),
     }
-    let (_, hash) = new_api_key();
+    let (_, hash) = common::new_api_key("docs");
     let p = Project::new(&notes_config(&hash));
     let out = Command::new("python3")
         .arg(repo(".ci/openapi_check.py"))

@@ -165,24 +165,10 @@ fn a_route_policy_counts_after_routing_and_reports_beside_global() {
     );
 }
 
-/// `nestflux keys api-key NAME` through the real binary: (key, hash).
-fn api_key(name: &str) -> (String, String) {
-    let out = Project::new(MINIMAL).run(&["keys", "api-key", name], &[]);
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no `{prefix}` in {text}"))
-    };
-    (field("key:"), field("hash:"))
-}
-
 #[test]
 fn route_policies_count_each_user_and_api_key_in_its_own_bucket() {
-    let (ci, ci_hash) = api_key("ci");
-    let (ops, ops_hash) = api_key("ops");
+    let (ci, ci_hash) = common::new_api_key("ci");
+    let (ops, ops_hash) = common::new_api_key("ops");
     let p = Project::new(&format!(
         r#"
 # API keys need no provider; an unreachable issuer only makes bearer tokens fail.

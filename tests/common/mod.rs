@@ -173,6 +173,26 @@ impl Drop for Server {
     }
 }
 
+/// `nestflux keys api-key NAME` through the real binary: (key, hash to declare).
+pub fn new_api_key(name: &str) -> (String, String) {
+    let out = Project::new(MINIMAL).run(&["keys", "api-key", name], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{prefix}` in {text}"))
+    };
+    let (key, hash) = (field("key:"), field("hash:"));
+    assert!(
+        key.starts_with("nfk_") && hash.starts_with("sha256:"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("[auth.api_keys.{name}]")), "{text}");
+    (key, hash)
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
