@@ -207,15 +207,18 @@ fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-async fn get(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
-    let id = path_id(req)?;
+/// One row the caller may address (own rows only under an `:own` permission).
+async fn fetch(cx: &Ctx<'_>, id: String) -> Result<Value, Problem> {
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
-    let row = cx
-        .state
+    cx.state
         .store
         .run(move |c| res.get(c, &id, owner.as_deref()))
         .await
-        .map_err(store_problem)?;
+        .map_err(store_problem)
+}
+
+async fn get(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let row = fetch(cx, path_id(req)?).await?;
     Ok(HttpResponse::Ok().json(cx.redact(row)))
 }
 
@@ -265,13 +268,7 @@ async fn update(
     let only_owner = cx.only_owner.clone();
     if guarded {
         // Field rules may depend on whose row it is: look before writing.
-        let (res, id, owner) = (cx.resource.clone(), id.clone(), only_owner.clone());
-        let row = cx
-            .state
-            .store
-            .run(move |c| res.get(c, &id, owner.as_deref()))
-            .await
-            .map_err(store_problem)?;
+        let row = fetch(cx, id.clone()).await?;
         cx.check_writes(patch.keys(), Ctx::owner_of(&row))?;
     }
     let res = cx.resource.clone();

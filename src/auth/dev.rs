@@ -104,7 +104,7 @@ impl DevKey {
         getrandom::fill(&mut kid).map_err(|e| DevError::Random(e.to_string()))?;
         let key = Self::from_seed(format!("dev-{}", URL_SAFE_NO_PAD.encode(kid)), seed);
         let pg = conn.is_postgres();
-        let ph = |n: usize| if pg { format!("${n}") } else { "?".into() };
+        let ph = |n: usize| crate::store::crud::placeholder(pg, n, crate::store::ddl::Kind::Text);
         conn.execute(
             &format!(
                 "INSERT INTO nestflux_dev_keys (kid, private_pem, created_at) VALUES ({}, {}, {})",

@@ -142,16 +142,10 @@ impl Authenticator {
                     .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
                     .collect();
                 let jwks = Arc::new(Jwks::new(issuer.clone(), allowed.clone())?);
-                let config = VerifierConfig {
-                    allowed,
-                    audience: audience.clone(),
-                    leeway_secs: auth.leeway.as_secs(),
-                    roles: roles::RoleMapper::new(
-                        auth.roles_claim.clone(),
-                        plan.roles.closures.keys().cloned(),
-                    ),
-                };
-                Some(BearerVerifier::new(jwks, config))
+                Some(BearerVerifier::new(
+                    jwks,
+                    verifier_config(plan, auth, allowed, audience.clone()),
+                ))
             }
             _ => None,
         };
@@ -175,18 +169,11 @@ impl Authenticator {
                 url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
             let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
             let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
-            let config = VerifierConfig {
-                allowed,
-                audience: auth
-                    .audience
-                    .clone()
-                    .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into()),
-                leeway_secs: auth.leeway.as_secs(),
-                roles: roles::RoleMapper::new(
-                    auth.roles_claim.clone(),
-                    plan.roles.closures.keys().cloned(),
-                ),
-            };
+            let audience = auth
+                .audience
+                .clone()
+                .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into());
+            let config = verifier_config(plan, auth, allowed, audience);
             let verifier = BearerVerifier::new(jwks, config).with_kind(CallerKind::Dev);
             self.dev = Some(verifier.with_users(store.clone()));
         }
@@ -223,6 +210,25 @@ impl Authenticator {
                 Ok(verified.caller.clone())
             }
         }
+    }
+}
+
+/// One issuer's verification settings; the provider and the dev issuer differ only in
+/// algorithms and audience.
+fn verifier_config(
+    plan: &Plan,
+    auth: &crate::plan::access::AuthPlan,
+    allowed: Vec<jsonwebtoken::Algorithm>,
+    audience: String,
+) -> VerifierConfig {
+    VerifierConfig {
+        allowed,
+        audience,
+        leeway_secs: auth.leeway.as_secs(),
+        roles: roles::RoleMapper::new(
+            auth.roles_claim.clone(),
+            plan.roles.closures.keys().cloned(),
+        ),
     }
 }
 

@@ -100,11 +100,7 @@ impl Resource {
         exprs.extend(table.columns.iter().map(|c| pair(pg, &c.name, c.kind)));
         exprs.push(pair(pg, "created_at", Kind::Text));
         exprs.push(pair(pg, "updated_at", Kind::Text));
-        let row_json = if pg {
-            format!("json_build_object({})::text", exprs.join(", "))
-        } else {
-            format!("json_object({})", exprs.join(", "))
-        };
+        let row_json = json_row(pg, &exprs);
         Self {
             table,
             pg,
@@ -489,11 +485,7 @@ impl Resource {
                 .iter()
                 .map(|f| pair(self.pg, f, Kind::Text)),
         );
-        let object = if self.pg {
-            format!("json_build_object({})::text", exprs.join(", "))
-        } else {
-            format!("json_object({})", exprs.join(", "))
-        };
+        let object = json_row(self.pg, &exprs);
         // FOR UPDATE: a PATCH landing between this read and the rewrite would otherwise be
         // overwritten with the old value (SQLite's BEGIN IMMEDIATE already excludes it).
         let sql = format!(
@@ -577,6 +569,15 @@ impl Resource {
                 Bind::Json(_) => Kind::Json,
             })
             .collect()
+    }
+}
+
+/// The database renders a row as JSON text from `'name', <expr>` pairs.
+fn json_row(pg: bool, pairs: &[String]) -> String {
+    if pg {
+        format!("json_build_object({})::text", pairs.join(", "))
+    } else {
+        format!("json_object({})", pairs.join(", "))
     }
 }
 

@@ -16,7 +16,7 @@ pub struct Sighting {
 /// Inserts or refreshes the subject's row.
 pub fn record(conn: &mut Conn, s: &Sighting) -> Result<(), StoreError> {
     let pg = conn.is_postgres();
-    let ph = |n: usize| if pg { format!("${n}") } else { "?".into() };
+    let ph = |n: usize| crate::store::crud::placeholder(pg, n, crate::store::ddl::Kind::Text);
     let sql = format!(
         "INSERT INTO nestflux_users (issuer, subject, email, name, first_seen, last_seen) \
          VALUES ({}, {}, {}, {}, {}, {}) \
