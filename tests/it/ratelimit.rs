@@ -2,9 +2,7 @@
 //! `Retry-After` and the IETF `RateLimit` fields, 404s counted by the global policy,
 //! forwarded headers believed only from trusted proxies, route policies after routing.
 
-mod common;
-
-use common::{MINIMAL, Project, client};
+use crate::common::{self, MINIMAL, Project, client};
 use reqwest::StatusCode;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::Value;

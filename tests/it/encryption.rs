@@ -3,12 +3,10 @@
 //! index filters, and a rotation killed mid-way then resumed. In transit: the HTTP→HTTPS
 //! redirect listener.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{Project, Server, client};
+use crate::common::{self, Project, Server, client};
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -3,12 +3,10 @@
 //! access are whatever the route declares, that no secret leaks into it, and that a real
 //! validator (`openapi-spec-validator` from PyPI) accepts it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Project, client};
+use crate::common::{self, Project, client};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

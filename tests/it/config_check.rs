@@ -1,9 +1,7 @@
 //! `nestflux check`: the reference file compiles; bad files fail listing every error with
 //! its path; nothing panics.
 
-mod common;
-
-use common::Project;
+use crate::common::{self, Project};
 
 fn check(config: &str, env: &[(&str, &str)]) -> (i32, String) {
     let p = Project::new(config);

@@ -3,11 +3,9 @@
 //! database. Runs on a SQLite file, and with `--features postgres` also against the
 //! PostgreSQL server named by TEST_POSTGRES_URL (started by .ci/services.sh).
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Project, Server, client};
+use crate::common::{Project, Server, client};
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -3,9 +3,7 @@
 //! (verified exactly like a provider's), own-row 404s, the hidden `secret` field and a
 //! write to a field the caller may not touch. Also: users are recorded on first sight.
 
-mod common;
-
-use common::{Project, Server, client};
+use crate::common::{self, Project, Server, client};
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,7 +14,7 @@ const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// no browser login), without the audit route (not built yet), plus a `clerk` role that
 /// may create notes but not touch `secret`.
 fn reference() -> String {
-    let text = include_str!("../examples/reference/nestflux.toml");
+    let text = include_str!("../../examples/reference/nestflux.toml");
     let mut out = String::new();
     let mut skip = false;
     for block in text.split_inclusive('\n') {

@@ -1,9 +1,7 @@
 //! The runtime core over real HTTP: secure headers, CORS, problem+json errors, environment
 //! overrides, `_FILE` secrets and TLS — each against the real binary.
 
-mod common;
-
-use common::{MINIMAL, Project, client};
+use crate::common::{MINIMAL, Project, client};
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
 use serde_json::Value;

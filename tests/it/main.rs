@@ -1,0 +1,21 @@
+//! The integration suite, one crate linked once (like ripgrep's `tests/tests.rs`): each module
+//! drives the real `nestflux` binary over real HTTP, a real SQLite file (and PostgreSQL with
+//! `--features postgres`) and, for tokens, the real `oidc-provider`.
+//!
+//! `common` is the harness and `oidc` the real OpenID provider.
+
+// Tests may unwrap: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod oidc;
+
+mod auth_attacks;
+mod auth_oidc;
+mod config_check;
+mod encryption;
+mod http_core;
+mod openapi;
+mod ratelimit;
+mod rbac;
+mod resources;
