@@ -534,6 +534,9 @@ fn the_http_listener_redirects_to_the_configured_https_origin() {
     p.write("server.key", &leaf_key.serialize_pem());
     let s = p.serve(&[]);
     assert!(s.url.starts_with("https://"), "{}", s.url);
+    // The redirect listener binds after the HTTPS one has logged that it listens.
+    let log = s.log_when(|l| l.contains("nestflux redirecting http://"));
+    assert!(log.contains("nestflux redirecting http://"), "{log}");
     for (path, host) in [
         ("/api/notes?limit=2&x=%2F", "evil.example"),
         ("//evil.example/x", "127.0.0.1"),
