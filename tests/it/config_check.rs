@@ -15,8 +15,7 @@ fn check(config: &str, env: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-const ROUTE: &str =
-    "\n[[routes]]\nmethod = \"GET\"\npath = \"/health\"\naction = \"health\"\npublic = true\n";
+const ROUTE: &str = common::MINIMAL;
 
 #[test]
 fn reference_file_compiles() {

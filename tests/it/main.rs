@@ -2,12 +2,14 @@
 //! drives the real `nestflux` binary over real HTTP, a real SQLite file (and PostgreSQL with
 //! `--features postgres`) and, for tokens, the real `oidc-provider`.
 //!
-//! `common` is the harness and `oidc` the real OpenID provider.
+//! `common` is the harness, `fixtures` the notes schema and routes every module shares,
+//! and `oidc` the real OpenID provider.
 
 // Tests may unwrap: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod fixtures;
 mod oidc;
 
 mod auth_attacks;

@@ -4,38 +4,23 @@
 //! write to a field the caller may not touch. Also: users are recorded on first sight.
 
 use crate::common::{self, Project, Server, client};
+use crate::fixtures::{edit, servable_reference};
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-/// The reference file with the development issuer as the only token source (no provider,
-/// no browser login), without the audit route (not built yet), plus a `clerk` role that
-/// may create notes but not touch `secret`.
+/// The reference file as this build serves it (development issuer only, no browser login,
+/// no audit route), with a write limit no table of requests reaches, plus a `clerk` role
+/// that may create notes but not touch `secret`.
 fn reference() -> String {
-    let text = include_str!("../../examples/reference/nestflux.toml");
-    let mut out = String::new();
-    let mut skip = false;
-    for block in text.split_inclusive('\n') {
-        let line = block.trim();
-        if line.starts_with("[auth.session]") {
-            skip = true;
-        } else if line.starts_with('[') {
-            skip = false;
-        }
-        if skip || line.starts_with("issuer =") {
-            continue;
-        }
-        out.push_str(block);
-    }
-    let audit = "[[routes]]\nmethod = \"GET\"\npath = \"/api/audit\"\naction = \"audit\"\npermission = \"audit:read\"\n";
-    assert!(out.contains(audit), "the reference file changed shape");
-    out = out.replace(audit, "");
-    out.push_str("\n[roles.clerk]\npermissions = [\"notes:create\", \"notes:read\"]\n");
-    out.replace(
-        "[rate_limits.writes]\nkey = \"user\"\nper_minute = 60\nburst = 10",
-        "[rate_limits.writes]\nkey = \"user\"\nper_minute = 6000\nburst = 1000",
+    let out = servable_reference()
+        + "\n[roles.clerk]\npermissions = [\"notes:create\", \"notes:read\"]\n";
+    edit(
+        &out,
+        "per_minute = 60\nburst = 10",
+        "per_minute = 6000\nburst = 1000",
     )
 }
 
