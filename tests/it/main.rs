@@ -3,7 +3,7 @@
 //! `--features postgres`) and, for tokens, the real `oidc-provider`.
 //!
 //! `common` is the harness, `fixtures` the notes schema and routes every module shares,
-//! and `oidc` the real OpenID provider.
+//! `oidc` the real OpenID provider, and `regression` one named test per fixed bug.
 
 // Tests may unwrap: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -11,6 +11,7 @@
 mod common;
 mod fixtures;
 mod oidc;
+mod regression;
 
 mod auth_attacks;
 mod auth_oidc;
