@@ -36,9 +36,10 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
   -extfile ext.cnf -out server.pem 2>/dev/null
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# The reference service (notes with an encrypted field, CORS, rate limits, the reference CSP)
-# minus the identity provider, plus a public `GET /`: the Observatory scans only `/`.
-cat > nestflux.toml <<TOML
+# The reference service (the notes fixture with an encrypted field, CORS, rate limits, the
+# reference CSP) minus the identity provider, plus a public `GET /`: the Observatory scans only `/`.
+{
+cat <<TOML
 [server]
 bind = "127.0.0.1:$PORT"
 body_limit = "1MiB"
@@ -66,15 +67,6 @@ key = "ip"
 per_second = 100
 burst = 200
 
-[schemas.Note]
-title  = { type = "string", min_length = 1, max_length = 200 }
-body   = { type = "string", max_length = 10000, default = "" }
-secret = { type = "string", max_length = 2000, optional = true }
-
-[resources.notes]
-schema = "Note"
-encrypted = ["secret"]
-
 [[routes]]
 method = "GET"
 path = "/"
@@ -86,14 +78,11 @@ method = "GET"
 path = "/health"
 action = "health"
 public = true
-
-[[routes]]
-method = "GET"
-path = "/api/notes"
-resource = "notes"
-action = "list"
-public = true
 TOML
+# The shared notes fixture, its `secret` encrypted at rest.
+sed 's/^schema = "Note"$/&\nencrypted = ["secret"]/' "$ROOT/tests/fixtures/notes.toml"
+} > nestflux.toml
+grep -qx 'encrypted = \["secret"\]' nestflux.toml || { echo "observatory: the notes fixture changed shape"; exit 1; }
 
 KEY=$("$BIN" keys generate)
 NESTFLUX_ENCRYPTION__KEYS=$KEY "$BIN" serve --config nestflux.toml > server.log 2>&1 &

@@ -16,52 +16,35 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sql_types::{BigInt, Text};
 
+#[allow(dead_code)]
+#[path = "../tests/it/fixtures.rs"]
+mod fixtures;
+
 const REQUESTS: usize = 3000;
 const WARMUP: usize = 300;
 
-const CONFIG: &str = r#"
-[server]
-workers = 1
-[database]
-url = "sqlite://bench.db"
-[auth.dev]
-enabled = true
-[roles.viewer]
-permissions = ["notes:read"]
-[schemas.Note]
-title    = { type = "string", min_length = 1, max_length = 200 }
-body     = { type = "string", max_length = 10000, default = "" }
-priority = { type = "integer", min = 1, max = 5, default = 3 }
-secret   = { type = "string", optional = true }
-[resources.notes]
-schema = "Note"
-encrypted = ["secret"]
-[[routes]]
-method = "GET"
-path = "/secure/notes/{id}"
-resource = "notes"
-action = "get"
-permission = "notes:read"
-[[routes]]
-method = "GET"
-path = "/api/notes/{id}"
-resource = "notes"
-action = "get"
-public = true
-[[routes]]
-method = "POST"
-path = "/api/notes"
-resource = "notes"
-action = "create"
-public = true
-"#;
+/// One worker, the development issuer, and the notes fixture with `secret` encrypted and one
+/// more GET that needs `notes:read`.
+fn config() -> String {
+    let notes = fixtures::Notes::new()
+        .resource("encrypted = [\"secret\"]")
+        .route(
+            "GET",
+            "/secure/notes/{id}",
+            "get",
+            "permission = \"notes:read\"",
+        );
+    format!(
+        "[server]\nworkers = 1\n[database]\nurl = \"sqlite://bench.db\"\n[auth.dev]\nenabled = true\n[roles.viewer]\npermissions = [\"notes:read\"]\n{notes}"
+    )
+}
 
 const BODY: &str = r#"{"title":"benchmark note","body":"some text of a typical note","priority":2,"secret":"a secret of a typical length, encrypted at rest"}"#;
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("nestflux.toml"), CONFIG).expect("config");
+    std::fs::write(dir.path().join("nestflux.toml"), config()).expect("config");
     let token = Command::new(env!("CARGO_BIN_EXE_nestflux"))
         .args([
             "token",

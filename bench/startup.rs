@@ -6,6 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
+#[path = "../tests/it/fixtures.rs"]
+mod fixtures;
+
 const RUNS: usize = 15;
 
 fn main() {
@@ -91,7 +95,8 @@ fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
     v[runs / 2]
 }
 
-/// 200 routes, 50 roles and 50 schemas backing 50 resources (tables in a SQLite file).
+/// 200 routes, 50 roles and 50 schemas (each the fixture's Note) backing 50 resources
+/// (tables in a SQLite file).
 fn generate() -> String {
     let mut s = String::from("[auth.dev]\nenabled = false\n");
     for r in 0..50 {
@@ -101,9 +106,8 @@ fn generate() -> String {
         }
     }
     for i in 0..50 {
-        s += &format!(
-            "[schemas.S{i}]\ntitle = {{ type = \"string\", min_length = 1, max_length = 200 }}\ncount = {{ type = \"integer\", min = 0, max = 1000, default = 0 }}\ntags = {{ type = \"array\", items = {{ type = \"string\" }}, max_items = 5, default = [] }}\n[resources.res{i}]\nschema = \"S{i}\"\n"
-        );
+        s += &fixtures::note_schema(&format!("S{i}"));
+        s += &format!("[resources.res{i}]\nschema = \"S{i}\"\n");
     }
     for i in 0..200 {
         s += &format!(

@@ -17,16 +17,9 @@ use super::{Schema, Schemas, Violation, compile_schemas};
 use crate::config::RawField;
 use crate::plan::diag::Diagnostics;
 
-/// The `[schemas.Note]` table of the reference `nestflux.toml`, verbatim.
-pub(super) const NOTE_TOML: &str = r#"
-[schemas.Note]
-title    = { type = "string", min_length = 1, max_length = 200 }
-body     = { type = "string", max_length = 10000, default = "" }
-tags     = { type = "array", items = { type = "string", max_length = 32 }, max_items = 10, default = [] }
-priority = { type = "integer", min = 1, max = 5, default = 3 }
-due      = { type = "string", format = "date-time", optional = true }
-secret   = { type = "string", max_length = 2000, optional = true }
-"#;
+/// The notes fixture shared with the integration tests and benches; its `[schemas.Note]` is
+/// the reference `nestflux.toml`'s, verbatim (`tests/it/fixtures.rs` checks that).
+pub(super) const NOTE_TOML: &str = include_str!("../../../tests/fixtures/notes.toml");
 
 #[derive(Deserialize)]
 struct File {

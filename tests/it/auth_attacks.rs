@@ -3,9 +3,6 @@
 //! fetched. Tokens are crafted with the real provider's signing keys where the attack needs
 //! a valid signature, so each one fails for the reason it names.
 
-mod common;
-mod oidc;
-
 use std::io::ErrorKind;
 use std::net::TcpListener;
 
@@ -15,8 +12,8 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::{Project, client};
-use oidc::{AUD, KeyMaterial, Provider, free_port, keys, nestflux_config, now};
+use crate::common::{Project, client};
+use crate::oidc::{AUD, KeyMaterial, Provider, free_port, keys, nestflux_config, now};
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)

@@ -1,7 +1,6 @@
-//! The real OpenID provider (npm `oidc-provider`, `provider.mjs` beside this file) for the
+//! The real OpenID provider (npm `oidc-provider`, run by `tests/oidc/provider.mjs`) for the
 //! auth tests, on 127.0.0.1. Missing node or `npm ci --prefix tests/oidc` is a test
 //! failure, never a skip.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -196,6 +195,7 @@ pub fn keys(source: &str) -> Vec<KeyMaterial> {
 /// A nestflux.toml trusting `issuer` for `audience`, with whoami routes for each access
 /// kind and an API key `ci` (viewer) whose hash is `api_key_hash`.
 pub fn nestflux_config(issuer: &str, audience: &str, api_key_hash: &str) -> String {
+    let api_key = crate::common::api_key_table("ci", api_key_hash, "viewer");
     format!(
         r#"
 [auth]
@@ -204,11 +204,7 @@ audience = "{audience}"
 algorithms = ["RS256", "ES256"]
 roles_claim = "roles"
 leeway = "5s"
-
-[auth.api_keys.ci]
-hash = "{api_key_hash}"
-roles = ["viewer"]
-
+{api_key}
 [roles.viewer]
 permissions = ["notes:read"]
 

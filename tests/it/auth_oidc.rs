@@ -2,13 +2,10 @@
 //! binary: RS256 and ES256 access tokens, API keys, 401/403, key rotation without a
 //! restart, and a provider that is down (at startup, or after keys were loaded).
 
-mod common;
-mod oidc;
-
 use std::time::{Duration, Instant};
 
-use common::{Project, Server, client};
-use oidc::{AUD, AUD_ES, Provider, free_port, nestflux_config};
+use crate::common::{self, Project, Server, client};
+use crate::oidc::{AUD, AUD_ES, Provider, free_port, nestflux_config};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -2,9 +2,7 @@
 //! `Retry-After` and the IETF `RateLimit` fields, 404s counted by the global policy,
 //! forwarded headers believed only from trusted proxies, route policies after routing.
 
-mod common;
-
-use common::{MINIMAL, Project, client};
+use crate::common::{self, MINIMAL, Project, client};
 use reqwest::StatusCode;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::Value;
@@ -169,21 +167,15 @@ fn a_route_policy_counts_after_routing_and_reports_beside_global() {
 fn route_policies_count_each_user_and_api_key_in_its_own_bucket() {
     let (ci, ci_hash) = common::new_api_key("ci");
     let (ops, ops_hash) = common::new_api_key("ops");
+    let ci_key = common::api_key_table("ci", &ci_hash, "viewer");
+    let ops_key = common::api_key_table("ops", &ops_hash, "viewer");
     let p = Project::new(&format!(
         r#"
 # API keys need no provider; an unreachable issuer only makes bearer tokens fail.
 [auth]
 issuer = "http://127.0.0.1:9"
 audience = "urn:nestflux:api"
-
-[auth.api_keys.ci]
-hash = "{ci_hash}"
-roles = ["viewer"]
-
-[auth.api_keys.ops]
-hash = "{ops_hash}"
-roles = ["viewer"]
-
+{ci_key}{ops_key}
 [roles.viewer]
 permissions = ["notes:read"]
 

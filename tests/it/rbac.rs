@@ -3,41 +3,24 @@
 //! (verified exactly like a provider's), own-row 404s, the hidden `secret` field and a
 //! write to a field the caller may not touch. Also: users are recorded on first sight.
 
-mod common;
-
-use common::{Project, Server, client};
+use crate::common::{self, Project, Server, client};
+use crate::fixtures::{edit, servable_reference};
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-/// The reference file with the development issuer as the only token source (no provider,
-/// no browser login), without the audit route (not built yet), plus a `clerk` role that
-/// may create notes but not touch `secret`.
+/// The reference file as this build serves it (development issuer only, no browser login,
+/// no audit route), with a write limit no table of requests reaches, plus a `clerk` role
+/// that may create notes but not touch `secret`.
 fn reference() -> String {
-    let text = include_str!("../examples/reference/nestflux.toml");
-    let mut out = String::new();
-    let mut skip = false;
-    for block in text.split_inclusive('\n') {
-        let line = block.trim();
-        if line.starts_with("[auth.session]") {
-            skip = true;
-        } else if line.starts_with('[') {
-            skip = false;
-        }
-        if skip || line.starts_with("issuer =") {
-            continue;
-        }
-        out.push_str(block);
-    }
-    let audit = "[[routes]]\nmethod = \"GET\"\npath = \"/api/audit\"\naction = \"audit\"\npermission = \"audit:read\"\n";
-    assert!(out.contains(audit), "the reference file changed shape");
-    out = out.replace(audit, "");
-    out.push_str("\n[roles.clerk]\npermissions = [\"notes:create\", \"notes:read\"]\n");
-    out.replace(
-        "[rate_limits.writes]\nkey = \"user\"\nper_minute = 60\nburst = 10",
-        "[rate_limits.writes]\nkey = \"user\"\nper_minute = 6000\nburst = 1000",
+    let out = servable_reference()
+        + "\n[roles.clerk]\npermissions = [\"notes:create\", \"notes:read\"]\n";
+    edit(
+        &out,
+        "per_minute = 60\nburst = 10",
+        "per_minute = 6000\nburst = 1000",
     )
 }
 
@@ -410,83 +393,5 @@ fn a_token_from_another_dev_database_is_refused() {
     assert_eq!(
         res.headers()["www-authenticate"],
         "Bearer error=\"invalid_token\""
-    );
-}
-
-/// Review findings, each pinned by a test: a field-guarded default does not block creates,
-/// `:own` on a resource without owners permits nothing, and a guarded field cannot be a
-/// sort key (the order and the cursor would reveal it).
-#[test]
-fn guarded_defaults_ownerless_own_and_guarded_sort_keys() {
-    let config = r#"
-[auth.dev]
-enabled = true
-[roles.reader]
-permissions = ["docs:read:own", "docs:create"]
-[roles.boss]
-permissions = ["docs:*"]
-[schemas.Doc]
-title = { type = "string" }
-level = { type = "integer", default = 1 }
-[resources.docs]
-schema = "Doc"
-field_permissions = { level = "docs:admin" }
-[[routes]]
-method = "GET"
-path = "/docs"
-resource = "docs"
-action = "list"
-permission = "docs:read"
-[[routes]]
-method = "POST"
-path = "/docs"
-resource = "docs"
-action = "create"
-permission = "docs:create"
-"#;
-    let p = Project::new(config);
-    let token = |sub: &str, role: &str| {
-        let out = p.run(&["token", "--sub", sub, "--role", role], &[]);
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let (reader, boss) = (token("r", "reader"), token("b", "boss"));
-    let s = p.serve(&[]);
-    let c = client();
-    let post = |t: &str, body: Value| {
-        c.post(s.url("/docs"))
-            .bearer_auth(t)
-            .json(&body)
-            .send()
-            .unwrap()
-            .status()
-    };
-    assert_eq!(
-        post(&reader, json!({"title": "a"})),
-        StatusCode::CREATED,
-        "the server-filled default is not the reader's write"
-    );
-    assert_eq!(
-        post(&reader, json!({"title": "a", "level": 5})),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        post(&boss, json!({"title": "b", "level": 5})),
-        StatusCode::CREATED
-    );
-    let list = |t: &str, q: &str| {
-        c.get(s.url(&format!("/docs{q}")))
-            .bearer_auth(t)
-            .send()
-            .unwrap()
-    };
-    assert_eq!(
-        list(&reader, "").status(),
-        StatusCode::FORBIDDEN,
-        ":own on a resource without owners"
-    );
-    assert_eq!(list(&boss, "").status(), StatusCode::OK);
-    assert_eq!(
-        list(&boss, "?sort=level").status(),
-        StatusCode::UNPROCESSABLE_ENTITY
     );
 }

@@ -3,12 +3,11 @@
 //! index filters, and a rotation killed mid-way then resumed. In transit: the HTTP→HTTPS
 //! redirect listener.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{Project, Server, client};
+use crate::common::{self, Project, Server, client};
+use crate::fixtures::crud_routes;
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,54 +15,29 @@ use serde_json::{Value, json};
 const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const K2: &str = "k2:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 
-const PEOPLE: &str = r#"
+/// People with an encrypted, blind-indexed email and an encrypted secret, behind the
+/// fixture's CRUD routes, plus `/health`.
+fn people() -> String {
+    format!(
+        r#"
 [database]
 url = "sqlite://data/people.db"
 
 [schemas.Person]
-name   = { type = "string", min_length = 1, max_length = 200 }
-email  = { type = "string", max_length = 200 }
-secret = { type = "string", max_length = 4000, optional = true }
+name   = {{ type = "string", min_length = 1, max_length = 200 }}
+email  = {{ type = "string", max_length = 200 }}
+secret = {{ type = "string", max_length = 4000, optional = true }}
 
 [resources.people]
 schema = "Person"
 encrypted = ["email", "secret"]
 blind_index = ["email"]
-
-[[routes]]
-method = "GET"
-path = "/health"
-action = "health"
-public = true
-
-[[routes]]
-method = "GET"
-path = "/api/people"
-resource = "people"
-action = "list"
-public = true
-
-[[routes]]
-method = "GET"
-path = "/api/people/{id}"
-resource = "people"
-action = "get"
-public = true
-
-[[routes]]
-method = "POST"
-path = "/api/people"
-resource = "people"
-action = "create"
-public = true
-
-[[routes]]
-method = "PATCH"
-path = "/api/people/{id}"
-resource = "people"
-action = "update"
-public = true
-"#;
+{}
+{}"#,
+        common::MINIMAL,
+        crud_routes("people")
+    )
+}
 
 fn keys(ring: &str) -> [(&'static str, String); 1] {
     [("NESTFLUX_ENCRYPTION__KEYS", ring.to_string())]
@@ -126,7 +100,7 @@ fn database_bytes(p: &Project) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn plaintext_never_reaches_the_database_file_or_its_wal() {
-    let p = Project::new(PEOPLE);
+    let p = Project::new(&people());
     let s = serve(&p, K1);
     let marker = "MARKER-6a1f0c93-plaintext-must-not-be-stored";
     let mut ids = Vec::new();
@@ -188,7 +162,7 @@ fn plaintext_never_reaches_the_database_file_or_its_wal() {
 
 #[test]
 fn a_ciphertext_moved_to_another_row_fails_to_decrypt() {
-    let p = Project::new(PEOPLE);
+    let p = Project::new(&people());
     let s = serve(&p, K1);
     let a = create(
         &s,
@@ -252,7 +226,7 @@ fn a_ciphertext_moved_to_another_row_fails_to_decrypt() {
 
 #[test]
 fn missing_keys_fail_loudly() {
-    let p = Project::new(PEOPLE);
+    let p = Project::new(&people());
     // Production: a startup (compile) error naming the resource.
     let out = p.run(&["check"], &[("NESTFLUX_PROFILE", "production")]);
     assert!(!out.status.success());
@@ -317,7 +291,7 @@ fn missing_keys_fail_loudly() {
 
 #[test]
 fn a_blind_index_filter_finds_the_row() {
-    let p = Project::new(PEOPLE);
+    let p = Project::new(&people());
     let s = serve(&p, K1);
     for who in ["ann", "bob", "cyd"] {
         create(
@@ -378,7 +352,7 @@ fn a_blind_index_filter_finds_the_row() {
 
 #[test]
 fn keys_generate_prints_a_usable_key() {
-    let p = Project::new(PEOPLE);
+    let p = Project::new(&people());
     let out = p.run(&["keys", "generate"], &[]);
     assert!(out.status.success());
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -399,7 +373,7 @@ fn keys_generate_prints_a_usable_key() {
 #[test]
 fn rotation_killed_midway_then_rerun_leaves_every_value_readable_with_only_the_new_key() {
     const ROWS: usize = 150;
-    let p = Project::new(PEOPLE);
+    let p = Project::new(&people());
     let s = serve(&p, K1);
     let mut expected = std::collections::BTreeMap::new();
     for i in 0..ROWS {
@@ -536,6 +510,9 @@ fn the_http_listener_redirects_to_the_configured_https_origin() {
     p.write("server.key", &leaf_key.serialize_pem());
     let s = p.serve(&[]);
     assert!(s.url.starts_with("https://"), "{}", s.url);
+    // The redirect listener binds after the HTTPS one has logged that it listens.
+    let log = s.log_when(|l| l.contains("nestflux redirecting http://"));
+    assert!(log.contains("nestflux redirecting http://"), "{log}");
     for (path, host) in [
         ("/api/notes?limit=2&x=%2F", "evil.example"),
         ("//evil.example/x", "127.0.0.1"),

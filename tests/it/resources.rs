@@ -3,63 +3,23 @@
 //! database. Runs on a SQLite file, and with `--features postgres` also against the
 //! PostgreSQL server named by TEST_POSTGRES_URL (started by .ci/services.sh).
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Project, Server, client};
+use crate::common::{Project, Server, client};
+use crate::fixtures::Notes;
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const NOTES: &str = r#"
-[schemas.Note]
-title    = { type = "string", min_length = 1, max_length = 200 }
-body     = { type = "string", max_length = 10000, default = "" }
-tags     = { type = "array", items = { type = "string", max_length = 32 }, max_items = 10, default = [] }
-priority = { type = "integer", min = 1, max = 5, default = 3 }
-done     = { type = "boolean", default = false }
-score    = { type = "number", optional = true, nullable = true }
-due      = { type = "string", format = "date-time", optional = true }
-
-[resources.notes]
-schema = "Note"
-
-[[routes]]
-method = "GET"
-path = "/api/notes"
-resource = "notes"
-action = "list"
-public = true
-
-[[routes]]
-method = "GET"
-path = "/api/notes/{id}"
-resource = "notes"
-action = "get"
-public = true
-
-[[routes]]
-method = "POST"
-path = "/api/notes"
-resource = "notes"
-action = "create"
-public = true
-
-[[routes]]
-method = "PATCH"
-path = "/api/notes/{id}"
-resource = "notes"
-action = "update"
-public = true
-
-[[routes]]
-method = "DELETE"
-path = "/api/notes/{id}"
-resource = "notes"
-action = "delete"
-public = true
-"#;
+/// The notes fixture with two more field kinds: a boolean and a nullable number.
+fn notes() -> Notes {
+    Notes::new()
+        .field("done", "{ type = \"boolean\", default = false }")
+        .field(
+            "score",
+            "{ type = \"number\", optional = true, nullable = true }",
+        )
+}
 
 /// Where a test's data lives.
 #[derive(Clone, Debug)]
@@ -109,7 +69,7 @@ mod pg {
 }
 
 fn start(db: &Db, extra: &str) -> (Project, Server) {
-    let p = Project::new(&format!("{}{extra}{NOTES}", db.config()));
+    let p = Project::new(&format!("{}{extra}{}", db.config(), notes()));
     let s = p.serve(&[]);
     (p, s)
 }
@@ -479,7 +439,7 @@ fn base64_url(text: &str) -> String {
 #[test]
 fn destructive_drift_is_refused_and_data_kept() {
     for db in backends() {
-        let p = Project::new(&format!("{}{NOTES}", db.config()));
+        let p = Project::new(&format!("{}{}", db.config(), notes()));
         let id = {
             let s = p.serve(&[]);
             let row: Value = post(&s, json!({"title": "survivor", "priority": 4}))
@@ -487,15 +447,13 @@ fn destructive_drift_is_refused_and_data_kept() {
                 .unwrap();
             row["id"].as_str().unwrap().to_string()
         };
-        let retyped = NOTES.replace(
-            "priority = { type = \"integer\", min = 1, max = 5, default = 3 }",
-            "priority = { type = \"string\", default = \"3\" }",
-        );
-        let dropped = NOTES.replace("done     = { type = \"boolean\", default = false }\n", "");
-        let required = NOTES.replace("[resources.notes]", "[resources.notes]\n").replace(
-            "due      = { type = \"string\", format = \"date-time\", optional = true }",
-            "due      = { type = \"string\", format = \"date-time\", optional = true }\nowner_email = { type = \"string\", format = \"email\" }",
-        );
+        let retyped = notes()
+            .retype("priority", "{ type = \"string\", default = \"3\" }")
+            .to_string();
+        let dropped = notes().without_field("done").to_string();
+        let required = notes()
+            .field("owner_email", "{ type = \"string\", format = \"email\" }")
+            .to_string();
         for (config, expected) in [
             (
                 &retyped,
@@ -518,10 +476,7 @@ fn destructive_drift_is_refused_and_data_kept() {
             assert!(String::from_utf8_lossy(&out.stderr).contains(expected));
         }
         // An additive change is applied and the row survives with the new default.
-        let added = NOTES.replace(
-            "due      = { type = \"string\", format = \"date-time\", optional = true }",
-            "due      = { type = \"string\", format = \"date-time\", optional = true }\nstars = { type = \"integer\", default = 0 }",
-        );
+        let added = notes().field("stars", "{ type = \"integer\", default = 0 }");
         std::fs::write(p.config(), format!("{}{added}", db.config())).unwrap();
         let out = p.run(&["migrate"], &[]);
         assert!(
@@ -550,7 +505,7 @@ fn destructive_drift_is_refused_and_data_kept() {
 
 #[test]
 fn sigkill_during_writes_loses_no_acknowledged_row() {
-    let p = Project::new(&format!("{}{NOTES}", Db::Sqlite.config()));
+    let p = Project::new(&format!("{}{}", Db::Sqlite.config(), notes()));
     let s = p.serve(&[]);
     let url = s.url("/api/notes");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -675,14 +630,10 @@ const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 #[test]
 fn encrypted_fields_round_trip_filter_and_rotate() {
     for db in backends() {
-        let config = format!(
-            "{}{}",
-            db.config(),
-            NOTES.replace(
-                "[resources.notes]\nschema = \"Note\"",
-                "[resources.notes]\nschema = \"Note\"\nencrypted = [\"body\", \"title\"]\nblind_index = [\"title\"]",
-            )
-        );
+        let encrypted = notes()
+            .resource("encrypted = [\"body\", \"title\"]")
+            .resource("blind_index = [\"title\"]");
+        let config = format!("{}{encrypted}", db.config());
         let p = Project::new(&config);
         let ids: Vec<String> = {
             let s = p.serve(&[("NESTFLUX_ENCRYPTION__KEYS", K1)]);

@@ -1,5 +1,4 @@
 //! Test harness: runs the real `nestflux` binary with a config written by the test.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -191,6 +190,11 @@ pub fn new_api_key(name: &str) -> (String, String) {
     );
     assert!(text.contains(&format!("[auth.api_keys.{name}]")), "{text}");
     (key, hash)
+}
+
+/// The `[auth.api_keys.NAME]` table that declares a key by its hash, with one role.
+pub fn api_key_table(name: &str, hash: &str, role: &str) -> String {
+    format!("\n[auth.api_keys.{name}]\nhash = \"{hash}\"\nroles = [\"{role}\"]\n")
 }
 
 pub fn client() -> reqwest::blocking::Client {

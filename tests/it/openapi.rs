@@ -3,119 +3,34 @@
 //! access are whatever the route declares, that no secret leaks into it, and that a real
 //! validator (`openapi-spec-validator` from PyPI) accepts it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Project, client};
+use crate::common::{self, MINIMAL, Project, client};
+use crate::fixtures::{edit, servable_reference};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// The reference notes API, limited to what `serve` enforces (no dev issuer, browser login,
-/// encryption or audit), plus the document served publicly and to API-key holders.
-fn notes_config(api_key_hash: &str) -> String {
-    format!(
-        r#"
-[database]
-url = "sqlite://notes.db"
-
-[auth]
-issuer = "http://127.0.0.1:9"            # unreachable: only public routes are called with no key
-audience = "nestflux"
-
-[auth.api_keys.docs]
-hash = "{api_key_hash}"
-roles = ["docs"]
-
-[roles.viewer]
-permissions = ["notes:read"]
-
-[roles.editor]
-inherits = ["viewer"]
-permissions = ["notes:create", "notes:update:own", "notes:delete:own", "notes:secret:own"]
-
-[roles.docs]
-permissions = ["docs:read"]
-
-[rate_limits.global]
-key = "ip"
-per_second = 100
-burst = 200
-
-[rate_limits.writes]
-key = "user"
-per_minute = 60
-burst = 10
-
-[schemas.Note]
-title    = {{ type = "string", min_length = 1, max_length = 200 }}
-body     = {{ type = "string", max_length = 10000, default = "" }}
-tags     = {{ type = "array", items = {{ type = "string", max_length = 32 }}, max_items = 10, default = [] }}
-priority = {{ type = "integer", min = 1, max = 5, default = 3 }}
-due      = {{ type = "string", format = "date-time", optional = true }}
-secret   = {{ type = "string", max_length = 2000, optional = true }}
-
-[resources.notes]
-schema = "Note"
-owner = true
-field_permissions = {{ secret = "notes:secret" }}
-
-[[routes]]
-method = "GET"
-path = "/api/notes"
-resource = "notes"
-action = "list"
-permission = "notes:read"
-
-[[routes]]
-method = "GET"
-path = "/api/notes/{{id}}"
-resource = "notes"
-action = "get"
-permission = "notes:read"
-
-[[routes]]
-method = "POST"
-path = "/api/notes"
-resource = "notes"
-action = "create"
-permission = "notes:create"
-rate_limit = "writes"
-
-[[routes]]
-method = "PATCH"
-path = "/api/notes/{{id}}"
-resource = "notes"
-action = "update"
-permission = "notes:update"
-rate_limit = "writes"
-
-[[routes]]
-method = "DELETE"
-path = "/api/notes/{{id}}"
-resource = "notes"
-action = "delete"
-permission = "notes:delete"
-
-[[routes]]
-method = "GET"
-path = "/api/me"
-action = "whoami"
-authenticated = true
-
-[[routes]]
-method = "GET"
-path = "/health"
-action = "health"
-public = true
-
+/// The public document route.
+const DOCUMENT: &str = r#"
 [[routes]]
 method = "GET"
 path = "/openapi.json"
 action = "openapi"
 public = true
+"#;
 
+/// The reference service as this build serves it, with `secret` stored in the clear (so it
+/// can be filtered), plus the document served publicly and to API-key holders (`docs`).
+fn notes_config(api_key_hash: &str) -> String {
+    let reference = edit(&servable_reference(), "encrypted = [\"secret\"]", "");
+    let api_key = common::api_key_table("docs", api_key_hash, "docs");
+    format!(
+        r#"{reference}
+{api_key}
+[roles.docs]
+permissions = ["docs:read"]
+{DOCUMENT}
 [[routes]]
 method = "GET"
 path = "/internal/openapi.json"
@@ -434,21 +349,7 @@ fn the_document_describes_every_route_of_the_notes_api() {
 
 #[test]
 fn without_rate_limits_or_identity_no_429_and_no_schemes() {
-    let p = Project::new(
-        r#"
-[[routes]]
-method = "GET"
-path = "/health"
-action = "health"
-public = true
-
-[[routes]]
-method = "GET"
-path = "/openapi.json"
-action = "openapi"
-public = true
-"#,
-    );
+    let p = Project::new(&format!("{MINIMAL}{DOCUMENT}"));
     let doc = parse(&printed(&p, &[]));
     let health = &doc["paths"]["/health"]["get"];
     assert!(health["responses"].get("429").is_none(), "{health}");
@@ -516,7 +417,7 @@ fn served_document_is_the_printed_one_with_the_secure_headers() {
 
 #[test]
 fn an_undeclared_document_is_not_served() {
-    let p = Project::new(common::MINIMAL);
+    let p = Project::new(MINIMAL);
     let server = p.serve(&[]);
     let res = client()
         .get(server.url("/openapi.json"))

@@ -1,0 +1,24 @@
+//! The integration suite, one crate linked once (like ripgrep's `tests/tests.rs`): each module
+//! drives the real `nestflux` binary over real HTTP, a real SQLite file (and PostgreSQL with
+//! `--features postgres`) and, for tokens, the real `oidc-provider`.
+//!
+//! `common` is the harness, `fixtures` the notes schema and routes every module shares,
+//! `oidc` the real OpenID provider, and `regression` one named test per fixed bug.
+
+// Tests may unwrap: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod fixtures;
+mod oidc;
+mod regression;
+
+mod auth_attacks;
+mod auth_oidc;
+mod config_check;
+mod encryption;
+mod http_core;
+mod openapi;
+mod ratelimit;
+mod rbac;
+mod resources;
