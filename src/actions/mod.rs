@@ -10,8 +10,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use crate::plan::routes::{Action, RoutePlan};
+use crate::problem::Problem;
 use crate::server::AppState;
-use crate::server::problem::Problem;
 
 /// Runs a route's action.
 pub async fn run(

@@ -5,8 +5,8 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::auth::{Caller, CallerKind};
+use crate::problem::Problem;
 use crate::server::AppState;
-use crate::server::problem::Problem;
 
 pub fn whoami(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Problem> {
     let ext = req.extensions();

@@ -21,8 +21,7 @@ use actix_web::{HttpMessage, HttpRequest};
 use crate::plan::Plan;
 use crate::plan::access::RoleId;
 use crate::plan::routes::{Access, RoutePlan};
-use crate::server::envelope::LogSubject;
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 use api_key::ApiKeys;
 use jwks::Jwks;
 use jwt::{BearerVerifier, Rejection, VerifierConfig};
@@ -288,8 +287,8 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
 }
 
 /// The authentication stage of the pipeline: public routes pass untouched (credentials
-/// ignored); any other route gets its [`Caller`] (and the log's subject) in the request
-/// extensions, or a 401 problem.
+/// ignored); any other route gets its [`Caller`] in the request extensions (read later by
+/// rate limits, authorization, actions and the access log), or a 401 problem.
 pub async fn authenticate(
     auth: &Authenticator,
     route: &RoutePlan,
@@ -302,9 +301,7 @@ pub async fn authenticate(
         tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
         e.problem()
     })?;
-    let mut ext = req.extensions_mut();
-    ext.insert(LogSubject(caller.subject.clone()));
-    ext.insert(Caller::clone(&caller));
+    req.extensions_mut().insert(Caller::clone(&caller));
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::plan::Plan;
 use crate::plan::access::{Permission, RoleId, RolesPlan};
 use crate::plan::routes::{Access, RoutePlan};
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 
 /// The outcome for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -36,7 +36,7 @@ use ipnet::IpNet;
 
 use crate::plan::Plan;
 use crate::plan::limits::{LimitKey, PolicyName, RateLimitsPlan};
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 
 pub use backend::{Backend, BackendError, PolicyId, Verdict};
 pub use client_ip::ClientIp;

@@ -12,12 +12,9 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
 
 use super::AppState;
-use super::problem::{Problem, is_problem};
-use super::request_id;
-
-/// The authenticated subject of a request, set by the authentication stage, for the log.
-#[derive(Debug, Clone)]
-pub struct LogSubject(pub String);
+use crate::auth::Caller;
+use crate::problem::{Problem, is_problem};
+use crate::request_id;
 
 pub async fn envelope<B: MessageBody + 'static>(
     req: ServiceRequest,
@@ -95,8 +92,8 @@ pub async fn envelope<B: MessageBody + 'static>(
     let subject = res
         .request()
         .extensions()
-        .get::<LogSubject>()
-        .map(|s| s.0.clone());
+        .get::<Caller>()
+        .map(|c| c.subject.clone());
     log(
         &method,
         &route,
