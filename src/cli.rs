@@ -313,9 +313,9 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
             "NESTFLUX_ENCRYPTION__KEYS is not set: list the new key first, then every old one",
         );
     };
-    let result = crate::server::state::open_store(&plan).and_then(|(store, resources)| {
-        let resources: Vec<_> = resources.into_values().collect();
-        crate::crypto::rotate::rotate_all(&mut store.conn()?, &resources, batch_size, |r| {
+    let result = crate::store::open(&plan).and_then(|opened| {
+        let resources: Vec<_> = opened.resources.into_values().collect();
+        crate::store::rotate::rotate_all(&mut opened.store.conn()?, &resources, batch_size, |r| {
             println!(
                 "{}: batch {} committed, {} rows so far",
                 r.resource, r.batches, r.rows
@@ -355,11 +355,7 @@ fn migrate(path: &Path) -> ExitCode {
     let Some(plan) = load_plan(path) else {
         return ExitCode::FAILURE;
     };
-    let result = crate::store::Store::open(&plan.database).and_then(|(store, applied)| {
-        let tables = crate::store::tables(&plan);
-        let changes = crate::store::ddl::sync(&mut store.conn()?, &tables)?;
-        Ok((applied, changes))
-    });
+    let result = crate::store::open(&plan).map(|opened| (opened.migrations, opened.changes));
     match result {
         Ok((applied, changes)) => {
             for m in &applied {

@@ -1,5 +1,6 @@
 //! Encryption at rest: the key ring, the `nf1` field format bound to resource, field and
-//! row, HMAC blind indexes for equality filters, and key rotation.
+//! row, and HMAC blind indexes for equality filters. Rotating stored rows to a new key is
+//! the store's job (`store::rotate`); this module knows keys and values, never tables.
 //!
 //! ```text
 //! NESTFLUX_ENCRYPTION__KEYS="k2:<base64 32 bytes>,k1:<base64 32 bytes>"
@@ -11,7 +12,6 @@
 //! the middle of a rotation still serves every row.
 
 mod keys;
-pub mod rotate;
 
 pub use keys::{Aad, FORMAT, KeyRing, generate_key, kid_of};
 

@@ -102,6 +102,9 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
     }
 }
 
+/// Columns the server sets on every record; a schema cannot declare a field of these names.
+pub const SERVER_COLUMNS: [&str; 4] = ["id", "owner", "created_at", "updated_at"];
+
 /// Table names NestFlux keeps for itself.
 pub const RESERVED_TABLE_PREFIX: &str = "nestflux_";
 

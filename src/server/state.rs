@@ -44,7 +44,14 @@ pub enum StartError {
 impl AppState {
     /// Builds the shared state from a compiled plan.
     pub fn build(plan: Arc<Plan>) -> Result<Self, StartError> {
-        let (store, resources) = open_store(&plan)?;
+        let opened = crate::store::open(&plan)?;
+        for m in &opened.migrations {
+            tracing::info!(migration = %m, "applied internal migration");
+        }
+        for c in &opened.changes {
+            tracing::info!("{c}");
+        }
+        let (store, resources) = (opened.store, opened.resources);
         let limits = Arc::new(RateLimits::from_plan(&plan));
         let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
         // The key refresher runs on its own thread: the server serves while the provider
@@ -61,32 +68,4 @@ impl AppState {
             readiness: Default::default(),
         })
     }
-}
-
-/// Opens the database, applies the internal migrations and the declared-resource DDL
-/// (refusing destructive drift), and compiles each resource's SQL.
-pub fn open_store(
-    plan: &Plan,
-) -> Result<(Store, BTreeMap<ResourceName, Arc<Resource>>), StoreError> {
-    let (store, applied) = Store::open(&plan.database)?;
-    for m in &applied {
-        tracing::info!(migration = %m, "applied internal migration");
-    }
-    let tables = crate::store::tables(plan);
-    let changes = crate::store::ddl::sync(&mut store.conn()?, &tables)?;
-    for c in &changes {
-        tracing::info!("{c}");
-    }
-    let pg = store.is_postgres();
-    let resources = tables
-        .into_iter()
-        .map(|t| {
-            let ring = plan.encryption.ring.clone();
-            (
-                ResourceName(t.name.clone()),
-                Arc::new(Resource::new(t, pg).with_keys(ring)),
-            )
-        })
-        .collect();
-    Ok((store, resources))
 }

@@ -8,18 +8,7 @@ use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 
 use super::StoreError;
-
-/// A value bound to a placeholder, typed by its column (a NULL is typed too, which
-/// PostgreSQL requires).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Text(Option<String>),
-    Int(Option<i64>),
-    Real(Option<f64>),
-    Bool(Option<bool>),
-    /// JSON text for an array or object column.
-    Json(Option<String>),
-}
+use super::dialect::Bind;
 
 #[derive(QueryableByName)]
 struct JsonRow {
