@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use crate::server::AppState;
+use super::AppState;
 
 /// How long one database check answers for: a public route must not be a way to take
 /// pool connections away from the API.

@@ -8,12 +8,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use crate::auth::Caller;
 use crate::authz::Decision;
 use crate::plan::data::ResourcePlan;
 use crate::plan::routes::{Action, RoutePlan};
 use crate::problem::Problem;
-use crate::server::AppState;
 use crate::store::StoreError;
 use crate::store::crud::{Cursor, ListQuery, Resource};
 use crate::validate::{CompiledField, Mode, Schema, Violation, coerce_param};

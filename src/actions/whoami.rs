@@ -4,9 +4,9 @@
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use super::AppState;
 use crate::auth::{Caller, CallerKind};
 use crate::problem::Problem;
-use crate::server::AppState;
 
 pub fn whoami(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Problem> {
     let ext = req.extensions();

@@ -11,7 +11,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
 
-use super::AppState;
+use crate::actions::AppState;
 use crate::auth::Caller;
 use crate::problem::{Problem, is_problem};
 use crate::request_id;

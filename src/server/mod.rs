@@ -23,12 +23,14 @@ use crate::plan::routes::RoutePlan;
 use crate::problem::Problem;
 use crate::request_id;
 
-pub use state::{AppState, StartError};
+pub use state::StartError;
+
+use crate::actions::AppState;
 
 /// Runs the server until SIGINT/SIGTERM, then drains in-flight requests.
 pub async fn run(plan: Plan) -> Result<(), StartError> {
     let plan = Arc::new(plan);
-    let state = web::Data::new(AppState::build(plan.clone())?);
+    let state = web::Data::new(state::build(plan.clone())?);
     let app_plan = plan.clone();
     // The global rate limit reads only its own state.
     let limits = web::Data::from(state.limits.clone());
