@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::actions::resource::{DEFAULT_LIMIT, MAX_LIMIT, filterable, sortable};
 use crate::plan::Plan;
 use crate::plan::access::Permission;
 use crate::plan::data::ResourcePlan;
@@ -28,10 +27,6 @@ pub const OPENAPI_VERSION: &str = "3.1.0";
 
 /// Name of the browser-session cookie, published when `[auth.session]` is declared.
 pub const SESSION_COOKIE: &str = "nestflux_session";
-
-/// Query parameters of a list that are not filters; a field with one of these names
-/// cannot be filtered on by equality.
-const LIST_CONTROLS: [&str; 3] = ["limit", "cursor", "sort"];
 
 /// Where `$ref`s into `components` point.
 const SCHEMAS: &str = "#/components/schemas/";
@@ -334,7 +329,7 @@ impl<'a> Builder<'a> {
         let field_guarded = body
             && self
                 .target(route)
-                .is_some_and(|(res, _)| !res.field_permissions.is_empty());
+                .is_some_and(|(res, _)| res.guarded().next().is_some());
         let mut refer = |status: &str, name: &str| {
             out.insert(
                 status.into(),
@@ -421,7 +416,7 @@ fn access_description(route: &RoutePlan, res: Option<&ResourcePlan>) -> Option<S
         }
     }
     if let Some(res) = res.filter(|_| route.action != Action::Delete) {
-        for (field, p) in &res.field_permissions {
+        for (field, p) in res.guarded() {
             lines.push(format!(
                 "The field `{field}` is hidden from callers without `{p}` (or `{}` on their own rows), and writing it needs the same.",
                 own_form(p)
@@ -440,8 +435,10 @@ fn own_form(p: &Permission) -> Permission {
 
 /// `limit`, `cursor`, `sort` and one equality filter per plain scalar field.
 fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
-    let sort: Vec<Value> = sortable(schema, res)
-        .into_iter()
+    let sort: Vec<Value> = res
+        .list
+        .sortable
+        .iter()
         .flat_map(|name| [json!(name), json!(format!("-{name}"))])
         .collect();
     let mut out = vec![
@@ -452,8 +449,8 @@ fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
             "schema": {
                 "type": "integer",
                 "minimum": 1,
-                "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT,
+                "maximum": res.list.max_limit,
+                "default": res.list.default_limit,
             },
         }),
         json!({
@@ -472,11 +469,10 @@ fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
     for f in schema
         .fields()
         .iter()
-        .filter(|f| filterable(f, res))
-        .filter(|f| !LIST_CONTROLS.contains(&f.name()))
+        .filter(|f| res.field(f.name()).is_some_and(|p| p.filterable))
     {
         let mut description = format!("Only items whose `{}` equals this value.", f.name());
-        if let Some(p) = res.field_permissions.get(f.name()) {
+        if let Some(p) = res.permission(f.name()) {
             description.push_str(&format!(" The field needs `{p}`."));
         }
         out.push(json!({
@@ -516,7 +512,7 @@ fn request_body(route: &RoutePlan, res: &ResourcePlan, schema: &Schema) -> Optio
         Action::Update => {
             let mut patch = schema.json_schema(Mode::Patch);
             if let Some(Value::Object(props)) = patch.get_mut("properties") {
-                for (field, p) in &res.field_permissions {
+                for (field, p) in res.guarded() {
                     if let Some(prop) = props.get_mut(field) {
                         guard_note(prop, p);
                     }
@@ -536,7 +532,7 @@ fn request_body(route: &RoutePlan, res: &ResourcePlan, schema: &Schema) -> Optio
             schema.name()
         ),
     };
-    for (field, p) in &res.field_permissions {
+    for (field, p) in res.guarded() {
         description.push_str(&format!(" Writing `{field}` needs `{p}`."));
     }
     Some(json!({
@@ -592,7 +588,7 @@ fn record_schema(res: &ResourcePlan, schema: &Schema, anonymous_owner: bool) -> 
         if absent_allowed && !f.is_nullable() {
             make_nullable(&mut s);
         }
-        if res.encrypted.iter().any(|e| e == f.name())
+        if res.field(f.name()).is_some_and(|p| p.encrypted)
             && let Value::Object(map) = &mut s
         {
             let text = match map.get("description").and_then(Value::as_str) {
@@ -601,7 +597,7 @@ fn record_schema(res: &ResourcePlan, schema: &Schema, anonymous_owner: bool) -> 
             };
             map.insert("description".into(), json!(text));
         }
-        let guarded = res.field_permissions.get(f.name());
+        let guarded = res.permission(f.name());
         if let Some(p) = guarded {
             guard_note(&mut s, p);
         }

@@ -47,7 +47,7 @@ impl Authorizer {
             .chain(
                 plan.resources
                     .values()
-                    .flat_map(|r| r.field_permissions.values().cloned()),
+                    .flat_map(|r| r.guarded().map(|(_, p)| p.clone())),
             );
         Self::for_roles(&plan.roles, needs)
     }

@@ -99,8 +99,14 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
     let rate_limits = limits::compile_rate_limits(&raw.rate_limits, &mut d);
     let encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
     let schemas = crate::validate::compile_schemas(&raw.schemas, &mut d);
-    let resources =
-        data::compile_resources(&raw.resources, &raw.schemas, &encryption, profile, &mut d);
+    let resources = data::compile_resources(
+        &raw.resources,
+        &raw.schemas,
+        &schemas,
+        &encryption,
+        profile,
+        &mut d,
+    );
     let cx = routes::RouteContext {
         resources: &resources,
         limits: &rate_limits,

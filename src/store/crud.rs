@@ -101,7 +101,7 @@ impl Resource {
 
     /// True when the resource has encrypted fields but no key ring: its routes must refuse.
     pub fn keys_missing(&self) -> bool {
-        !self.table.encrypted.is_empty() && self.ring.is_none()
+        self.table.has_encrypted() && self.ring.is_none()
     }
 
     pub(super) fn ring(&self) -> Result<&KeyRing, StoreError> {
@@ -161,7 +161,7 @@ impl Resource {
     fn reveal(&self, text: &str) -> Result<Value, StoreError> {
         let mut row: Value =
             serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if self.table.encrypted.is_empty() {
+        if !self.table.has_encrypted() {
             return Ok(row);
         }
         let id = row
@@ -170,7 +170,7 @@ impl Resource {
             .unwrap_or_default()
             .to_string();
         if let Some(map) = row.as_object_mut() {
-            for field in &self.table.encrypted {
+            for field in self.table.encrypted() {
                 if let Some(Value::String(stored)) = map.get(field) {
                     let aad = Aad {
                         resource: &self.table.name,
@@ -181,7 +181,7 @@ impl Resource {
                         .ring()?
                         .open(&aad, stored)
                         .map_err(|e| self.crypto_error(field, &id, e))?;
-                    map.insert(field.clone(), Value::String(plain));
+                    map.insert(field.to_string(), Value::String(plain));
                 }
             }
         }
@@ -248,7 +248,7 @@ impl Resource {
             cols.push(quote(&c.name));
             binds.push(self.field_bind(&id, &c.name, c.kind, doc.get(&c.name))?);
         }
-        for f in &self.table.blind_index {
+        for f in self.table.blind_indexed() {
             cols.push(quote(&index_column(f)));
             binds.push(self.index_bind(f, doc.get(f))?);
         }

@@ -34,7 +34,7 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
             for c in &t.columns {
                 cols.push(format!("{} {}", quote(&c.name), c.kind.sql_type(pg)));
             }
-            for f in &t.blind_index {
+            for f in t.blind_indexed() {
                 cols.push(format!(
                     "{} {}",
                     quote(&index_column(f)),
@@ -107,7 +107,7 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                     }
                 }
             }
-            for f in &t.blind_index {
+            for f in t.blind_indexed() {
                 let col = index_column(f);
                 if !actual.contains_key(&col) {
                     // Existing rows get their index from `nestflux keys rotate`.
@@ -137,7 +137,7 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                 changes.push(format!("added owner column to {}", t.name));
             }
         }
-        let indexed: Vec<String> = t.blind_index.iter().map(|f| index_column(f)).collect();
+        let indexed: Vec<String> = t.blind_indexed().map(index_column).collect();
         for col in ["owner", "created_at"]
             .into_iter()
             .chain(indexed.iter().map(String::as_str))

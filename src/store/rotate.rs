@@ -31,7 +31,7 @@ pub fn rotate_all(
     mut progress: impl FnMut(&Rotated),
 ) -> Result<Vec<Rotated>, StoreError> {
     let mut out = Vec::new();
-    for res in resources.iter().filter(|r| !r.table.encrypted.is_empty()) {
+    for res in resources.iter().filter(|r| r.table.has_encrypted()) {
         let mut done = Rotated {
             resource: res.table.name.clone(),
             rows: 0,
@@ -56,7 +56,7 @@ pub fn rotate_all(
 /// stored before the field was declared encrypted (no `nf1:` prefix) are sealed too.
 /// Idempotent: a rerun after a crash only sees the rows still stale.
 fn rotate_batch(res: &Resource, conn: &mut Conn, limit: usize) -> Result<usize, StoreError> {
-    if res.table.encrypted.is_empty() {
+    if !res.table.has_encrypted() {
         return Ok(0);
     }
     let ring = res.ring()?;
@@ -64,7 +64,7 @@ fn rotate_batch(res: &Resource, conn: &mut Conn, limit: usize) -> Result<usize, 
     let index_prefix = format!("{}:", ring.active_kid());
     let mut binds = Vec::new();
     let mut stale = Vec::new();
-    for f in &res.table.encrypted {
+    for f in res.table.encrypted() {
         let col = quote(f);
         binds.push(Bind::Text(Some(value_prefix.clone())));
         stale.push(format!(
@@ -73,7 +73,7 @@ fn rotate_batch(res: &Resource, conn: &mut Conn, limit: usize) -> Result<usize, 
             res.ph(binds.len(), Kind::Text)
         ));
     }
-    for f in &res.table.blind_index {
+    for f in res.table.blind_indexed() {
         let (col, idx) = (quote(f), quote(&index_column(f)));
         binds.push(Bind::Text(Some(index_prefix.clone())));
         stale.push(format!(
@@ -85,12 +85,7 @@ fn rotate_batch(res: &Resource, conn: &mut Conn, limit: usize) -> Result<usize, 
     }
     binds.push(Bind::Int(Some(limit as i64)));
     let mut exprs = vec![pair(res.pg(), "id", Kind::Text)];
-    exprs.extend(
-        res.table
-            .encrypted
-            .iter()
-            .map(|f| pair(res.pg(), f, Kind::Text)),
-    );
+    exprs.extend(res.table.encrypted().map(|f| pair(res.pg(), f, Kind::Text)));
     let object = json_row(res.pg(), &exprs);
     // FOR UPDATE: a PATCH landing between this read and the rewrite would otherwise be
     // overwritten with the old value (SQLite's BEGIN IMMEDIATE already excludes it).
@@ -110,7 +105,7 @@ fn rotate_batch(res: &Resource, conn: &mut Conn, limit: usize) -> Result<usize, 
             let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
             let mut sets = Vec::new();
             let mut up = Vec::new();
-            for f in &res.table.encrypted {
+            for f in res.table.encrypted() {
                 let Some(stored) = row.get(f).and_then(Value::as_str) else {
                     if res.table.is_blind_indexed(f) {
                         sets.push(format!("{} = NULL", quote(&index_column(f))));

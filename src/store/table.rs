@@ -11,36 +11,49 @@ use crate::validate::Schema;
 /// One declared column.
 #[derive(Debug, Clone)]
 pub struct Column {
+    /// The field's name.
     pub name: String,
+    /// How its values are stored.
     pub kind: Kind,
     /// Rows that predate the column may lack it.
     pub may_be_absent: bool,
+    /// The declared default, written into existing rows when the column is added.
     pub default: Option<serde_json::Value>,
+    /// Stored as `nf1:` ciphertext (always a TEXT column).
+    pub encrypted: bool,
+    /// Has a `<field>__bidx` HMAC column for equality filters.
+    pub blind_index: bool,
 }
 
 /// A resource's table, derived from its plan and schema.
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// The table's (and resource's) name.
     pub name: String,
+    /// Whether the table has an `owner` column.
     pub owner: bool,
+    /// The schema's fields as columns, ordered by name.
     pub columns: Vec<Column>,
+    /// The compiled schema request bodies are validated with.
     pub schema: Arc<Schema>,
-    /// Fields stored as `nf1:` ciphertext (always TEXT columns).
-    pub encrypted: Vec<String>,
-    /// Encrypted fields with a `<field>__bidx` HMAC column for equality filters.
-    pub blind_index: Vec<String>,
 }
 
 impl Table {
+    /// The table of `plan`, whose fields are `schema`'s.
     pub fn new(plan: &ResourcePlan, schema: Arc<Schema>) -> Self {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| Column {
-                name: f.name().to_string(),
-                kind: Kind::of(f.field_type()),
-                may_be_absent: f.is_optional() || f.is_nullable() || f.default().is_some(),
-                default: f.default().cloned(),
+            .map(|f| {
+                let field = plan.field(f.name());
+                Column {
+                    name: f.name().to_string(),
+                    kind: Kind::of(f.field_type()),
+                    may_be_absent: f.is_optional() || f.is_nullable() || f.default().is_some(),
+                    default: f.default().cloned(),
+                    encrypted: field.is_some_and(|p| p.encrypted),
+                    blind_index: field.is_some_and(|p| p.blind_index),
+                }
             })
             .collect();
         Self {
@@ -48,21 +61,46 @@ impl Table {
             owner: plan.owner,
             columns,
             schema,
-            encrypted: plan.encrypted.clone(),
-            blind_index: plan.blind_index.clone(),
         }
     }
 
-    pub fn is_encrypted(&self, field: &str) -> bool {
-        self.encrypted.iter().any(|f| f == field)
-    }
-
-    pub fn is_blind_indexed(&self, field: &str) -> bool {
-        self.blind_index.iter().any(|f| f == field)
-    }
-
+    /// The column of field `name`.
     pub fn column(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name == name)
+        self.columns
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
+            .and_then(|i| self.columns.get(i))
+    }
+
+    /// Whether field `name` is stored encrypted.
+    pub fn is_encrypted(&self, name: &str) -> bool {
+        self.column(name).is_some_and(|c| c.encrypted)
+    }
+
+    /// Whether field `name` has a blind index.
+    pub fn is_blind_indexed(&self, name: &str) -> bool {
+        self.column(name).is_some_and(|c| c.blind_index)
+    }
+
+    /// The names of the encrypted fields, in column order.
+    pub fn encrypted(&self) -> impl Iterator<Item = &str> {
+        self.columns
+            .iter()
+            .filter(|c| c.encrypted)
+            .map(|c| c.name.as_str())
+    }
+
+    /// The names of the blind-indexed fields, in column order.
+    pub fn blind_indexed(&self) -> impl Iterator<Item = &str> {
+        self.columns
+            .iter()
+            .filter(|c| c.blind_index)
+            .map(|c| c.name.as_str())
+    }
+
+    /// Whether any field is encrypted.
+    pub fn has_encrypted(&self) -> bool {
+        self.columns.iter().any(|c| c.encrypted)
     }
 }
 
