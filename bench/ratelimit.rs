@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::FutureExt;
 use governor::clock::FakeRelativeClock;
-use nestflux::plan::limits::{LimitBackend, LimitKey, PolicyName, RateLimitsPlan, RatePolicy};
+use nestflux::plan::ratelimit::{LimitBackend, LimitKey, PolicyName, RateLimitsPlan, RatePolicy};
 use nestflux::ratelimit::memory::MAX_KEYS_PER_POLICY;
 use nestflux::ratelimit::{BucketKey, MemoryBackend, PolicyId, RateLimits};
 

@@ -282,7 +282,7 @@ fn serve(path: &Path) -> ExitCode {
 
 /// `nestflux keys api-key NAME`: the key goes to its holder, only the hash into the file.
 fn api_key(name: &str) -> ExitCode {
-    if !plan::access::is_name(name) {
+    if !plan::is_name(name) {
         return fail(&format!(
             "`{name}` is not a key name: lowercase letters, digits, `_` or `-`, starting with a letter"
         ));
@@ -399,7 +399,7 @@ fn token(path: &Path, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
         if !plan
             .roles
             .closures
-            .contains_key(&crate::plan::access::RoleId(role.clone()))
+            .contains_key(&crate::plan::roles::RoleId(role.clone()))
         {
             eprintln!("warning: role \"{role}\" is not declared in [roles]; it will be ignored");
         }

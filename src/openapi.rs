@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use crate::plan::Plan;
-use crate::plan::access::Permission;
 use crate::plan::data::ResourcePlan;
+use crate::plan::roles::Permission;
 use crate::plan::routes::{Access, Action, RoutePlan};
 use crate::validate::{CompiledField, Mode, Schema};
 

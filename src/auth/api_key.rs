@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Caller, CallerKind};
-use crate::plan::access::{API_KEY_HASH_PREFIX, ApiKeyPlan};
+use crate::plan::auth::{API_KEY_HASH_PREFIX, ApiKeyPlan};
 
 /// Every NestFlux API key starts with this, so it can travel as a bearer token too.
 pub const PREFIX: &str = "nfk_";
@@ -93,7 +93,7 @@ impl ApiKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::access::RoleId;
+    use crate::plan::roles::RoleId;
 
     #[test]
     fn a_generated_key_matches_its_own_hash_only() {

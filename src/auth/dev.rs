@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::plan::access::AuthPlan;
+use crate::plan::auth::AuthPlan;
 use crate::store::{Conn, Store, StoreError, dev_keys};
 
 /// The `iss` of development tokens. Not a URL: nothing is ever fetched for it.

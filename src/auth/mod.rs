@@ -19,7 +19,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest};
 
 use crate::plan::Plan;
-use crate::plan::access::RoleId;
+use crate::plan::roles::RoleId;
 use crate::plan::routes::{Access, RoutePlan};
 use crate::problem::Problem;
 use api_key::ApiKeys;
@@ -216,7 +216,7 @@ impl Authenticator {
 /// algorithms and audience.
 fn verifier_config(
     plan: &Plan,
-    auth: &crate::plan::access::AuthPlan,
+    auth: &crate::plan::auth::AuthPlan,
     allowed: Vec<jsonwebtoken::Algorithm>,
     audience: String,
 ) -> VerifierConfig {

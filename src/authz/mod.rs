@@ -10,7 +10,7 @@ use actix_web::{HttpMessage, HttpRequest};
 
 use crate::auth::Caller;
 use crate::plan::Plan;
-use crate::plan::access::{Permission, RoleId, RolesPlan};
+use crate::plan::roles::{Permission, RoleId, RolesPlan};
 use crate::plan::routes::{Access, RoutePlan};
 use crate::problem::Problem;
 
@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use crate::config::RawRole;
     use crate::plan::Diagnostics;
-    use crate::plan::access::compile_roles;
+    use crate::plan::roles::compile_roles;
     use std::collections::BTreeMap;
 
     /// The roles of reference/nestflux.toml.

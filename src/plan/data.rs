@@ -7,8 +7,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::Profile;
-use super::access::{Permission, is_name};
-use super::diag::Diagnostics;
+use super::diag::{Diagnostic, Diagnostics};
+use super::is_name;
+use super::roles::Permission;
 use crate::config::{RawDatabase, RawEncryption, RawField, RawResource};
 use crate::validate::{CompiledField, FieldType, Schemas};
 
@@ -314,17 +315,17 @@ pub fn compile_resources(
             }
         }
         if !r.encrypted.is_empty() && encryption.key_ids.is_empty() {
-            if profile == Profile::Production {
-                d.error(
+            d.refuse_in_production(
+                profile,
+                Diagnostic::new(
                     format!("{path}.encrypted"),
                     "encrypted fields are declared but NESTFLUX_ENCRYPTION__KEYS is not set",
-                );
-            } else {
-                d.warn(
+                ),
+                Diagnostic::new(
                     format!("{path}.encrypted"),
                     "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource answer 503 until it is",
-                );
-            }
+                ),
+            );
         }
         let fields: Vec<FieldPlan> = compiled
             .get(&r.schema)

@@ -2,12 +2,24 @@
 
 use std::fmt;
 
+use super::Profile;
+
 /// One finding about the configuration, e.g. `routes[3].rate_limit: no policy named "write"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     /// Path of the key in the file, e.g. `routes[3].rate_limit` or `schemas.Note.title.max_length`.
     pub path: String,
     pub message: String,
+}
+
+impl Diagnostic {
+    /// A finding about the key at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -29,17 +41,26 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(Diagnostic {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(Diagnostic::new(path, message));
     }
 
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(Diagnostic {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.warnings.push(Diagnostic::new(path, message));
+    }
+
+    /// The one rule for insecure choices: `refused` is an error under
+    /// `NESTFLUX_PROFILE=production`, `tolerated` a warning in development. Each carries its
+    /// own path and message, since the production error names what to fix.
+    pub fn refuse_in_production(
+        &mut self,
+        profile: Profile,
+        refused: Diagnostic,
+        tolerated: Diagnostic,
+    ) {
+        match profile {
+            Profile::Production => self.errors.push(refused),
+            Profile::Development => self.warnings.push(tolerated),
+        }
     }
 
     pub fn has_errors(&self) -> bool {

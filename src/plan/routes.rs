@@ -5,10 +5,11 @@ use std::fmt;
 
 use actix_web::http::Method;
 
-use super::access::{AuthPlan, Permission, RolesPlan};
+use super::auth::AuthPlan;
 use super::data::{ResourceName, ResourcePlan};
 use super::diag::Diagnostics;
-use super::limits::{PolicyName, RateLimitsPlan};
+use super::ratelimit::{PolicyName, RateLimitsPlan};
+use super::roles::{Permission, RolesPlan};
 use crate::config::RawRoute;
 
 /// What a route does.

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use crate::auth::{Caller, CallerKind};
-use crate::plan::limits::LimitKey;
+use crate::plan::ratelimit::LimitKey;
 
 /// The key of one bucket within one policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

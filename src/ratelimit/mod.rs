@@ -35,7 +35,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 use crate::plan::Plan;
-use crate::plan::limits::{LimitKey, PolicyName, RateLimitsPlan};
+use crate::plan::ratelimit::{LimitKey, PolicyName, RateLimitsPlan};
 use crate::problem::Problem;
 
 pub use backend::{Backend, BackendError, PolicyId, Verdict};

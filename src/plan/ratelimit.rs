@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::access::is_name;
 use super::diag::Diagnostics;
+use super::is_name;
 use crate::config::RawRateLimits;
 
 /// What a policy counts requests by.
