@@ -6,6 +6,8 @@
 //! ES256 keys come from rcgen; RS256 keys from `node tests/oidc/keys_pem.mjs --fresh`
 //! when node is installed (the row is skipped otherwise).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -2,6 +2,8 @@
 //! same run, and resident memory after 100k distinct keys and after their eviction.
 //! Run: `cargo bench --bench ratelimit`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config;
 use crate::plan::{self, Plan, Profile};
 
+/// The parsed command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "nestflux",
@@ -23,10 +24,12 @@ pub struct Cli {
         default_value = "nestflux.toml"
     )]
     pub config: PathBuf,
+    /// What to do; `serve` when absent.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load, compile and serve (the default).
@@ -56,16 +59,19 @@ pub enum Command {
     },
     /// Configuration tooling.
     Config {
+        /// The configuration subcommand.
         #[command(subcommand)]
         command: ConfigCommand,
     },
     /// Key tooling.
     Keys {
+        /// The key subcommand.
         #[command(subcommand)]
         command: KeysCommand,
     },
 }
 
+/// `nestflux keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Print a new random API key and the hash that declares it in [auth.api_keys.NAME].
@@ -84,6 +90,7 @@ pub enum KeysCommand {
     },
 }
 
+/// `nestflux config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the JSON Schema of nestflux.toml, for editors.

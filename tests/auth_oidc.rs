@@ -2,6 +2,8 @@
 //! binary: RS256 and ES256 access tokens, API keys, 401/403, key rotation without a
 //! restart, and a provider that is down (at startup, or after keys were loaded).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 mod oidc;
 

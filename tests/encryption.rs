@@ -3,6 +3,8 @@
 //! index filters, and a rotation killed mid-way then resumed. In transit: the HTTP→HTTPS
 //! redirect listener.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,8 @@
 //! `Retry-After` and the IETF `RateLimit` fields, 404s counted by the global policy,
 //! forwarded headers believed only from trusted proxies, route policies after routing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{MINIMAL, Project, client};

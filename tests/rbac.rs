@@ -3,6 +3,8 @@
 //! (verified exactly like a provider's), own-row 404s, the hidden `secret` field and a
 //! write to a field the caller may not touch. Also: users are recorded on first sight.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Project, Server, client};

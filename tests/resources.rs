@@ -3,6 +3,8 @@
 //! database. Runs on a SQLite file, and with `--features postgres` also against the
 //! PostgreSQL server named by TEST_POSTGRES_URL (started by .ci/services.sh).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -39,6 +39,7 @@ impl Readiness {
     }
 }
 
+/// Answers `health`: 200 with `ok` or `degraded` and the state of each dependency.
 pub async fn health(state: &AppState) -> HttpResponse {
     let database = state.readiness.database(state).await;
     let status = if database { "ok" } else { "degraded" };

@@ -28,6 +28,7 @@ struct Ctx<'a> {
     only_owner: Option<String>,
 }
 
+/// Runs a resource action for a caller the pipeline has authenticated and authorized.
 pub async fn run(
     action: Action,
     route: &RoutePlan,

@@ -8,6 +8,7 @@ use super::AppState;
 use crate::auth::{Caller, CallerKind};
 use crate::problem::Problem;
 
+/// Answers `whoami` with the caller's subject, kind, roles and permissions.
 pub fn whoami(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Problem> {
     let ext = req.extensions();
     // whoami routes are never public, so authentication always set a caller.

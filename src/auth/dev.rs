@@ -25,6 +25,7 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 
 /// The issuer's signing key. The seed is zeroized on drop and never printed.
 pub struct DevKey {
+    /// The key id, sent as `kid` in the tokens it signs.
     pub kid: String,
     seed: Zeroizing<[u8; 32]>,
     public: [u8; 32],
@@ -38,14 +39,19 @@ impl std::fmt::Debug for DevKey {
     }
 }
 
+/// Why the development issuer could not load its key or sign.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    /// The key could not be read from or stored in the database.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The stored key is not an Ed25519 PKCS#8 key.
     #[error("the stored development key is unreadable")]
     BadKey,
+    /// The operating system gave no randomness for a new key.
     #[error("no randomness: {0}")]
     Random(String),
+    /// Signing the token failed.
     #[error("cannot sign: {0}")]
     Sign(String),
 }

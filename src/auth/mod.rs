@@ -55,6 +55,7 @@ pub struct Caller {
     pub subject: String,
     /// Roles known to the plan; unknown roles from the token are dropped.
     pub roles: Vec<RoleId>,
+    /// How the caller proved it.
     pub kind: CallerKind,
 }
 
@@ -64,14 +65,19 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 /// Why a request is not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The request carries no credentials.
     #[error("no credentials")]
     Missing,
+    /// A bearer token that does not verify.
     #[error("invalid credentials: {0}")]
     Invalid(Rejection),
+    /// Two or more credentials in one request.
     #[error("invalid credentials: several were presented")]
     Ambiguous,
+    /// An API key that is not declared.
     #[error("invalid credentials: unknown API key")]
     UnknownApiKey,
+    /// A bearer token, but no issuer is configured.
     #[error("invalid credentials: bearer tokens are not accepted (no auth.issuer)")]
     NoIssuer,
 }
@@ -100,12 +106,16 @@ impl AuthError {
 /// Why authentication could not be set up from a valid plan.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// jsonwebtoken found no crypto backend.
     #[error("jsonwebtoken has no crypto provider (enable exactly one backend)")]
     NoCryptoProvider,
+    /// The HTTP client for the issuer could not be built.
     #[error("HTTP client for the issuer: {0}")]
     Http(#[from] reqwest::Error),
+    /// The key refresher thread could not start.
     #[error("key refresher: {0}")]
     Io(#[from] std::io::Error),
+    /// The development issuer's key could not be loaded.
     #[error("development issuer: {0}")]
     Dev(String),
 }

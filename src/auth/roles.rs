@@ -18,6 +18,7 @@ pub struct RoleMapper {
 }
 
 impl RoleMapper {
+    /// Reads roles at the dotted claim `path`, keeping only the `known` ones.
     pub fn new(path: Vec<String>, known: impl IntoIterator<Item = RoleId>) -> Self {
         Self {
             path,

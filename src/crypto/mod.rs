@@ -26,10 +26,16 @@ pub enum CryptoError {
     Malformed,
     /// A stored value sealed under a key the ring does not hold.
     #[error("the stored value needs key \"{kid}\", which is not in NESTFLUX_ENCRYPTION__KEYS")]
-    UnknownKey { kid: String },
+    UnknownKey {
+        /// The key id the value names.
+        kid: String,
+    },
     /// Authentication failed: wrong key, or a value moved from another row or field.
     #[error("the stored value does not decrypt with key \"{kid}\" for this row and field")]
-    Decrypt { kid: String },
+    Decrypt {
+        /// The key id tried.
+        kid: String,
+    },
     /// The operating system gave no randomness.
     #[error("no randomness from the operating system: {0}")]
     Random(String),

@@ -22,12 +22,17 @@ pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
 pub struct AuthPlan {
     /// The OIDC issuer, when bearer tokens from a provider are accepted.
     pub issuer: Option<url::Url>,
+    /// The `aud` tokens must name (required with an issuer).
     pub audience: Option<String>,
+    /// Signature algorithms accepted: asymmetric only.
     pub algorithms: Vec<String>,
     /// `realm_access.roles` → `["realm_access", "roles"]`.
     pub roles_claim: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Whether the development issuer is on.
     pub dev_issuer: bool,
+    /// Browser login, when declared.
     pub session: Option<SessionPlan>,
     /// Declared API keys, by name.
     pub api_keys: Vec<ApiKeyPlan>,
@@ -36,8 +41,11 @@ pub struct AuthPlan {
 /// `[auth.api_keys.NAME]`, checked: the SHA-256 of the key and the roles it carries.
 #[derive(Debug, Clone)]
 pub struct ApiKeyPlan {
+    /// The key's name, from `[auth.api_keys.NAME]`.
     pub name: String,
+    /// SHA-256 of the key.
     pub sha256: [u8; 32],
+    /// Roles of the key's caller.
     pub roles: Vec<RoleId>,
 }
 
@@ -107,10 +115,15 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
 /// `[auth.session]`, checked. The client secret stays out of `Debug`.
 #[derive(Clone)]
 pub struct SessionPlan {
+    /// The OIDC client id.
     pub client_id: String,
+    /// The client secret of a confidential client.
     pub client_secret: Option<String>,
+    /// The callback URL.
     pub redirect_url: url::Url,
+    /// Idle time after which a session ends.
     pub idle_timeout: Duration,
+    /// Time after login at which a session ends.
     pub absolute_timeout: Duration,
     /// Cookie without `Secure` (plain-HTTP redirect URL): development only.
     pub insecure_cookie: bool,
@@ -129,6 +142,7 @@ impl fmt::Debug for SessionPlan {
     }
 }
 
+/// Checks `[auth]`: issuer, audience, algorithms, roles claim, leeway, dev issuer, session and API keys.
 pub fn compile_auth(
     raw: &RawAuth,
     roles: &BTreeMap<String, RawRole>,

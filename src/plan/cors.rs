@@ -13,15 +13,23 @@ use crate::config::RawCors;
 /// `[cors]`, checked: origins parsed so actix-cors can never fail at worker start.
 #[derive(Debug, Clone)]
 pub struct CorsPlan {
+    /// `*` was listed: any origin (never with credentials).
     pub any_origin: bool,
+    /// Allowed origins, serialized as browsers send them.
     pub origins: Vec<String>,
+    /// Methods allowed cross-origin.
     pub methods: Vec<Method>,
+    /// Request headers allowed cross-origin.
     pub headers: Vec<HeaderName>,
+    /// Response headers the browser may read.
     pub expose_headers: Vec<HeaderName>,
+    /// Whether cookies and `Authorization` may be sent.
     pub credentials: bool,
+    /// How long a preflight answer may be cached.
     pub max_age: Option<Duration>,
 }
 
+/// Checks `[cors]`.
 pub fn compile_cors(raw: &RawCors, profile: Profile, d: &mut Diagnostics) -> CorsPlan {
     let mut any_origin = false;
     let mut origins = Vec::new();

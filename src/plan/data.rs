@@ -16,7 +16,9 @@ use crate::validate::{CompiledField, FieldType, Schemas};
 /// Where data lives. The PostgreSQL URL may carry a password and stays out of `Debug`.
 #[derive(Clone)]
 pub enum DatabaseUrl {
+    /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL URL (may hold a password).
     Postgres(String),
 }
 
@@ -29,13 +31,18 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// `[database]`, checked.
 #[derive(Debug, Clone)]
 pub struct DatabasePlan {
+    /// Where data lives.
     pub url: DatabaseUrl,
+    /// Connections in the pool.
     pub pool_size: u32,
+    /// How long to wait for a connection or a lock before answering 503.
     pub busy_timeout: std::time::Duration,
 }
 
+/// Checks `[database]`; the URL is never echoed (it may hold a password).
 pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan {
     let url = if let Some(path) = raw.url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -87,6 +94,7 @@ pub struct EncryptionPlan {
     pub ring: Option<std::sync::Arc<crate::crypto::KeyRing>>,
 }
 
+/// Checks the shape of `NESTFLUX_ENCRYPTION__KEYS` and loads the key ring.
 pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> EncryptionPlan {
     let Some(keys) = raw.and_then(|e| e.keys.as_deref()) else {
         return EncryptionPlan::default();

@@ -9,6 +9,7 @@ use super::Profile;
 pub struct Diagnostic {
     /// Path of the key in the file, e.g. `routes[3].rate_limit` or `schemas.Note.title.max_length`.
     pub path: String,
+    /// What is wrong and, where it helps, how to fix it.
     pub message: String,
 }
 
@@ -35,15 +36,19 @@ impl fmt::Display for Diagnostic {
 /// Collects errors and warnings while compiling; compilation never stops at the first one.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
+    /// Findings that refuse the file.
     pub errors: Vec<Diagnostic>,
+    /// Findings worth a look that do not refuse the file.
     pub warnings: Vec<Diagnostic>,
 }
 
 impl Diagnostics {
+    /// Records an error about the key at `path`.
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(Diagnostic::new(path, message));
     }
 
+    /// Records a warning about the key at `path`.
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Diagnostic::new(path, message));
     }
@@ -63,6 +68,7 @@ impl Diagnostics {
         }
     }
 
+    /// Whether any error was recorded.
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
     }

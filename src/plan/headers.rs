@@ -60,6 +60,7 @@ pub const HELMET_DEFAULTS: &[(&str, &str, &str)] = &[
     ("x_xss_protection", "x-xss-protection", "0"),
 ];
 
+/// Checks `[headers]`: Helmet's defaults with the file's overrides; HSTS only with TLS.
 pub fn compile_headers(raw: &RawHeaders, tls: bool, d: &mut Diagnostics) -> HeadersPlan {
     let overrides = [
         &raw.content_security_policy,

@@ -31,8 +31,10 @@ use server::ServerPlan;
 /// `NESTFLUX_PROFILE`: production turns warnings about insecure choices into errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
+    /// Insecure choices are warnings (the default).
     #[default]
     Development,
+    /// Insecure choices are errors.
     Production,
 }
 
@@ -48,6 +50,7 @@ impl Profile {
         }
     }
 
+    /// `development` or `production`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Development => "development",
@@ -59,25 +62,40 @@ impl Profile {
 /// The checked, typed configuration the server is built from.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The profile the plan was compiled under.
     pub profile: Profile,
+    /// Listening socket, limits and TLS.
     pub server: ServerPlan,
+    /// Where data lives.
     pub database: DatabasePlan,
+    /// The secure header set.
     pub headers: HeadersPlan,
+    /// The CORS policy, when `[cors]` is declared.
     pub cors: Option<CorsPlan>,
+    /// Identity: issuer, dev issuer, sessions, API keys.
     pub auth: Option<AuthPlan>,
+    /// Each role's permissions, inheritance resolved.
     pub roles: RolesPlan,
+    /// Rate-limit policies and their backend.
     pub rate_limits: RateLimitsPlan,
+    /// The key ring for encrypted fields.
     pub encryption: EncryptionPlan,
+    /// Compiled validators, by schema name.
     pub schemas: crate::validate::Schemas,
+    /// Declared resources and their per-field facts.
     pub resources: BTreeMap<ResourceName, ResourcePlan>,
+    /// The route table, in file order.
     pub routes: Vec<RoutePlan>,
+    /// Warnings found while compiling.
     pub warnings: Vec<Diagnostic>,
 }
 
 /// Compilation failed: every error, plus the warnings found on the way.
 #[derive(Debug)]
 pub struct CompileErrors {
+    /// Every error.
     pub errors: Vec<Diagnostic>,
+    /// Every warning.
     pub warnings: Vec<Diagnostic>,
 }
 

@@ -11,7 +11,9 @@ use crate::config::RawRole;
 /// One segment of a permission: a name or `*`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Segment {
+    /// `*`: any name.
     Any,
+    /// One name.
     Name(String),
 }
 
@@ -28,7 +30,9 @@ impl Segment {
 /// `resource:action[:own]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Permission {
+    /// The resource segment.
     pub resource: Segment,
+    /// The action segment.
     pub action: Segment,
     /// Limited to rows the caller owns.
     pub own: bool,
@@ -95,6 +99,7 @@ pub struct RoleId(pub String);
 /// Every role with the full set of permissions it grants, inheritance resolved.
 #[derive(Debug, Clone, Default)]
 pub struct RolesPlan {
+    /// Each role's permissions, its own and inherited.
     pub closures: BTreeMap<RoleId, BTreeSet<Permission>>,
 }
 
@@ -105,6 +110,7 @@ impl RolesPlan {
     }
 }
 
+/// Checks `[roles]` and resolves inheritance; a cycle is an error naming it.
 pub fn compile_roles(raw: &BTreeMap<String, RawRole>, d: &mut Diagnostics) -> RolesPlan {
     let mut direct: BTreeMap<&str, BTreeSet<Permission>> = BTreeMap::new();
     for (name, role) in raw {

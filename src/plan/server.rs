@@ -15,20 +15,28 @@ use crate::config::{RawServer, RawTls};
 /// `[server]`, checked.
 #[derive(Debug, Clone)]
 pub struct ServerPlan {
+    /// Socket address to listen on.
     pub bind: SocketAddr,
+    /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Time to read a request and answer it.
     pub request_timeout: Duration,
+    /// Time in-flight requests get on shutdown.
     pub shutdown_timeout: Duration,
     /// 0: one worker per core.
     pub workers: usize,
+    /// Proxies whose forwarded headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// HTTPS, when `[server.tls]` is declared.
     pub tls: Option<TlsPlan>,
 }
 
 /// TLS material, loaded and parsed at compile time so `check` reports a bad certificate.
 #[derive(Clone)]
 pub struct TlsPlan {
+    /// The certificate file, for messages.
     pub cert: PathBuf,
+    /// The rustls configuration (certificate chain and key loaded).
     pub config: Arc<rustls::ServerConfig>,
     /// The optional plain-HTTP listener that redirects to HTTPS.
     pub redirect: Option<RedirectPlan>,
@@ -38,6 +46,7 @@ pub struct TlsPlan {
 /// every request there is sent to with 308.
 #[derive(Debug, Clone)]
 pub struct RedirectPlan {
+    /// Where the plain-HTTP listener binds.
     pub bind: SocketAddr,
     /// `https://host[:port]`, without a trailing slash.
     pub origin: String,
@@ -54,6 +63,7 @@ impl std::fmt::Debug for TlsPlan {
 
 const MAX_BODY_LIMIT: u64 = 1 << 30;
 
+/// Checks `[server]`, loading the TLS material.
 pub fn compile_server(raw: &RawServer, d: &mut Diagnostics) -> ServerPlan {
     let bind = raw.bind.parse().unwrap_or_else(|_| {
         d.error(

@@ -16,6 +16,7 @@ use crate::auth::Caller;
 use crate::problem::{Problem, is_problem};
 use crate::request_id;
 
+/// The outermost middleware: request id, timeout, problem+json for every error, secure headers and one access-log line.
 pub async fn envelope<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,

@@ -16,10 +16,13 @@ use crate::store::StoreError;
 /// a key ring that will not load, …).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A listening socket or thread could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The database would not open, migrate or sync.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// Authentication could not be set up.
     #[error("authentication: {0}")]
     Auth(#[from] crate::auth::SetupError),
 }

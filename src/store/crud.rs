@@ -14,13 +14,18 @@ use crate::crypto::{Aad, CryptoError, KeyRing};
 /// A position in a sorted list, handed to clients as an opaque string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
+    /// The sort column.
     pub sort: String,
+    /// Whether the sort is descending.
     pub desc: bool,
+    /// The sort column's value in the last row.
     pub value: Value,
+    /// The id of the last row (the tie-breaker).
     pub id: String,
 }
 
 impl Cursor {
+    /// The opaque text handed to clients.
     pub fn encode(&self) -> String {
         let raw = json!({ "s": self.sort, "d": self.desc, "v": self.value, "i": self.id });
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
@@ -53,14 +58,18 @@ pub struct ListQuery {
     pub filters: Vec<(String, Value)>,
     /// Sort column (`id` by default) and direction.
     pub sort: String,
+    /// Descending order.
     pub desc: bool,
+    /// Most rows in the page.
     pub limit: usize,
+    /// Continue after this position.
     pub after: Option<Cursor>,
 }
 
 /// The SQL of one resource, built once from the plan.
 #[derive(Debug, Clone)]
 pub struct Resource {
+    /// The resource's table.
     pub table: Table,
     pg: bool,
     /// The expression rendering a row as JSON text.
@@ -70,6 +79,7 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// The SQL of `table` for the given dialect.
     pub fn new(table: Table, pg: bool) -> Self {
         let mut parts = vec![("id", Kind::Text)];
         if table.owner {
@@ -322,6 +332,7 @@ impl Resource {
         })
     }
 
+    /// Deletes one row (of `owner` when given).
     pub fn delete(&self, conn: &mut Conn, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
         let (cond, binds) = self.by_id(1, id, owner);
         let sql = format!("DELETE FROM {} WHERE {cond}", quote(&self.table.name));

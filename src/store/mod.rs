@@ -45,6 +45,7 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 #[cfg(feature = "postgres")]
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
+/// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database is down, locked past the timeout, or the pool is exhausted: 503.
@@ -200,6 +201,7 @@ impl Store {
         })
     }
 
+    /// Whether the database is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         !matches!(self.pools, Pools::Sqlite(_))
     }

@@ -15,9 +15,11 @@ use crate::crypto::{Aad, CryptoError};
 /// What rotation did to one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotated {
+    /// The resource's name.
     pub resource: String,
     /// Rows rewritten to the active key by this run.
     pub rows: usize,
+    /// Batches committed.
     pub batches: usize,
 }
 

@@ -8,9 +8,13 @@ use super::{Conn, StoreError, now};
 /// What a verified token says about its subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sighting {
+    /// The token's `iss`.
     pub issuer: String,
+    /// The token's `sub`.
     pub subject: String,
+    /// The `email` claim, when present.
     pub email: Option<String>,
+    /// The `name` claim, when present.
     pub name: Option<String>,
 }
 
