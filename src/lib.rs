@@ -2,7 +2,13 @@
 //!
 //! `config` parses `nestflux.toml`, `plan` compiles it into a checked [`plan::Plan`], and
 //! `server` assembles Actix from that plan. Each layer of the request pipeline has its own
-//! module.
+//! module, and dependencies run one way:
+//!
+//! ```text
+//! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
+//! ```
+//!
+//! `problem` and `request_id` are shared by every layer and depend on none.
 
 pub mod actions;
 pub mod auth;
