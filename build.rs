@@ -1,4 +1,5 @@
-// Migrations are embedded at compile time: rebuild when they change.
+//! Migrations are embedded at compile time: rebuild when they change.
+
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
 }

@@ -6,6 +6,8 @@
 //! ES256 keys come from rcgen; RS256 keys from `node tests/oidc/keys_pem.mjs --fresh`
 //! when node is installed (the row is skipped otherwise).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +20,7 @@ use nestflux::auth::jwks::{Jwks, KeySet};
 use nestflux::auth::jwt::{BearerVerifier, VerifierConfig};
 use nestflux::auth::roles::RoleMapper;
 use nestflux::authz::Authorizer;
-use nestflux::plan::access::{Permission, RoleId, RolesPlan};
+use nestflux::plan::roles::{Permission, RoleId, RolesPlan};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -208,7 +210,7 @@ fn main() {
     let new = nestflux::auth::api_key::generate().expect("random");
     let sha: [u8; 32] = sha2::Sha256::digest(new.key.as_bytes()).into();
     let plans: Vec<_> = (0..10)
-        .map(|i| nestflux::plan::access::ApiKeyPlan {
+        .map(|i| nestflux::plan::auth::ApiKeyPlan {
             name: format!("k{i}"),
             sha256: if i == 9 { sha } else { [i as u8; 32] },
             roles: vec![RoleId("viewer".into())],

@@ -2,6 +2,8 @@
 //! base64, `nf1:` framing) and a blind index, against a plain copy of the same field
 //! measured in the same run. Run: `cargo bench --bench crypto`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -2,6 +2,8 @@
 //! same run, and resident memory after 100k distinct keys and after their eviction.
 //! Run: `cargo bench --bench ratelimit`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::FutureExt;
 use governor::clock::FakeRelativeClock;
-use nestflux::plan::limits::{LimitBackend, LimitKey, PolicyName, RateLimitsPlan, RatePolicy};
+use nestflux::plan::ratelimit::{LimitBackend, LimitKey, PolicyName, RateLimitsPlan, RatePolicy};
 use nestflux::ratelimit::memory::MAX_KEYS_PER_POLICY;
 use nestflux::ratelimit::{BucketKey, MemoryBackend, PolicyId, RateLimits};
 

@@ -5,6 +5,8 @@
 //! Both servers run with one worker; the client is a minimal keep-alive HTTP/1.1 loop on
 //! one connection, so the figures compare server work, not client overhead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! and 50 schemas, against the cost of starting the process at all (`nestflux --version`)
 //! measured in the same run. Run: `cargo bench --bench startup`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

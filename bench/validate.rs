@@ -2,6 +2,8 @@
 //! same body with `serde_json::from_str`, measured in the same run.
 //! Run: `cargo bench --bench validate`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::time::Instant;
 

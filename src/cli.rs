@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config;
 use crate::plan::{self, Plan, Profile};
 
+/// The parsed command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "nestflux",
@@ -23,10 +24,12 @@ pub struct Cli {
         default_value = "nestflux.toml"
     )]
     pub config: PathBuf,
+    /// What to do; `serve` when absent.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load, compile and serve (the default).
@@ -56,16 +59,19 @@ pub enum Command {
     },
     /// Configuration tooling.
     Config {
+        /// The configuration subcommand.
         #[command(subcommand)]
         command: ConfigCommand,
     },
     /// Key tooling.
     Keys {
+        /// The key subcommand.
         #[command(subcommand)]
         command: KeysCommand,
     },
 }
 
+/// `nestflux keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Print a new random API key and the hash that declares it in [auth.api_keys.NAME].
@@ -84,6 +90,7 @@ pub enum KeysCommand {
     },
 }
 
+/// `nestflux config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the JSON Schema of nestflux.toml, for editors.
@@ -282,7 +289,7 @@ fn serve(path: &Path) -> ExitCode {
 
 /// `nestflux keys api-key NAME`: the key goes to its holder, only the hash into the file.
 fn api_key(name: &str) -> ExitCode {
-    if !plan::access::is_name(name) {
+    if !plan::is_name(name) {
         return fail(&format!(
             "`{name}` is not a key name: lowercase letters, digits, `_` or `-`, starting with a letter"
         ));
@@ -313,9 +320,9 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
             "NESTFLUX_ENCRYPTION__KEYS is not set: list the new key first, then every old one",
         );
     };
-    let result = crate::server::state::open_store(&plan).and_then(|(store, resources)| {
-        let resources: Vec<_> = resources.into_values().collect();
-        crate::crypto::rotate::rotate_all(&mut store.conn()?, &resources, batch_size, |r| {
+    let result = crate::store::open(&plan).and_then(|opened| {
+        let resources: Vec<_> = opened.resources.into_values().collect();
+        crate::store::rotate::rotate_all(&mut opened.store.conn()?, &resources, batch_size, |r| {
             println!(
                 "{}: batch {} committed, {} rows so far",
                 r.resource, r.batches, r.rows
@@ -355,11 +362,7 @@ fn migrate(path: &Path) -> ExitCode {
     let Some(plan) = load_plan(path) else {
         return ExitCode::FAILURE;
     };
-    let result = crate::store::Store::open(&plan.database).and_then(|(store, applied)| {
-        let tables = crate::store::tables(&plan);
-        let changes = crate::store::ddl::sync(&mut store.conn()?, &tables)?;
-        Ok((applied, changes))
-    });
+    let result = crate::store::open(&plan).map(|opened| (opened.migrations, opened.changes));
     match result {
         Ok((applied, changes)) => {
             for m in &applied {
@@ -403,7 +406,7 @@ fn token(path: &Path, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
         if !plan
             .roles
             .closures
-            .contains_key(&crate::plan::access::RoleId(role.clone()))
+            .contains_key(&crate::plan::roles::RoleId(role.clone()))
         {
             eprintln!("warning: role \"{role}\" is not declared in [roles]; it will be ignored");
         }

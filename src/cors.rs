@@ -3,7 +3,7 @@
 
 use actix_cors::Cors;
 
-use crate::plan::http::CorsPlan;
+use crate::plan::cors::CorsPlan;
 use actix_web::http::header::HeaderName;
 
 /// Response headers a browser client needs to read on every API: the request id to report

@@ -3,7 +3,7 @@
 
 use actix_web::http::header::HeaderMap;
 
-use crate::plan::http::HeadersPlan;
+use crate::plan::headers::HeadersPlan;
 
 /// Sets every planned header, replacing any value a handler set, and strips banners.
 pub fn apply(plan: &HeadersPlan, headers: &mut HeaderMap) {

@@ -2,7 +2,13 @@
 //!
 //! `config` parses `nestflux.toml`, `plan` compiles it into a checked [`plan::Plan`], and
 //! `server` assembles Actix from that plan. Each layer of the request pipeline has its own
-//! module.
+//! module, and dependencies run one way:
+//!
+//! ```text
+//! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
+//! ```
+//!
+//! `problem` and `request_id` are shared by every layer and depend on none.
 
 pub mod actions;
 pub mod auth;
@@ -15,7 +21,9 @@ pub mod headers;
 pub mod logging;
 pub mod openapi;
 pub mod plan;
+pub mod problem;
 pub mod ratelimit;
+pub mod request_id;
 pub mod server;
 pub mod store;
 pub mod validate;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use crate::server::AppState;
+use super::AppState;
 
 /// How long one database check answers for: a public route must not be a way to take
 /// pool connections away from the API.
@@ -39,6 +39,7 @@ impl Readiness {
     }
 }
 
+/// Answers `health`: 200 with `ok` or `degraded` and the state of each dependency.
 pub async fn health(state: &AppState) -> HttpResponse {
     let database = state.readiness.database(state).await;
     let status = if database { "ok" } else { "degraded" };

@@ -3,15 +3,17 @@
 pub mod health;
 pub mod openapi;
 pub mod resource;
+mod state;
 pub mod whoami;
+
+pub use state::AppState;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use crate::plan::routes::{Action, RoutePlan};
-use crate::server::AppState;
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 
 /// Runs a route's action.
 pub async fn run(
@@ -23,7 +25,7 @@ pub async fn run(
     match route.action {
         Action::Health => Ok(health::health(state).await),
         Action::Whoami => whoami::whoami(req, state),
-        Action::OpenApi => Ok(openapi::openapi(state)),
+        Action::OpenApi => openapi::openapi(state),
         a @ (Action::List | Action::Get | Action::Create | Action::Update | Action::Delete) => {
             resource::run(a, route, req, body, state).await
         }

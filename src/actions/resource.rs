@@ -8,18 +8,15 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use crate::auth::Caller;
 use crate::authz::Decision;
 use crate::plan::data::ResourcePlan;
 use crate::plan::routes::{Action, RoutePlan};
-use crate::server::AppState;
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 use crate::store::StoreError;
 use crate::store::crud::{Cursor, ListQuery, Resource};
-use crate::validate::{CompiledField, Mode, Schema, Violation, coerce_param};
-
-pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 200;
+use crate::validate::{Mode, Violation, coerce_param};
 
 /// What the pipeline learnt about the caller, as one value.
 struct Ctx<'a> {
@@ -31,6 +28,7 @@ struct Ctx<'a> {
     only_owner: Option<String>,
 }
 
+/// Runs a resource action for a caller the pipeline has authenticated and authorized.
 pub async fn run(
     action: Action,
     route: &RoutePlan,
@@ -112,7 +110,7 @@ impl Ctx<'_> {
 
     /// Whether the caller may read or write `field` of a row owned by `owner`.
     fn may_use(&self, field: &str, owner: Option<&str>) -> bool {
-        let Some(need) = self.plan.field_permissions.get(field) else {
+        let Some(need) = self.plan.permission(field) else {
             return true;
         };
         let Some(caller) = &self.caller else {
@@ -145,8 +143,7 @@ impl Ctx<'_> {
             if !self.may_use(field, owner) {
                 let need = self
                     .plan
-                    .field_permissions
-                    .get(field)
+                    .permission(field)
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 return Err(Problem::forbidden(format!(
@@ -262,9 +259,7 @@ async fn update(
 ) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let patch = cx.validate(body, Mode::Patch)?;
-    let guarded = patch
-        .keys()
-        .any(|k| cx.plan.field_permissions.contains_key(k));
+    let guarded = patch.keys().any(|k| cx.plan.permission(k).is_some());
     let only_owner = cx.only_owner.clone();
     if guarded {
         // Field rules may depend on whose row it is: look before writing.
@@ -305,40 +300,12 @@ async fn list(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> 
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
 }
 
-/// Fields a list may be sorted by: never NULL, not encrypted.
-pub fn sortable(schema: &Schema, plan: &ResourcePlan) -> Vec<String> {
-    let mut out: Vec<String> = ["id", "created_at", "updated_at"]
-        .map(String::from)
-        .to_vec();
-    for f in schema.fields() {
-        // Never a field some readers may not see: the order itself, and the cursor that
-        // carries the last value, would reveal it.
-        if f.is_scalar()
-            && !f.is_optional()
-            && !f.is_nullable()
-            && !plan.encrypted.iter().any(|e| e == f.name())
-            && !plan.field_permissions.contains_key(f.name())
-        {
-            out.push(f.name().to_string());
-        }
-    }
-    out
-}
-
-/// Whether `?field=value` may filter a list: a scalar field, and if encrypted only through
-/// its blind index (equality on an HMAC).
-pub fn filterable(field: &CompiledField, plan: &ResourcePlan) -> bool {
-    let name = field.name();
-    field.is_scalar()
-        && (!plan.encrypted.iter().any(|e| e == name) || plan.blind_index.iter().any(|e| e == name))
-}
-
 /// Parses `?limit=&cursor=&sort=&field=value`, reporting every bad parameter at once.
 fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
     let mut q = ListQuery {
         owner: cx.only_owner.clone(),
         sort: "id".into(),
-        limit: DEFAULT_LIMIT,
+        limit: cx.plan.list.default_limit,
         ..Default::default()
     };
     let mut errors = Vec::new();
@@ -363,11 +330,11 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
         }
         match name.as_ref() {
             "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
+                Ok(n) if (1..=cx.plan.list.max_limit).contains(&n) => q.limit = n,
                 _ => errors.push(bad(
                     "limit",
                     "range",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    format!("must be an integer from 1 to {}", cx.plan.list.max_limit),
                 )),
             },
             "cursor" => cursor = Some(value.to_string()),
@@ -376,8 +343,7 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                     Some(f) => (true, f),
                     None => (false, value.as_ref()),
                 };
-                let allowed = sortable(&cx.resource.table.schema, cx.plan);
-                if allowed.iter().any(|a| a == field) {
+                if cx.plan.list.can_sort(field) {
                     q.sort = field.to_string();
                     q.desc = desc;
                 } else {
@@ -386,17 +352,16 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                         "enum",
                         format!(
                             "sort by one of: {} (prefix - for descending)",
-                            allowed.join(", ")
+                            cx.plan.list.sortable.join(", ")
                         ),
                     ));
                 }
             }
             field => {
-                let spec = cx.resource.table.schema.field(field);
-                match spec {
-                    Some(spec) if filterable(spec, cx.plan) => {
-                        if !cx.may_use(field, None) && cx.plan.field_permissions.contains_key(field)
-                        {
+                let filterable = cx.plan.field(field).is_some_and(|f| f.filterable);
+                match cx.resource.table.schema.field(field) {
+                    Some(spec) if filterable => {
+                        if cx.plan.permission(field).is_some() && !cx.may_use(field, None) {
                             errors.push(bad(
                                 field,
                                 "forbidden",

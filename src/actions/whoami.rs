@@ -4,10 +4,11 @@
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use super::AppState;
 use crate::auth::{Caller, CallerKind};
-use crate::server::AppState;
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 
+/// Answers `whoami` with the caller's subject, kind, roles and permissions.
 pub fn whoami(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Problem> {
     let ext = req.extensions();
     // whoami routes are never public, so authentication always set a caller.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Caller, CallerKind};
-use crate::plan::access::{API_KEY_HASH_PREFIX, ApiKeyPlan};
+use crate::plan::auth::{API_KEY_HASH_PREFIX, ApiKeyPlan};
 
 /// Every NestFlux API key starts with this, so it can travel as a bearer token too.
 pub const PREFIX: &str = "nfk_";
@@ -23,7 +23,9 @@ const MAX_KEY_LEN: usize = 128;
 
 /// A new key and the `hash` value that declares it.
 pub struct NewKey {
+    /// The key, shown once to its holder.
     pub key: String,
+    /// `sha256:<hex>` of the key, for `[auth.api_keys.NAME] hash`.
     pub hash: String,
 }
 
@@ -53,6 +55,7 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
+    /// The callers of the declared keys, by key hash.
     pub fn new(plans: &[ApiKeyPlan]) -> Self {
         Self {
             keys: plans
@@ -69,6 +72,7 @@ impl ApiKeys {
         }
     }
 
+    /// Whether no key is declared.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -93,7 +97,7 @@ impl ApiKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::access::RoleId;
+    use crate::plan::roles::RoleId;
 
     #[test]
     fn a_generated_key_matches_its_own_hash_only() {

@@ -6,14 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use diesel::prelude::*;
-use diesel::sql_types::Text;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::plan::access::AuthPlan;
-use crate::store::{Bind, Conn, Store, StoreError};
+use crate::plan::auth::AuthPlan;
+use crate::store::{Conn, Store, StoreError, dev_keys};
 
 /// The `iss` of development tokens. Not a URL: nothing is ever fetched for it.
 pub const DEV_ISSUER: &str = "urn:nestflux:dev-issuer";
@@ -27,6 +25,7 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 
 /// The issuer's signing key. The seed is zeroized on drop and never printed.
 pub struct DevKey {
+    /// The key id, sent as `kid` in the tokens it signs.
     pub kid: String,
     seed: Zeroizing<[u8; 32]>,
     public: [u8; 32],
@@ -40,22 +39,19 @@ impl std::fmt::Debug for DevKey {
     }
 }
 
-#[derive(QueryableByName)]
-struct KeyRow {
-    #[diesel(sql_type = Text)]
-    kid: String,
-    #[diesel(sql_type = Text)]
-    private_pem: String,
-}
-
+/// Why the development issuer could not load its key or sign.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    /// The key could not be read from or stored in the database.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The stored key is not an Ed25519 PKCS#8 key.
     #[error("the stored development key is unreadable")]
     BadKey,
+    /// The operating system gave no randomness for a new key.
     #[error("no randomness: {0}")]
     Random(String),
+    /// Signing the token failed.
     #[error("cannot sign: {0}")]
     Sign(String),
 }
@@ -94,7 +90,7 @@ impl DevKey {
 
     /// The newest stored key, or a new one stored now.
     pub fn load_or_create(conn: &mut Conn) -> Result<Self, DevError> {
-        let rows = load_rows(conn)?;
+        let rows = dev_keys::load(conn)?;
         if let Some(row) = rows.into_iter().next() {
             return Self::from_pem(row.kid, &row.private_pem);
         }
@@ -103,23 +99,9 @@ impl DevKey {
         let mut kid = [0u8; 8];
         getrandom::fill(&mut kid).map_err(|e| DevError::Random(e.to_string()))?;
         let key = Self::from_seed(format!("dev-{}", URL_SAFE_NO_PAD.encode(kid)), seed);
-        let pg = conn.is_postgres();
-        let ph = |n: usize| crate::store::crud::placeholder(pg, n, crate::store::ddl::Kind::Text);
-        conn.execute(
-            &format!(
-                "INSERT INTO nestflux_dev_keys (kid, private_pem, created_at) VALUES ({}, {}, {})",
-                ph(1),
-                ph(2),
-                ph(3)
-            ),
-            &[
-                Bind::Text(Some(key.kid.clone())),
-                Bind::Text(Some(key.pem().to_string())),
-                Bind::Text(Some(crate::store::now())),
-            ],
-        )?;
+        dev_keys::insert(conn, &key.kid, &key.pem())?;
         // Two processes may race to create the first key: keep whichever is stored first.
-        let rows = load_rows(conn)?;
+        let rows = dev_keys::load(conn)?;
         match rows.into_iter().next() {
             Some(row) if row.kid != key.kid => Self::from_pem(row.kid, &row.private_pem),
             _ => Ok(key),
@@ -180,13 +162,4 @@ impl DevKey {
         jsonwebtoken::encode(&header, &Value::Object(claims), &key)
             .map_err(|e| DevError::Sign(e.to_string()))
     }
-}
-
-fn load_rows(conn: &mut Conn) -> Result<Vec<KeyRow>, StoreError> {
-    let sql = "SELECT kid, private_pem FROM nestflux_dev_keys ORDER BY created_at DESC, kid";
-    conn.with_raw(|raw| match raw {
-        crate::store::conn::Raw::Sqlite(c) => diesel::sql_query(sql).load::<KeyRow>(c),
-        #[cfg(feature = "postgres")]
-        crate::store::conn::Raw::Pg(c) => diesel::sql_query(sql).load::<KeyRow>(c),
-    })
 }

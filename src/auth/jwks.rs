@@ -33,6 +33,7 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 pub struct KeyEntry {
     /// Allow-list ∩ the key type's algorithms ∩ the JWK's own `alg`, when it has one.
     pub algorithms: Vec<Algorithm>,
+    /// The key, ready to verify signatures.
     pub key: DecodingKey,
     /// The JWK as published, to notice a key that changed under the same `kid`.
     fingerprint: String,
@@ -47,6 +48,7 @@ pub struct KeySet {
 
 /// Which key verifies a token.
 pub enum Lookup {
+    /// The key for this token.
     Found(Arc<KeyEntry>),
     /// No key under this `kid` (or no key at all for a token without `kid`).
     Unknown,
@@ -89,10 +91,12 @@ impl KeySet {
         set
     }
 
+    /// Number of usable keys.
     pub fn len(&self) -> usize {
         self.by_kid.len() + self.unnamed.len()
     }
 
+    /// Whether the set holds no usable key.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -190,18 +194,46 @@ pub fn key_algorithms(jwk: &Jwk, allowed: &[Algorithm]) -> Vec<Algorithm> {
 /// Why a fetch failed. Written to the log; never shown to callers.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The request failed (connection, TLS, timeout).
     #[error("GET {url}: {message}")]
-    Http { url: String, message: String },
+    Http {
+        /// The URL fetched.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The provider answered with a status other than 200.
     #[error("GET {url}: status {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The URL fetched.
+        url: String,
+        /// The status received.
+        status: u16,
+    },
+    /// The document exceeds the size limit.
     #[error("GET {url}: larger than {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge { url: String },
+    TooLarge {
+        /// The URL fetched.
+        url: String,
+    },
+    /// The body is not a JSON document.
     #[error("GET {url}: not a JSON document")]
-    Json { url: String },
+    Json {
+        /// The URL fetched.
+        url: String,
+    },
+    /// The discovery document names another issuer.
     #[error("discovery document names issuer {found:?}, expected {expected:?}")]
-    IssuerMismatch { found: String, expected: String },
+    IssuerMismatch {
+        /// The issuer the document names.
+        found: String,
+        /// The configured issuer.
+        expected: String,
+    },
+    /// The discovery document's `jwks_uri` is missing, not a URL, or of a refused scheme.
     #[error("discovery document has no usable jwks_uri ({0})")]
     BadJwksUri(String),
+    /// No key fits the allowed algorithms.
     #[error("the JWKS holds no key usable with the algorithm allow-list")]
     NoUsableKeys,
 }

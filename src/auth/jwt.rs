@@ -33,28 +33,40 @@ const MAX_SUBJECT_BYTES: usize = 1024;
 /// Why a token was refused. Logged at debug level; the caller only sees 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// Longer than any token NestFlux accepts.
     #[error("token larger than {MAX_TOKEN_BYTES} bytes")]
     Oversized,
+    /// Not three base64url parts.
     #[error("not a compact JWS")]
     Malformed,
+    /// A header field is missing or not allowed.
     #[error("header: {0}")]
     Header(&'static str),
+    /// The header's `alg` is not in the allow-list.
     #[error("algorithm not allowed")]
     Algorithm,
+    /// No key of the issuer has this `kid`.
     #[error("no key for this kid")]
     UnknownKey,
+    /// The key's type or `alg` does not fit the header's `alg`.
     #[error("the key does not accept this algorithm")]
     KeyMismatch,
+    /// The signature does not verify.
     #[error("bad signature")]
     Signature,
+    /// `exp` has passed (beyond the leeway).
     #[error("expired")]
     Expired,
+    /// `nbf` is in the future (beyond the leeway).
     #[error("not valid yet")]
     NotYetValid,
+    /// `iss` is not the configured issuer.
     #[error("wrong issuer")]
     Issuer,
+    /// `aud` does not name the configured audience.
     #[error("wrong audience")]
     Audience,
+    /// A claim is missing or has the wrong type.
     #[error("claims: {0}")]
     Claims(String),
 }
@@ -62,7 +74,9 @@ pub enum Rejection {
 /// A verified token, as cached.
 #[derive(Debug)]
 pub struct Verified {
+    /// Who the token proves the caller is.
     pub caller: Arc<Caller>,
+    /// The token's `exp`: the cache entry expires with it.
     pub exp: u64,
     /// What the token says about its subject, for the users table.
     pub sighting: crate::store::users::Sighting,
@@ -72,9 +86,13 @@ pub struct Verified {
 
 /// Settings of a [`BearerVerifier`].
 pub struct VerifierConfig {
+    /// Algorithms accepted in the token header.
     pub allowed: Vec<Algorithm>,
+    /// The `aud` every token must name.
     pub audience: String,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Reads the roles out of the verified claims.
     pub roles: RoleMapper,
 }
 
@@ -95,6 +113,7 @@ pub struct BearerVerifier {
 }
 
 impl BearerVerifier {
+    /// A verifier of tokens signed by the keys in `jwks`.
     pub fn new(jwks: Arc<Jwks>, config: VerifierConfig) -> Self {
         let validations = config
             .allowed
@@ -136,6 +155,7 @@ impl BearerVerifier {
         self
     }
 
+    /// The key set this verifier uses.
     pub fn jwks(&self) -> &Arc<Jwks> {
         &self.jwks
     }

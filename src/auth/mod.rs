@@ -19,10 +19,9 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest};
 
 use crate::plan::Plan;
-use crate::plan::access::RoleId;
+use crate::plan::roles::RoleId;
 use crate::plan::routes::{Access, RoutePlan};
-use crate::server::envelope::LogSubject;
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 use api_key::ApiKeys;
 use jwks::Jwks;
 use jwt::{BearerVerifier, Rejection, VerifierConfig};
@@ -56,6 +55,7 @@ pub struct Caller {
     pub subject: String,
     /// Roles known to the plan; unknown roles from the token are dropped.
     pub roles: Vec<RoleId>,
+    /// How the caller proved it.
     pub kind: CallerKind,
 }
 
@@ -65,14 +65,19 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 /// Why a request is not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The request carries no credentials.
     #[error("no credentials")]
     Missing,
+    /// A bearer token that does not verify.
     #[error("invalid credentials: {0}")]
     Invalid(Rejection),
+    /// Two or more credentials in one request.
     #[error("invalid credentials: several were presented")]
     Ambiguous,
+    /// An API key that is not declared.
     #[error("invalid credentials: unknown API key")]
     UnknownApiKey,
+    /// A bearer token, but no issuer is configured.
     #[error("invalid credentials: bearer tokens are not accepted (no auth.issuer)")]
     NoIssuer,
 }
@@ -101,12 +106,16 @@ impl AuthError {
 /// Why authentication could not be set up from a valid plan.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// jsonwebtoken found no crypto backend.
     #[error("jsonwebtoken has no crypto provider (enable exactly one backend)")]
     NoCryptoProvider,
+    /// The HTTP client for the issuer could not be built.
     #[error("HTTP client for the issuer: {0}")]
     Http(#[from] reqwest::Error),
+    /// The key refresher thread could not start.
     #[error("key refresher: {0}")]
     Io(#[from] std::io::Error),
+    /// The development issuer's key could not be loaded.
     #[error("development issuer: {0}")]
     Dev(String),
 }
@@ -217,7 +226,7 @@ impl Authenticator {
 /// algorithms and audience.
 fn verifier_config(
     plan: &Plan,
-    auth: &crate::plan::access::AuthPlan,
+    auth: &crate::plan::auth::AuthPlan,
     allowed: Vec<jsonwebtoken::Algorithm>,
     audience: String,
 ) -> VerifierConfig {
@@ -288,8 +297,8 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
 }
 
 /// The authentication stage of the pipeline: public routes pass untouched (credentials
-/// ignored); any other route gets its [`Caller`] (and the log's subject) in the request
-/// extensions, or a 401 problem.
+/// ignored); any other route gets its [`Caller`] in the request extensions (read later by
+/// rate limits, authorization, actions and the access log), or a 401 problem.
 pub async fn authenticate(
     auth: &Authenticator,
     route: &RoutePlan,
@@ -302,9 +311,7 @@ pub async fn authenticate(
         tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
         e.problem()
     })?;
-    let mut ext = req.extensions_mut();
-    ext.insert(LogSubject(caller.subject.clone()));
-    ext.insert(Caller::clone(&caller));
+    req.extensions_mut().insert(Caller::clone(&caller));
     Ok(())
 }
 

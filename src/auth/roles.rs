@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-use crate::plan::access::RoleId;
+use crate::plan::roles::RoleId;
 
 /// Most role names read from one token; a token listing more is not a person.
 const MAX_ROLES_READ: usize = 256;
@@ -18,6 +18,7 @@ pub struct RoleMapper {
 }
 
 impl RoleMapper {
+    /// Reads roles at the dotted claim `path`, keeping only the `known` ones.
     pub fn new(path: Vec<String>, known: impl IntoIterator<Item = RoleId>) -> Self {
         Self {
             path,

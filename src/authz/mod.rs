@@ -10,9 +10,9 @@ use actix_web::{HttpMessage, HttpRequest};
 
 use crate::auth::Caller;
 use crate::plan::Plan;
-use crate::plan::access::{Permission, RoleId, RolesPlan};
+use crate::plan::roles::{Permission, RoleId, RolesPlan};
 use crate::plan::routes::{Access, RoutePlan};
-use crate::server::problem::Problem;
+use crate::problem::Problem;
 
 /// The outcome for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,7 +47,7 @@ impl Authorizer {
             .chain(
                 plan.resources
                     .values()
-                    .flat_map(|r| r.field_permissions.values().cloned()),
+                    .flat_map(|r| r.guarded().map(|(_, p)| p.clone())),
             );
         Self::for_roles(&plan.roles, needs)
     }
@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use crate::config::RawRole;
     use crate::plan::Diagnostics;
-    use crate::plan::access::compile_roles;
+    use crate::plan::roles::compile_roles;
     use std::collections::BTreeMap;
 
     /// The roles of reference/nestflux.toml.

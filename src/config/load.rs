@@ -19,17 +19,31 @@ const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
 /// Where the configuration came from, for summaries (key names only, never values).
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSource {
+    /// The file that was read.
     pub path: PathBuf,
     /// Config keys set from the environment, e.g. `server.bind`.
     pub env_keys: Vec<String>,
 }
 
+/// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read.
     #[error("config file {path}: {reason}")]
-    File { path: PathBuf, reason: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read or parsed.
+        reason: String,
+    },
+    /// A `NESTFLUX_…_FILE` secret file could not be read.
     #[error("{var}: cannot read secret file: {reason}")]
-    SecretFile { var: String, reason: String },
+    SecretFile {
+        /// The `…_FILE` variable naming the file.
+        var: String,
+        /// Why it could not be read.
+        reason: String,
+    },
     /// One line per problem, each starting with its key path.
     #[error("{0}")]
     Parse(String),

@@ -125,19 +125,31 @@ impl Default for RawDatabase {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHeaders {
+    /// `Content-Security-Policy`.
     pub content_security_policy: Option<String>,
+    /// `Cross-Origin-Opener-Policy`.
     pub cross_origin_opener_policy: Option<String>,
+    /// `Cross-Origin-Resource-Policy`.
     pub cross_origin_resource_policy: Option<String>,
+    /// `Cross-Origin-Embedder-Policy` (not sent by default).
     pub cross_origin_embedder_policy: Option<String>,
+    /// `Origin-Agent-Cluster`.
     pub origin_agent_cluster: Option<String>,
+    /// `Referrer-Policy`.
     pub referrer_policy: Option<String>,
     /// Sent only over TLS.
     pub strict_transport_security: Option<String>,
+    /// `X-Content-Type-Options`.
     pub x_content_type_options: Option<String>,
+    /// `X-DNS-Prefetch-Control`.
     pub x_dns_prefetch_control: Option<String>,
+    /// `X-Download-Options`.
     pub x_download_options: Option<String>,
+    /// `X-Frame-Options`.
     pub x_frame_options: Option<String>,
+    /// `X-Permitted-Cross-Domain-Policies`.
     pub x_permitted_cross_domain_policies: Option<String>,
+    /// `X-XSS-Protection`.
     pub x_xss_protection: Option<String>,
 }
 
@@ -147,7 +159,9 @@ pub struct RawHeaders {
 pub struct RawCors {
     /// Allowed origins, e.g. `https://app.example.com`; `"*"` allows any (never with credentials).
     pub origins: Vec<String>,
+    /// Methods allowed on cross-origin requests.
     pub methods: Vec<String>,
+    /// Request headers allowed on cross-origin requests.
     pub headers: Vec<String>,
     /// Response headers the browser may read.
     pub expose_headers: Vec<String>,
@@ -229,6 +243,7 @@ pub struct RawApiKey {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDevIssuer {
+    /// Turn the development issuer on (`nestflux token`). Refused in production.
     pub enabled: bool,
 }
 
@@ -236,6 +251,7 @@ pub struct RawDevIssuer {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSession {
+    /// The OIDC client id.
     #[serde(deserialize_with = "lenient::string")]
     pub client_id: String,
     /// Secret of a confidential client; set it through `NESTFLUX_AUTH__SESSION__CLIENT_SECRET(_FILE)`.
@@ -243,9 +259,12 @@ pub struct RawSession {
     #[serde(skip_serializing)]
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub client_secret: Option<String>,
+    /// The callback URL registered with the provider.
     pub redirect_url: String,
+    /// A session unused this long ends, e.g. `"30m"`.
     #[serde(deserialize_with = "lenient::string")]
     pub idle_timeout: String,
+    /// A session ends this long after login whatever its use, e.g. `"12h"`.
     #[serde(deserialize_with = "lenient::string")]
     pub absolute_timeout: String,
     /// Send the session cookie without `Secure` (plain HTTP). Refused in production.
@@ -295,8 +314,11 @@ pub struct RawRateLimits {
 pub struct RawRatePolicy {
     /// `ip`, `user` (falls back to ip for anonymous callers) or `api_key`.
     pub key: Option<String>,
+    /// Requests per second.
     pub per_second: Option<u32>,
+    /// Requests per minute.
     pub per_minute: Option<u32>,
+    /// Requests per hour.
     pub per_hour: Option<u32>,
     /// Requests allowed at once above the steady rate.
     pub burst: Option<u32>,
@@ -323,32 +345,51 @@ pub struct RawField {
     /// Name of another schema this field has the shape of.
     #[serde(rename = "ref")]
     pub reference: Option<String>,
+    /// A new record may leave the field out.
     pub optional: bool,
+    /// `null` is a value of the field.
     pub nullable: bool,
+    /// Value filled in when a new record leaves the field out.
     #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<toml::Value>,
+    /// Shown in the OpenAPI document.
     pub description: Option<String>,
     // string
+    /// Shortest string, in characters.
     pub min_length: Option<u64>,
+    /// Longest string, in characters.
     pub max_length: Option<u64>,
+    /// Regular expression the string must match somewhere (anchor it with `^…$`), as in JSON Schema.
     pub pattern: Option<String>,
     /// email | uri | uuid | date | date-time | ipv4 | ipv6
     pub format: Option<String>,
+    /// Trim surrounding whitespace before checking and storing.
     pub trim: bool,
     // integer / number
+    /// Smallest allowed value.
     pub min: Option<f64>,
+    /// Largest allowed value.
     pub max: Option<f64>,
+    /// Values must be greater than this.
     pub exclusive_min: Option<f64>,
+    /// Values must be less than this.
     pub exclusive_max: Option<f64>,
+    /// Values must be a multiple of this.
     pub multiple_of: Option<f64>,
     // enum
+    /// The allowed values of an `enum`.
     pub values: Option<Vec<String>>,
     // array
+    /// The element of an `array`.
     pub items: Option<Box<RawField>>,
+    /// Fewest elements.
     pub min_items: Option<u64>,
+    /// Most elements.
     pub max_items: Option<u64>,
+    /// Elements must all differ.
     pub unique: bool,
     // object
+    /// The fields of an inline `object`.
     pub fields: Option<BTreeMap<String, RawField>>,
     /// Objects refuse unknown keys unless `strict = false`.
     pub strict: Option<bool>,
@@ -374,11 +415,13 @@ pub struct RawResource {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRoute {
+    /// HTTP method in uppercase, e.g. `GET`.
     pub method: String,
     /// Path with `{param}` segments, e.g. `/api/notes/{id}`.
     pub path: String,
     /// `health`, `whoami`, `audit`, or with a resource: `list`, `get`, `create`, `update`, `delete`.
     pub action: String,
+    /// The `[resources]` entry the action works on.
     pub resource: Option<String>,
     /// Anyone may call.
     pub public: bool,
@@ -388,5 +431,6 @@ pub struct RawRoute {
     pub permission: Option<String>,
     /// Name of a `[rate_limits]` policy applied after authentication.
     pub rate_limit: Option<String>,
+    /// Summary of the operation in the OpenAPI document.
     pub summary: Option<String>,
 }

@@ -29,8 +29,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// Associated data of one stored value: `resource/field/row id`.
 #[derive(Debug, Clone, Copy)]
 pub struct Aad<'a> {
+    /// The resource (table) name.
     pub resource: &'a str,
+    /// The field name.
     pub field: &'a str,
+    /// The row id.
     pub id: &'a str,
 }
 

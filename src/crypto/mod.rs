@@ -1,5 +1,6 @@
 //! Encryption at rest: the key ring, the `nf1` field format bound to resource, field and
-//! row, HMAC blind indexes for equality filters, and key rotation.
+//! row, and HMAC blind indexes for equality filters. Rotating stored rows to a new key is
+//! the store's job (`store::rotate`); this module knows keys and values, never tables.
 //!
 //! ```text
 //! NESTFLUX_ENCRYPTION__KEYS="k2:<base64 32 bytes>,k1:<base64 32 bytes>"
@@ -11,7 +12,6 @@
 //! the middle of a rotation still serves every row.
 
 mod keys;
-pub mod rotate;
 
 pub use keys::{Aad, FORMAT, KeyRing, generate_key, kid_of};
 
@@ -26,10 +26,16 @@ pub enum CryptoError {
     Malformed,
     /// A stored value sealed under a key the ring does not hold.
     #[error("the stored value needs key \"{kid}\", which is not in NESTFLUX_ENCRYPTION__KEYS")]
-    UnknownKey { kid: String },
+    UnknownKey {
+        /// The key id the value names.
+        kid: String,
+    },
     /// Authentication failed: wrong key, or a value moved from another row or field.
     #[error("the stored value does not decrypt with key \"{kid}\" for this row and field")]
-    Decrypt { kid: String },
+    Decrypt {
+        /// The key id tried.
+        kid: String,
+    },
     /// The operating system gave no randomness.
     #[error("no randomness from the operating system: {0}")]
     Random(String),

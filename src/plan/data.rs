@@ -1,19 +1,24 @@
 //! Compiles `[database]`, `[encryption]` and `[resources]`: where data lives, the key ring's
-//! shape, and which fields are encrypted, indexed and guarded by field permissions.
+//! shape, and per resource field what the store, the actions and OpenAPI must do with it
+//! (encrypted, blind-indexed, guarded by a permission, sortable, filterable), decided once.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use super::Profile;
-use super::access::{Permission, is_name};
-use super::diag::Diagnostics;
+use super::diag::{Diagnostic, Diagnostics};
+use super::is_name;
+use super::roles::Permission;
 use crate::config::{RawDatabase, RawEncryption, RawField, RawResource};
+use crate::validate::{CompiledField, FieldType, Schemas};
 
 /// Where data lives. The PostgreSQL URL may carry a password and stays out of `Debug`.
 #[derive(Clone)]
 pub enum DatabaseUrl {
+    /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL URL (may hold a password).
     Postgres(String),
 }
 
@@ -26,13 +31,18 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// `[database]`, checked.
 #[derive(Debug, Clone)]
 pub struct DatabasePlan {
+    /// Where data lives.
     pub url: DatabaseUrl,
+    /// Connections in the pool.
     pub pool_size: u32,
+    /// How long to wait for a connection or a lock before answering 503.
     pub busy_timeout: std::time::Duration,
 }
 
+/// Checks `[database]`; the URL is never echoed (it may hold a password).
 pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan {
     let url = if let Some(path) = raw.url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -84,6 +94,7 @@ pub struct EncryptionPlan {
     pub ring: Option<std::sync::Arc<crate::crypto::KeyRing>>,
 }
 
+/// Checks the shape of `NESTFLUX_ENCRYPTION__KEYS` and loads the key ring.
 pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> EncryptionPlan {
     let Some(keys) = raw.and_then(|e| e.keys.as_deref()) else {
         return EncryptionPlan::default();
@@ -102,6 +113,9 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
     }
 }
 
+/// Columns the server sets on every record; a schema cannot declare a field of these names.
+pub const SERVER_COLUMNS: [&str; 4] = ["id", "owner", "created_at", "updated_at"];
+
 /// Table names NestFlux keeps for itself.
 pub const RESERVED_TABLE_PREFIX: &str = "nestflux_";
 
@@ -109,20 +123,141 @@ pub const RESERVED_TABLE_PREFIX: &str = "nestflux_";
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ResourceName(pub String);
 
+/// Items a list returns when the request names no `limit`.
+pub const DEFAULT_LIMIT: usize = 50;
+
+/// The largest `limit` a list accepts.
+pub const MAX_LIMIT: usize = 200;
+
+/// Query parameters of a list that are not filters: a field with one of these names cannot
+/// be filtered on by equality.
+pub const LIST_CONTROLS: [&str; 3] = ["limit", "cursor", "sort"];
+
 /// `[resources.NAME]`, checked against its schema.
 #[derive(Debug, Clone)]
 pub struct ResourcePlan {
+    /// The resource's name, also its table's.
     pub name: ResourceName,
+    /// The schema of one record.
     pub schema: String,
+    /// Rows record the subject who created them (`:own` permissions apply).
     pub owner: bool,
-    pub encrypted: Vec<String>,
-    pub blind_index: Vec<String>,
-    pub field_permissions: BTreeMap<String, Permission>,
+    /// One entry per schema field, ordered by name like the schema's fields.
+    pub fields: Vec<FieldPlan>,
+    /// What a list request may ask for.
+    pub list: ListPlan,
 }
 
+/// What the plan decided about one field of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPlan {
+    /// The field's name (also its column's).
+    pub name: String,
+    /// The field's type, which decides its column's type.
+    pub ty: FieldType,
+    /// Stored as `nf1:` ciphertext bound to resource, field and row.
+    pub encrypted: bool,
+    /// Encrypted and also indexed by an HMAC, so `?field=value` can filter on it.
+    pub blind_index: bool,
+    /// The permission needed to read or write the field (`field_permissions`).
+    pub permission: Option<Permission>,
+    /// A list may sort by it: one scalar value that is never NULL, readable by every
+    /// caller of the list, and not encrypted.
+    pub sortable: bool,
+    /// `?field=value` may filter a list on it: a scalar, and if encrypted only through its
+    /// blind index (equality on an HMAC).
+    pub filterable: bool,
+}
+
+impl FieldPlan {
+    fn new(f: &CompiledField, r: &RawResource, permission: Option<Permission>) -> Self {
+        let name = f.name();
+        let encrypted = r.encrypted.iter().any(|e| e == name);
+        let blind_index = encrypted && r.blind_index.iter().any(|e| e == name);
+        // Never sort by a field some readers may not see: the order itself, and the cursor
+        // that carries the last value, would reveal it.
+        let sortable = f.is_scalar()
+            && !f.is_optional()
+            && !f.is_nullable()
+            && !encrypted
+            && permission.is_none();
+        let filterable =
+            f.is_scalar() && (!encrypted || blind_index) && !LIST_CONTROLS.contains(&name);
+        Self {
+            name: name.to_string(),
+            ty: f.field_type(),
+            encrypted,
+            blind_index,
+            permission,
+            sortable,
+            filterable,
+        }
+    }
+}
+
+/// The list rules of one resource, compiled once for the action and for OpenAPI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPlan {
+    /// Items returned without `limit`.
+    pub default_limit: usize,
+    /// The largest `limit` accepted.
+    pub max_limit: usize,
+    /// What `sort` may name: `id`, `created_at`, `updated_at`, then the sortable fields.
+    pub sortable: Vec<String>,
+}
+
+impl ListPlan {
+    fn new(fields: &[FieldPlan]) -> Self {
+        let mut sortable: Vec<String> = ["id", "created_at", "updated_at"]
+            .map(String::from)
+            .to_vec();
+        sortable.extend(fields.iter().filter(|f| f.sortable).map(|f| f.name.clone()));
+        Self {
+            default_limit: DEFAULT_LIMIT,
+            max_limit: MAX_LIMIT,
+            sortable,
+        }
+    }
+
+    /// Whether `sort` may name `field`.
+    pub fn can_sort(&self, field: &str) -> bool {
+        self.sortable.iter().any(|s| s == field)
+    }
+}
+
+impl ResourcePlan {
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&FieldPlan> {
+        self.fields
+            .binary_search_by(|f| f.name.as_str().cmp(name))
+            .ok()
+            .and_then(|i| self.fields.get(i))
+    }
+
+    /// The permission guarding field `name`, if any.
+    pub fn permission(&self, name: &str) -> Option<&Permission> {
+        self.field(name).and_then(|f| f.permission.as_ref())
+    }
+
+    /// The guarded fields and their permissions, ordered by field name.
+    pub fn guarded(&self) -> impl Iterator<Item = (&str, &Permission)> {
+        self.fields
+            .iter()
+            .filter_map(|f| f.permission.as_ref().map(|p| (f.name.as_str(), p)))
+    }
+
+    /// Whether any field is encrypted.
+    pub fn has_encrypted(&self) -> bool {
+        self.fields.iter().any(|f| f.encrypted)
+    }
+}
+
+/// Checks every `[resources.NAME]` against its (raw and compiled) schema and decides each
+/// field's [`FieldPlan`].
 pub fn compile_resources(
     raw: &BTreeMap<String, RawResource>,
     schemas: &BTreeMap<String, BTreeMap<String, RawField>>,
+    compiled: &Schemas,
     encryption: &EncryptionPlan,
     profile: Profile,
     d: &mut Diagnostics,
@@ -188,27 +323,36 @@ pub fn compile_resources(
             }
         }
         if !r.encrypted.is_empty() && encryption.key_ids.is_empty() {
-            if profile == Profile::Production {
-                d.error(
+            d.refuse_in_production(
+                profile,
+                Diagnostic::new(
                     format!("{path}.encrypted"),
                     "encrypted fields are declared but NESTFLUX_ENCRYPTION__KEYS is not set",
-                );
-            } else {
-                d.warn(
+                ),
+                Diagnostic::new(
                     format!("{path}.encrypted"),
                     "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource answer 503 until it is",
-                );
-            }
+                ),
+            );
         }
+        let fields: Vec<FieldPlan> = compiled
+            .get(&r.schema)
+            .map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| FieldPlan::new(f, r, field_permissions.remove(f.name())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let list = ListPlan::new(&fields);
         out.insert(
             ResourceName(name.clone()),
             ResourcePlan {
                 name: ResourceName(name.clone()),
                 schema: r.schema.clone(),
                 owner: r.owner,
-                encrypted: r.encrypted.clone(),
-                blind_index: r.blind_index.clone(),
-                field_permissions,
+                fields,
+                list,
             },
         );
     }

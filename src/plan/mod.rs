@@ -3,12 +3,15 @@
 //! Every error is gathered with the path of its key before anything runs; warnings are
 //! returned beside the plan. The server is only ever assembled from a `Plan`.
 
-pub mod access;
+pub mod auth;
+pub mod cors;
 pub mod data;
 pub mod diag;
-pub mod http;
-pub mod limits;
+pub mod headers;
+pub mod ratelimit;
+pub mod roles;
 pub mod routes;
+pub mod server;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -16,17 +19,22 @@ use std::collections::BTreeMap;
 pub use diag::{Diagnostic, Diagnostics};
 
 use crate::config::RawConfig;
-use access::{AuthPlan, RolesPlan};
+use auth::AuthPlan;
+use cors::CorsPlan;
 use data::{DatabasePlan, EncryptionPlan, ResourceName, ResourcePlan};
-use http::{CorsPlan, HeadersPlan, ServerPlan};
-use limits::RateLimitsPlan;
+use headers::HeadersPlan;
+use ratelimit::RateLimitsPlan;
+use roles::RolesPlan;
 use routes::{Action, RoutePlan};
+use server::ServerPlan;
 
 /// `NESTFLUX_PROFILE`: production turns warnings about insecure choices into errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
+    /// Insecure choices are warnings (the default).
     #[default]
     Development,
+    /// Insecure choices are errors.
     Production,
 }
 
@@ -42,6 +50,7 @@ impl Profile {
         }
     }
 
+    /// `development` or `production`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Development => "development",
@@ -53,37 +62,52 @@ impl Profile {
 /// The checked, typed configuration the server is built from.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The profile the plan was compiled under.
     pub profile: Profile,
+    /// Listening socket, limits and TLS.
     pub server: ServerPlan,
+    /// Where data lives.
     pub database: DatabasePlan,
+    /// The secure header set.
     pub headers: HeadersPlan,
+    /// The CORS policy, when `[cors]` is declared.
     pub cors: Option<CorsPlan>,
+    /// Identity: issuer, dev issuer, sessions, API keys.
     pub auth: Option<AuthPlan>,
+    /// Each role's permissions, inheritance resolved.
     pub roles: RolesPlan,
+    /// Rate-limit policies and their backend.
     pub rate_limits: RateLimitsPlan,
+    /// The key ring for encrypted fields.
     pub encryption: EncryptionPlan,
+    /// Compiled validators, by schema name.
     pub schemas: crate::validate::Schemas,
+    /// Declared resources and their per-field facts.
     pub resources: BTreeMap<ResourceName, ResourcePlan>,
+    /// The route table, in file order.
     pub routes: Vec<RoutePlan>,
+    /// Warnings found while compiling.
     pub warnings: Vec<Diagnostic>,
 }
 
 /// Compilation failed: every error, plus the warnings found on the way.
 #[derive(Debug)]
 pub struct CompileErrors {
+    /// Every error.
     pub errors: Vec<Diagnostic>,
+    /// Every warning.
     pub warnings: Vec<Diagnostic>,
 }
 
 /// Compiles the raw configuration, gathering every error.
 pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors> {
     let mut d = Diagnostics::default();
-    let server = http::compile_server(&raw.server, &mut d);
-    let headers = http::compile_headers(&raw.headers, server.tls.is_some(), &mut d);
+    let server = server::compile_server(&raw.server, &mut d);
+    let headers = headers::compile_headers(&raw.headers, server.tls.is_some(), &mut d);
     let cors = raw
         .cors
         .as_ref()
-        .map(|c| http::compile_cors(c, profile, &mut d));
+        .map(|c| cors::compile_cors(c, profile, &mut d));
     let database = data::compile_database(&raw.database, &mut d);
     if database.busy_timeout >= server.request_timeout {
         d.error(
@@ -94,13 +118,19 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
     let auth = raw
         .auth
         .as_ref()
-        .map(|a| access::compile_auth(a, &raw.roles, profile, &mut d));
-    let roles = access::compile_roles(&raw.roles, &mut d);
-    let rate_limits = limits::compile_rate_limits(&raw.rate_limits, &mut d);
+        .map(|a| auth::compile_auth(a, &raw.roles, profile, &mut d));
+    let roles = roles::compile_roles(&raw.roles, &mut d);
+    let rate_limits = ratelimit::compile_rate_limits(&raw.rate_limits, &mut d);
     let encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
     let schemas = crate::validate::compile_schemas(&raw.schemas, &mut d);
-    let resources =
-        data::compile_resources(&raw.resources, &raw.schemas, &encryption, profile, &mut d);
+    let resources = data::compile_resources(
+        &raw.resources,
+        &raw.schemas,
+        &schemas,
+        &encryption,
+        profile,
+        &mut d,
+    );
     let cx = routes::RouteContext {
         resources: &resources,
         limits: &rate_limits,
@@ -148,7 +178,10 @@ impl Plan {
         if self.auth.as_ref().is_some_and(|a| a.session.is_some()) {
             note("auth.session".into(), "browser login");
         }
-        if matches!(self.rate_limits.backend, limits::LimitBackend::Redis { .. }) {
+        if matches!(
+            self.rate_limits.backend,
+            ratelimit::LimitBackend::Redis { .. }
+        ) {
             note("rate_limits.backend".into(), "the redis rate-limit backend");
         }
         for r in &self.routes {
@@ -162,5 +195,23 @@ impl Plan {
             }
         }
         out
+    }
+}
+
+/// Lowercase identifier used for role, policy, resource and permission segment names.
+pub fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && s.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// True for `localhost` and loopback IP literals.
+pub fn is_loopback_host(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }

@@ -5,22 +5,31 @@ use std::fmt;
 
 use actix_web::http::Method;
 
-use super::access::{AuthPlan, Permission, RolesPlan};
+use super::auth::AuthPlan;
 use super::data::{ResourceName, ResourcePlan};
 use super::diag::Diagnostics;
-use super::limits::{PolicyName, RateLimitsPlan};
+use super::ratelimit::{PolicyName, RateLimitsPlan};
+use super::roles::{Permission, RolesPlan};
 use crate::config::RawRoute;
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Liveness and readiness.
     Health,
+    /// The caller's identity.
     Whoami,
+    /// The audit log.
     Audit,
+    /// A page of a resource's records.
     List,
+    /// One record.
     Get,
+    /// A new record.
     Create,
+    /// Changes to one record.
     Update,
+    /// Removes one record.
     Delete,
     /// Serves the OpenAPI document of the plan.
     OpenApi,
@@ -42,6 +51,7 @@ impl Action {
         })
     }
 
+    /// The action's name in the file.
     pub fn name(self) -> &'static str {
         match self {
             Self::Health => "health",
@@ -87,8 +97,11 @@ impl Action {
 /// Who may call a route: exactly one, declared; there is no default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
+    /// Anyone; credentials are ignored.
     Public,
+    /// Any authenticated caller.
     Authenticated,
+    /// Callers whose roles grant this permission.
     Permission(Permission),
 }
 
@@ -107,25 +120,37 @@ impl fmt::Display for Access {
 pub struct RoutePlan {
     /// Position in the file, for messages: `routes[3]`.
     pub index: usize,
+    /// The HTTP method.
     pub method: Method,
     /// Actix path pattern, e.g. `/api/notes/{id}`.
     pub path: String,
+    /// What the route does.
     pub action: Action,
+    /// The resource it works on, for resource actions.
     pub resource: Option<ResourceName>,
+    /// Who may call it.
     pub access: Access,
+    /// The policy counted after authentication, if any.
     pub rate_limit: Option<PolicyName>,
     /// Schema of the JSON body, for create and update.
     pub body_schema: Option<String>,
+    /// Summary for the OpenAPI document.
     pub summary: Option<String>,
 }
 
+/// What routes are checked against.
 pub struct RouteContext<'a> {
+    /// Declared resources.
     pub resources: &'a BTreeMap<ResourceName, ResourcePlan>,
+    /// Rate-limit policies.
     pub limits: &'a RateLimitsPlan,
+    /// Identity sources, when `[auth]` is declared.
     pub auth: Option<&'a AuthPlan>,
+    /// Roles, to warn about permissions no role grants.
     pub roles: &'a RolesPlan,
 }
 
+/// Checks `[[routes]]`: method, path, action, resource, access and policy, and that no two routes collide.
 pub fn compile_routes(
     raw: &[RawRoute],
     cx: &RouteContext<'_>,

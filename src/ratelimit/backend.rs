@@ -13,6 +13,7 @@ pub struct PolicyId(pub usize);
 /// The outcome of counting one request against one bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
+    /// Whether the request may pass.
     pub allowed: bool,
     /// Requests the bucket admits right now after this one (0 when refused).
     pub remaining: u32,
@@ -25,6 +26,7 @@ pub struct Verdict {
 /// A backend that could not decide (a lost Redis connection, …).
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The policy id is not one of the backend's.
     #[error("no rate-limit policy #{0}")]
     UnknownPolicy(usize),
 }

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use super::backend::Verdict;
 
+/// Name of the `RateLimit` field.
 pub const RATELIMIT: &str = "ratelimit";
+/// Name of the `RateLimit-Policy` field.
 pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
 
 /// An sf-string: `"name"` with `"` and `\` escaped (policy names are plain already).

@@ -3,11 +3,12 @@
 use std::net::IpAddr;
 
 use crate::auth::{Caller, CallerKind};
-use crate::plan::limits::LimitKey;
+use crate::plan::ratelimit::LimitKey;
 
 /// The key of one bucket within one policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BucketKey {
+    /// An IPv4 client.
     V4(u32),
     /// An IPv6 client by its /64: one host commonly owns a whole /64, so a finer key would
     /// hand it 2^64 buckets.

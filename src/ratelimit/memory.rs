@@ -23,7 +23,7 @@ use governor::{Quota, RateLimiter};
 
 use super::backend::{Backend, BackendError, PolicyId, Verdict};
 use super::key::BucketKey;
-use crate::plan::limits::RatePolicy;
+use crate::plan::ratelimit::RatePolicy;
 
 /// Keys one policy holds at most: 45–75 bytes each (`bench/ratelimit.rs`), so a policy
 /// never holds more than about 15 MiB.
@@ -284,7 +284,7 @@ impl ShrinkableKeyedStateStore<BucketKey> for CappedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::limits::{LimitKey, PolicyName};
+    use crate::plan::ratelimit::{LimitKey, PolicyName};
     use governor::clock::FakeRelativeClock;
 
     fn policy(name: &str, per_second: u32, burst: u32) -> RatePolicy {

@@ -15,8 +15,8 @@ use actix_web::{Error, HttpMessage, HttpRequest, web};
 use super::{Applied, BucketKey, ClientIp, RateLimits};
 use crate::auth::Caller;
 use crate::plan::routes::RoutePlan;
-use crate::server::problem::Problem;
-use crate::server::{AppState, request_id};
+use crate::problem::Problem;
+use crate::request_id;
 
 /// The policies that counted this request, in order.
 #[derive(Debug, Default)]
@@ -28,15 +28,14 @@ pub async fn global<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(limits) = req.app_data::<web::Data<RateLimits>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let limits = &state.limits;
     if limits.is_empty() {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     if let Some(policy) = limits.global() {
-        let ip = client_ip_of(limits, req.request());
+        let ip = client_ip_of(&limits, req.request());
         match limits.check(policy, &BucketKey::ip(ip)).await {
             Ok(applied) => record(req.request(), applied),
             Err(refusal) => {

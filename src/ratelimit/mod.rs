@@ -35,8 +35,8 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 use crate::plan::Plan;
-use crate::plan::limits::{LimitKey, PolicyName, RateLimitsPlan};
-use crate::server::problem::Problem;
+use crate::plan::ratelimit::{LimitKey, PolicyName, RateLimitsPlan};
+use crate::problem::Problem;
 
 pub use backend::{Backend, BackendError, PolicyId, Verdict};
 pub use client_ip::ClientIp;
@@ -100,6 +100,7 @@ impl<B: Backend> RateLimits<B> {
         self.policies.is_empty()
     }
 
+    /// The backend holding the buckets.
     pub fn backend(&self) -> &B {
         &self.backend
     }
@@ -192,13 +193,16 @@ impl<B: Backend> RateLimits<B> {
 /// One policy that counted a request, with its `RateLimit` item.
 #[derive(Debug, Clone)]
 pub struct Applied {
+    /// The policy that counted.
     pub policy: PolicyId,
+    /// Its `RateLimit` item, e.g. `"writes";r=9;t=6`.
     pub item: String,
 }
 
 /// A request the limiter will not let through.
 #[derive(Debug)]
 pub struct Refusal {
+    /// The answer: 429, or 503 when the backend cannot decide.
     pub problem: Problem,
     /// The refusing policy's state, for the `RateLimit` fields (none if it could not decide).
     pub applied: Option<Applied>,

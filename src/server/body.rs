@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::problem::Problem;
+use crate::problem::Problem;
 
 /// Reads and parses the body. `Ok(None)` when the request has none.
 pub async fn read(

@@ -11,14 +11,12 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
 
-use super::AppState;
-use super::problem::{Problem, is_problem};
-use super::request_id;
+use crate::actions::AppState;
+use crate::auth::Caller;
+use crate::problem::{Problem, is_problem};
+use crate::request_id;
 
-/// The authenticated subject of a request, set by the authentication stage, for the log.
-#[derive(Debug, Clone)]
-pub struct LogSubject(pub String);
-
+/// The outermost middleware: request id, timeout, problem+json for every error, secure headers and one access-log line.
 pub async fn envelope<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
@@ -95,8 +93,8 @@ pub async fn envelope<B: MessageBody + 'static>(
     let subject = res
         .request()
         .extensions()
-        .get::<LogSubject>()
-        .map(|s| s.0.clone());
+        .get::<Caller>()
+        .map(|c| c.subject.clone());
     log(
         &method,
         &route,

@@ -6,8 +6,6 @@
 pub mod body;
 pub mod envelope;
 pub mod json;
-pub mod problem;
-pub mod request_id;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -22,20 +20,26 @@ use futures_util::FutureExt;
 
 use crate::plan::Plan;
 use crate::plan::routes::RoutePlan;
-use problem::Problem;
+use crate::problem::Problem;
+use crate::request_id;
 
-pub use state::{AppState, StartError};
+pub use state::StartError;
+
+use crate::actions::AppState;
 
 /// Runs the server until SIGINT/SIGTERM, then drains in-flight requests.
 pub async fn run(plan: Plan) -> Result<(), StartError> {
     let plan = Arc::new(plan);
-    let state = web::Data::new(AppState::build(plan.clone())?);
+    let state = web::Data::new(state::build(plan.clone())?);
     let app_plan = plan.clone();
+    // The global rate limit reads only its own state.
+    let limits = web::Data::from(state.limits.clone());
     let redirect_state = state.clone();
     let mut server = HttpServer::new(move || {
         let cors = app_plan.cors.as_ref();
         App::new()
             .app_data(state.clone())
+            .app_data(limits.clone())
             .configure(|cfg| routes(cfg, &app_plan))
             .default_service(web::to(not_found))
             .wrap(from_fn(crate::ratelimit::middleware::global))
@@ -159,7 +163,7 @@ async fn handle(
     // Pipeline after routing, in the order of BRIEF §3: authentication → route rate limit →
     // authorization → validation of path, query and body → action.
     let work = async {
-        // Authentication: `Caller` and `LogSubject` into the extensions, or 401.
+        // Authentication: the `Caller` into the extensions, or 401.
         crate::auth::authenticate(&state.auth, &route, &req).await?;
         // Route rate limit: after authentication, which puts the `Caller` it keys by.
         crate::ratelimit::middleware::route(&state.limits, &route, &req).await?;
@@ -203,7 +207,7 @@ mod tests {
         };
         let res = guarded(work, "rid-1", "/x").await;
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(problem::is_problem(&res));
+        assert!(crate::problem::is_problem(&res));
         let body = actix_web::body::to_bytes(res.into_body())
             .await
             .unwrap_or_default();

@@ -8,18 +8,7 @@ use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 
 use super::StoreError;
-
-/// A value bound to a placeholder, typed by its column (a NULL is typed too, which
-/// PostgreSQL requires).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Text(Option<String>),
-    Int(Option<i64>),
-    Real(Option<f64>),
-    Bool(Option<bool>),
-    /// JSON text for an array or object column.
-    Json(Option<String>),
-}
+use super::dialect::Bind;
 
 #[derive(QueryableByName)]
 struct JsonRow {
@@ -27,24 +16,31 @@ struct JsonRow {
     j: String,
 }
 
+/// A column of a table, as the database reports it.
 #[derive(QueryableByName)]
 pub struct ColumnRow {
+    /// The column's name.
     #[diesel(sql_type = Text)]
     pub name: String,
+    /// Its declared type.
     #[diesel(sql_type = Text)]
     pub ty: String,
 }
 
 /// A borrowed diesel connection of either backend.
 pub enum Raw<'a> {
+    /// An SQLite connection.
     Sqlite(&'a mut SqliteConnection),
+    /// A PostgreSQL connection.
     #[cfg(feature = "postgres")]
     Pg(&'a mut diesel::pg::PgConnection),
 }
 
 /// A pooled connection of either backend.
 pub enum Conn {
+    /// A pooled SQLite connection.
     Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    /// A pooled PostgreSQL connection.
     #[cfg(feature = "postgres")]
     Pg(PooledConnection<ConnectionManager<diesel::pg::PgConnection>>),
 }
@@ -162,6 +158,7 @@ impl Conn {
         .map_err(StoreError::from)
     }
 
+    /// Whether this is a PostgreSQL connection.
     pub fn is_postgres(&self) -> bool {
         !matches!(self, Conn::Sqlite(_))
     }

@@ -6,42 +6,26 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::ddl::{Kind, Table, index_column, quote};
-use super::{Bind, Conn, StoreError, now};
+use super::dialect::{Bind, Kind, json_row, pair, placeholder, quote, to_bind};
+use super::table::{Table, index_column};
+use super::{Conn, StoreError, now};
 use crate::crypto::{Aad, CryptoError, KeyRing};
-
-/// `?` on SQLite, `$n` on PostgreSQL (with a cast for JSON columns).
-pub fn placeholder(pg: bool, n: usize, kind: Kind) -> String {
-    match (pg, kind) {
-        (false, _) => "?".into(),
-        (true, Kind::Json) => format!("${n}::jsonb"),
-        (true, _) => format!("${n}"),
-    }
-}
-
-/// A validated JSON value as a bind of its column's type.
-pub fn to_bind(kind: Kind, v: &Value) -> Bind {
-    match (kind, v) {
-        (_, Value::Null) => kind.null(),
-        (Kind::Text, Value::String(s)) => Bind::Text(Some(s.clone())),
-        (Kind::Int, v) => Bind::Int(v.as_i64()),
-        (Kind::Real, v) => Bind::Real(v.as_f64()),
-        (Kind::Bool, v) => Bind::Bool(v.as_bool()),
-        (Kind::Json, v) => Bind::Json(Some(v.to_string())),
-        (Kind::Text, v) => Bind::Text(Some(v.to_string())),
-    }
-}
 
 /// A position in a sorted list, handed to clients as an opaque string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
+    /// The sort column.
     pub sort: String,
+    /// Whether the sort is descending.
     pub desc: bool,
+    /// The sort column's value in the last row.
     pub value: Value,
+    /// The id of the last row (the tie-breaker).
     pub id: String,
 }
 
 impl Cursor {
+    /// The opaque text handed to clients.
     pub fn encode(&self) -> String {
         let raw = json!({ "s": self.sort, "d": self.desc, "v": self.value, "i": self.id });
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
@@ -74,14 +58,18 @@ pub struct ListQuery {
     pub filters: Vec<(String, Value)>,
     /// Sort column (`id` by default) and direction.
     pub sort: String,
+    /// Descending order.
     pub desc: bool,
+    /// Most rows in the page.
     pub limit: usize,
+    /// Continue after this position.
     pub after: Option<Cursor>,
 }
 
 /// The SQL of one resource, built once from the plan.
 #[derive(Debug, Clone)]
 pub struct Resource {
+    /// The resource's table.
     pub table: Table,
     pg: bool,
     /// The expression rendering a row as JSON text.
@@ -91,6 +79,7 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// The SQL of `table` for the given dialect.
     pub fn new(table: Table, pg: bool) -> Self {
         let mut parts = vec![("id", Kind::Text)];
         if table.owner {
@@ -109,6 +98,11 @@ impl Resource {
         }
     }
 
+    /// Whether the SQL is PostgreSQL's.
+    pub(super) fn pg(&self) -> bool {
+        self.pg
+    }
+
     /// The key ring for the encrypted fields (built once, shared by every resource).
     pub fn with_keys(mut self, ring: Option<Arc<KeyRing>>) -> Self {
         self.ring = ring;
@@ -117,10 +111,10 @@ impl Resource {
 
     /// True when the resource has encrypted fields but no key ring: its routes must refuse.
     pub fn keys_missing(&self) -> bool {
-        !self.table.encrypted.is_empty() && self.ring.is_none()
+        self.table.has_encrypted() && self.ring.is_none()
     }
 
-    fn ring(&self) -> Result<&KeyRing, StoreError> {
+    pub(super) fn ring(&self) -> Result<&KeyRing, StoreError> {
         self.ring.as_deref().ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "resources.{}: encryption keys are not configured",
@@ -129,7 +123,7 @@ impl Resource {
         })
     }
 
-    fn crypto_error(&self, field: &str, id: &str, e: CryptoError) -> StoreError {
+    pub(super) fn crypto_error(&self, field: &str, id: &str, e: CryptoError) -> StoreError {
         // The message names the row, field and key id; never the stored text.
         StoreError::Corrupt(format!("{}.{field} of row {id}: {e}", self.table.name))
     }
@@ -177,7 +171,7 @@ impl Resource {
     fn reveal(&self, text: &str) -> Result<Value, StoreError> {
         let mut row: Value =
             serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if self.table.encrypted.is_empty() {
+        if !self.table.has_encrypted() {
             return Ok(row);
         }
         let id = row
@@ -186,7 +180,7 @@ impl Resource {
             .unwrap_or_default()
             .to_string();
         if let Some(map) = row.as_object_mut() {
-            for field in &self.table.encrypted {
+            for field in self.table.encrypted() {
                 if let Some(Value::String(stored)) = map.get(field) {
                     let aad = Aad {
                         resource: &self.table.name,
@@ -197,14 +191,14 @@ impl Resource {
                         .ring()?
                         .open(&aad, stored)
                         .map_err(|e| self.crypto_error(field, &id, e))?;
-                    map.insert(field.clone(), Value::String(plain));
+                    map.insert(field.to_string(), Value::String(plain));
                 }
             }
         }
         Ok(row)
     }
 
-    fn ph(&self, n: usize, kind: Kind) -> String {
+    pub(super) fn ph(&self, n: usize, kind: Kind) -> String {
         placeholder(self.pg, n, kind)
     }
 
@@ -264,7 +258,7 @@ impl Resource {
             cols.push(quote(&c.name));
             binds.push(self.field_bind(&id, &c.name, c.kind, doc.get(&c.name))?);
         }
-        for f in &self.table.blind_index {
+        for f in self.table.blind_indexed() {
             cols.push(quote(&index_column(f)));
             binds.push(self.index_bind(f, doc.get(f))?);
         }
@@ -272,11 +266,10 @@ impl Resource {
         binds.push(Bind::Text(Some(stamp.clone())));
         cols.push(quote("updated_at"));
         binds.push(Bind::Text(Some(stamp)));
-        let kinds = self.kinds_of(&binds);
-        let values: Vec<String> = kinds
+        let values: Vec<String> = binds
             .iter()
             .enumerate()
-            .map(|(i, k)| self.ph(i + 1, *k))
+            .map(|(i, b)| self.ph(i + 1, b.kind()))
             .collect();
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
@@ -339,6 +332,7 @@ impl Resource {
         })
     }
 
+    /// Deletes one row (of `owner` when given).
     pub fn delete(&self, conn: &mut Conn, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
         let (cond, binds) = self.by_id(1, id, owner);
         let sql = format!("DELETE FROM {} WHERE {cond}", quote(&self.table.name));
@@ -444,154 +438,4 @@ impl Resource {
         };
         Ok((items, next))
     }
-
-    /// Re-encrypts up to `limit` rows not yet wholly on the active key (values and blind
-    /// indexes) in one transaction; returns how many rows it rewrote (0: done). Values
-    /// stored before the field was declared encrypted (no `nf1:` prefix) are sealed too.
-    /// Idempotent: a rerun after a crash only sees the rows still stale.
-    pub fn rotate_batch(&self, conn: &mut Conn, limit: usize) -> Result<usize, StoreError> {
-        if self.table.encrypted.is_empty() {
-            return Ok(0);
-        }
-        let ring = self.ring()?;
-        let value_prefix = format!("{}:{}:", crate::crypto::FORMAT, ring.active_kid());
-        let index_prefix = format!("{}:", ring.active_kid());
-        let mut binds = Vec::new();
-        let mut stale = Vec::new();
-        for f in &self.table.encrypted {
-            let col = quote(f);
-            binds.push(Bind::Text(Some(value_prefix.clone())));
-            stale.push(format!(
-                "({col} IS NOT NULL AND substr({col}, 1, {}) <> {})",
-                value_prefix.len(),
-                self.ph(binds.len(), Kind::Text)
-            ));
-        }
-        for f in &self.table.blind_index {
-            let (col, idx) = (quote(f), quote(&index_column(f)));
-            binds.push(Bind::Text(Some(index_prefix.clone())));
-            stale.push(format!(
-                "({col} IS NOT NULL AND ({idx} IS NULL OR substr({idx}, 1, {}) <> {}))",
-                index_prefix.len(),
-                self.ph(binds.len(), Kind::Text)
-            ));
-            stale.push(format!("({col} IS NULL AND {idx} IS NOT NULL)"));
-        }
-        binds.push(Bind::Int(Some(limit as i64)));
-        let mut exprs = vec![pair(self.pg, "id", Kind::Text)];
-        exprs.extend(
-            self.table
-                .encrypted
-                .iter()
-                .map(|f| pair(self.pg, f, Kind::Text)),
-        );
-        let object = json_row(self.pg, &exprs);
-        // FOR UPDATE: a PATCH landing between this read and the rewrite would otherwise be
-        // overwritten with the old value (SQLite's BEGIN IMMEDIATE already excludes it).
-        let sql = format!(
-            "SELECT {object} AS j FROM {} WHERE {} ORDER BY {} LIMIT {}{}",
-            quote(&self.table.name),
-            stale.join(" OR "),
-            quote("id"),
-            self.ph(binds.len(), Kind::Int),
-            if self.pg { " FOR UPDATE" } else { "" }
-        );
-        conn.transaction(|c| {
-            let rows = c.query_json(&sql, &binds)?;
-            for text in &rows {
-                let row: Value =
-                    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
-                let mut sets = Vec::new();
-                let mut up = Vec::new();
-                for f in &self.table.encrypted {
-                    let Some(stored) = row.get(f).and_then(Value::as_str) else {
-                        if self.table.is_blind_indexed(f) {
-                            sets.push(format!("{} = NULL", quote(&index_column(f))));
-                        }
-                        continue;
-                    };
-                    let aad = Aad {
-                        resource: &self.table.name,
-                        field: f,
-                        id,
-                    };
-                    let plain = match ring.open(&aad, stored) {
-                        Ok(p) => p,
-                        Err(CryptoError::Malformed) if crate::crypto::kid_of(stored).is_none() => {
-                            stored.to_string()
-                        }
-                        Err(e) => return Err(self.crypto_error(f, id, e)),
-                    };
-                    up.push(Bind::Text(Some(
-                        ring.seal(&aad, &plain)
-                            .map_err(|e| self.crypto_error(f, id, e))?,
-                    )));
-                    sets.push(format!("{} = {}", quote(f), self.ph(up.len(), Kind::Text)));
-                    if self.table.is_blind_indexed(f) {
-                        up.push(Bind::Text(Some(ring.blind_index(
-                            &self.table.name,
-                            f,
-                            &plain,
-                        ))));
-                        sets.push(format!(
-                            "{} = {}",
-                            quote(&index_column(f)),
-                            self.ph(up.len(), Kind::Text)
-                        ));
-                    }
-                }
-                if sets.is_empty() {
-                    continue;
-                }
-                up.push(Bind::Text(Some(id.to_string())));
-                let sql = format!(
-                    "UPDATE {} SET {} WHERE {} = {}",
-                    quote(&self.table.name),
-                    sets.join(", "),
-                    quote("id"),
-                    self.ph(up.len(), Kind::Text)
-                );
-                c.execute(&sql, &up)?;
-            }
-            Ok(rows.len())
-        })
-    }
-
-    fn kinds_of(&self, binds: &[Bind]) -> Vec<Kind> {
-        binds
-            .iter()
-            .map(|b| match b {
-                Bind::Text(_) => Kind::Text,
-                Bind::Int(_) => Kind::Int,
-                Bind::Real(_) => Kind::Real,
-                Bind::Bool(_) => Kind::Bool,
-                Bind::Json(_) => Kind::Json,
-            })
-            .collect()
-    }
-}
-
-/// The database renders a row as JSON text from `'name', <expr>` pairs.
-fn json_row(pg: bool, pairs: &[String]) -> String {
-    if pg {
-        format!("json_build_object({})::text", pairs.join(", "))
-    } else {
-        format!("json_object({})", pairs.join(", "))
-    }
-}
-
-/// `'name', <expr>` rendering one column as JSON.
-fn pair(pg: bool, name: &str, kind: Kind) -> String {
-    let col = quote(name);
-    let expr = match (pg, kind) {
-        (false, Kind::Bool) => {
-            format!(
-                "CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END"
-            )
-        }
-        (false, Kind::Json) => format!("json({col})"),
-        _ => col,
-    };
-    format!("'{name}', {expr}")
 }

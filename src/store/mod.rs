@@ -4,12 +4,28 @@
 //! SQL text is built only from the compiled plan (identifiers validated at compile time);
 //! request values are always bound parameters. Blocking database work runs on actix's
 //! blocking pool, never on the async workers.
+//!
+//! ```text
+//! dialect   Kind, Bind, placeholders, quoting, row-as-JSON: the only SQLite/PostgreSQL switch
+//! table     a declared resource as columns, from the plan
+//! ddl       create and extend tables, refuse destructive drift      (dialect, table)
+//! crud      get, list, create, update, delete of one resource       (dialect, table)
+//! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
+//! users     the users table; dev_keys: the development issuer's keys
+//! open      the one way `serve`, `migrate` and `keys rotate` open a database
+//! ```
 
 pub mod conn;
 pub mod crud;
 pub mod ddl;
+pub mod dev_keys;
+pub mod dialect;
+pub mod rotate;
+pub mod table;
 pub mod users;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -17,14 +33,19 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use conn::{Bind, Conn};
+pub use conn::Conn;
+pub use dialect::Bind;
 
-use crate::plan::data::{DatabasePlan, DatabaseUrl};
+use crate::plan::Plan;
+use crate::plan::data::{DatabasePlan, DatabaseUrl, ResourceName};
+use crud::Resource;
+use table::Table;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 #[cfg(feature = "postgres")]
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
+/// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database is down, locked past the timeout, or the pool is exhausted: 503.
@@ -180,6 +201,7 @@ impl Store {
         })
     }
 
+    /// Whether the database is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         !matches!(self.pools, Pools::Sqlite(_))
     }
@@ -210,15 +232,52 @@ fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> 
 }
 
 /// The tables of every declared resource, from the plan.
-pub fn tables(plan: &crate::plan::Plan) -> Vec<ddl::Table> {
+pub fn tables(plan: &Plan) -> Vec<Table> {
     plan.resources
         .values()
         .filter_map(|r| {
             plan.schemas
                 .get(&r.schema)
-                .map(|s| ddl::Table::new(r, s.clone()))
+                .map(|s| Table::new(r, s.clone()))
         })
         .collect()
+}
+
+/// A database opened for a plan: what `serve`, `migrate` and `keys rotate` all start from.
+pub struct Opened {
+    /// The connection pool.
+    pub store: Store,
+    /// Each declared resource's table and SQL, with the key ring.
+    pub resources: BTreeMap<ResourceName, Arc<Resource>>,
+    /// The internal migrations applied now.
+    pub migrations: Vec<String>,
+    /// The declared-resource changes applied now (tables created, fields added).
+    pub changes: Vec<String>,
+}
+
+/// Opens the database, applies the internal migrations and the declared-resource DDL
+/// (refusing destructive drift), and compiles each resource's SQL.
+pub fn open(plan: &Plan) -> Result<Opened, StoreError> {
+    let (store, migrations) = Store::open(&plan.database)?;
+    let tables = tables(plan);
+    let changes = ddl::sync(&mut store.conn()?, &tables)?;
+    let pg = store.is_postgres();
+    let resources = tables
+        .into_iter()
+        .map(|t| {
+            let ring = plan.encryption.ring.clone();
+            (
+                ResourceName(t.name.clone()),
+                Arc::new(Resource::new(t, pg).with_keys(ring)),
+            )
+        })
+        .collect();
+    Ok(Opened {
+        store,
+        resources,
+        migrations,
+        changes,
+    })
 }
 
 /// Current time as RFC 3339 UTC with microseconds: fixed width, so text order is time order.

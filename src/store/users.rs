@@ -2,21 +2,26 @@
 //! email and name when the token carries them, first and last seen); later sightings
 //! refresh it.
 
-use super::{Bind, Conn, StoreError, now};
+use super::dialect::{Bind, Kind, placeholder};
+use super::{Conn, StoreError, now};
 
 /// What a verified token says about its subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sighting {
+    /// The token's `iss`.
     pub issuer: String,
+    /// The token's `sub`.
     pub subject: String,
+    /// The `email` claim, when present.
     pub email: Option<String>,
+    /// The `name` claim, when present.
     pub name: Option<String>,
 }
 
 /// Inserts or refreshes the subject's row.
 pub fn record(conn: &mut Conn, s: &Sighting) -> Result<(), StoreError> {
     let pg = conn.is_postgres();
-    let ph = |n: usize| crate::store::crud::placeholder(pg, n, crate::store::ddl::Kind::Text);
+    let ph = |n: usize| placeholder(pg, n, Kind::Text);
     let sql = format!(
         "INSERT INTO nestflux_users (issuer, subject, email, name, first_seen, last_seen) \
          VALUES ({}, {}, {}, {}, {}, {}) \

@@ -12,6 +12,7 @@ use super::{
     StringRules, instance,
 };
 use crate::config::RawField;
+use crate::plan::data::SERVER_COLUMNS;
 use crate::plan::diag::Diagnostics;
 
 /// Largest compiled program a `pattern` may produce, so a pathological regex cannot eat
@@ -273,7 +274,7 @@ impl Compiler<'_, '_> {
                     &field_path,
                     "a field name must match [a-z_][a-z0-9_]{0,62} (it becomes a column name)",
                 );
-            } else if top && crate::store::ddl::SERVER_COLUMNS.contains(&name.as_str()) {
+            } else if top && SERVER_COLUMNS.contains(&name.as_str()) {
                 self.diags.error(
                     &field_path,
                     format!("`{name}` is set by the server on every record and cannot be declared"),

@@ -6,12 +6,19 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// A `format` a string field may declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// `email`: a pragmatic email address check.
     Email,
+    /// `uri`: an absolute URI.
     Uri,
+    /// `uuid`: a hyphenated UUID.
     Uuid,
+    /// `date`: an RFC 3339 full date.
     Date,
+    /// `date-time`: an RFC 3339 timestamp.
     DateTime,
+    /// `ipv4`: a dotted-quad address.
     Ipv4,
+    /// `ipv6`: an IPv6 address.
     Ipv6,
 }
 

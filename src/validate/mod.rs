@@ -150,12 +150,19 @@ impl Schema {
 /// The type of a field as later stages see it (a `ref` field is an `Object`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {
+    /// `string`.
     String,
+    /// `integer`.
     Integer,
+    /// `number`.
     Number,
+    /// `boolean`.
     Boolean,
+    /// `enum`: one of declared strings.
     Enum,
+    /// `array`.
     Array,
+    /// `object` (inline or `ref`).
     Object,
 }
 

@@ -3,6 +3,7 @@
 use actix_web::HttpMessage;
 use actix_web::dev::ServiceRequest;
 
+/// The header that carries the id, in requests and responses.
 pub const HEADER: &str = "x-request-id";
 
 /// The request's id, stored in the request extensions for every later stage.

@@ -5,21 +5,26 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
+/// The media type of every error body.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// An error answer. Its `detail` is written for the caller and never carries internals.
 #[derive(Debug, Clone)]
 pub struct Problem {
+    /// The HTTP status.
     pub status: StatusCode,
     /// Stable slug, published as `type: "urn:nestflux:problem:<slug>"`.
     pub slug: &'static str,
+    /// What went wrong, for the caller.
     pub detail: String,
     /// Validation errors: `[{pointer, code, message}]`.
     pub errors: Option<Vec<Value>>,
+    /// Headers sent with the problem (`WWW-Authenticate`, `Retry-After`, `Allow`, …).
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
+    /// A problem with `status`, the `slug` of its type and a `detail` for the caller.
     pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
             status,
@@ -30,11 +35,13 @@ impl Problem {
         }
     }
 
+    /// Adds a header to the response.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
     }
 
+    /// 404: nothing is served at this path.
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -54,10 +61,12 @@ impl Problem {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
 
+    /// 400 with the given detail.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
     }
 
+    /// 500 that says nothing about the cause (the log has it).
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

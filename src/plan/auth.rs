@@ -1,227 +1,15 @@
-//! Compiles `[auth]` and `[roles]`: the issuer policy, permissions as types, and each role's
-//! closure over inheritance (cycles refused).
+//! Compiles `[auth]`: the issuer policy (asymmetric algorithms only, HTTPS issuers, an
+//! audience), API keys by hash, the development issuer and browser sessions. Enforced by
+//! `auth`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::Profile;
-use super::diag::Diagnostics;
-use super::http::is_loopback_host;
-use super::units;
+use super::diag::{Diagnostic, Diagnostics};
+use super::roles::RoleId;
+use super::{Profile, is_loopback_host, is_name, units};
 use crate::config::{RawApiKey, RawAuth, RawRole};
-
-/// One segment of a permission: a name or `*`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Segment {
-    Any,
-    Name(String),
-}
-
-impl Segment {
-    fn covers(&self, other: &Segment) -> bool {
-        match (self, other) {
-            (Segment::Any, _) => true,
-            (Segment::Name(a), Segment::Name(b)) => a == b,
-            (Segment::Name(_), Segment::Any) => false,
-        }
-    }
-}
-
-/// `resource:action[:own]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Permission {
-    pub resource: Segment,
-    pub action: Segment,
-    /// Limited to rows the caller owns.
-    pub own: bool,
-}
-
-impl Permission {
-    /// Parses `notes:read`, `notes:update:own`, `notes:*`, `*:*`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let seg = |s: &str| -> Result<Segment, String> {
-            if s == "*" {
-                Ok(Segment::Any)
-            } else if is_name(s) {
-                Ok(Segment::Name(s.to_string()))
-            } else {
-                Err(format!(
-                    "`{text}` is not a permission: segments are lowercase names or `*` (resource:action[:own])"
-                ))
-            }
-        };
-        match parts.as_slice() {
-            [r, a] => Ok(Self {
-                resource: seg(r)?,
-                action: seg(a)?,
-                own: false,
-            }),
-            [r, a, "own"] => Ok(Self {
-                resource: seg(r)?,
-                action: seg(a)?,
-                own: true,
-            }),
-            _ => Err(format!(
-                "`{text}` is not a permission of the form resource:action[:own]"
-            )),
-        }
-    }
-
-    /// Whether holding `self` satisfies a route that requires `need` (which has no `:own`).
-    /// Returns `Some(true)` when only the caller's own rows are covered.
-    pub fn grants(&self, need: &Permission) -> Option<bool> {
-        (self.resource.covers(&need.resource) && self.action.covers(&need.action))
-            .then_some(self.own)
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let seg = |s: &Segment| match s {
-            Segment::Any => "*".to_string(),
-            Segment::Name(n) => n.clone(),
-        };
-        write!(f, "{}:{}", seg(&self.resource), seg(&self.action))?;
-        if self.own {
-            f.write_str(":own")?;
-        }
-        Ok(())
-    }
-}
-
-/// Lowercase identifier used for role, policy, resource and permission segment names.
-pub fn is_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && s.len() <= 63
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
-/// A role name from the file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RoleId(pub String);
-
-/// Every role with the full set of permissions it grants, inheritance resolved.
-#[derive(Debug, Clone, Default)]
-pub struct RolesPlan {
-    pub closures: BTreeMap<RoleId, BTreeSet<Permission>>,
-}
-
-impl RolesPlan {
-    /// Every permission granted by any role.
-    pub fn all_granted(&self) -> impl Iterator<Item = &Permission> {
-        self.closures.values().flatten()
-    }
-}
-
-pub fn compile_roles(raw: &BTreeMap<String, RawRole>, d: &mut Diagnostics) -> RolesPlan {
-    let mut direct: BTreeMap<&str, BTreeSet<Permission>> = BTreeMap::new();
-    for (name, role) in raw {
-        let path = format!("roles.{name}");
-        if !is_name(name) {
-            d.error(
-                &path,
-                "role names are lowercase letters, digits, `_` or `-`, starting with a letter",
-            );
-        }
-        let mut set = BTreeSet::new();
-        for (i, p) in role.permissions.iter().enumerate() {
-            match Permission::parse(p) {
-                Ok(p) => {
-                    set.insert(p);
-                }
-                Err(e) => d.error(format!("{path}.permissions[{i}]"), e),
-            }
-        }
-        for (i, parent) in role.inherits.iter().enumerate() {
-            if !raw.contains_key(parent) {
-                d.error(
-                    format!("{path}.inherits[{i}]"),
-                    format!("no role named \"{parent}\""),
-                );
-            } else if parent == name {
-                d.error(
-                    format!("{path}.inherits[{i}]"),
-                    "a role cannot inherit itself",
-                );
-            }
-        }
-        if role.permissions.is_empty() && role.inherits.is_empty() {
-            d.warn(&path, "grants no permission");
-        }
-        direct.insert(name, set);
-    }
-
-    // Inheritance cycles: depth-first search reporting each cycle once.
-    let mut state: BTreeMap<&str, u8> = BTreeMap::new(); // 1 = on stack, 2 = done
-    let mut reported = BTreeSet::new();
-    for name in raw.keys() {
-        let mut stack = Vec::new();
-        find_cycles(name, raw, &mut state, &mut stack, &mut reported, d);
-    }
-
-    let mut closures = BTreeMap::new();
-    for name in raw.keys() {
-        let mut seen = BTreeSet::new();
-        let mut todo = vec![name.as_str()];
-        let mut perms = BTreeSet::new();
-        while let Some(r) = todo.pop() {
-            if !seen.insert(r) {
-                continue;
-            }
-            if let Some(set) = direct.get(r) {
-                perms.extend(set.iter().cloned());
-            }
-            if let Some(role) = raw.get(r) {
-                todo.extend(role.inherits.iter().map(String::as_str));
-            }
-        }
-        closures.insert(RoleId(name.clone()), perms);
-    }
-    RolesPlan { closures }
-}
-
-fn find_cycles<'a>(
-    name: &'a str,
-    raw: &'a BTreeMap<String, RawRole>,
-    state: &mut BTreeMap<&'a str, u8>,
-    stack: &mut Vec<&'a str>,
-    reported: &mut BTreeSet<Vec<&'a str>>,
-    d: &mut Diagnostics,
-) {
-    match state.get(name) {
-        Some(2) => return,
-        Some(1) => {
-            if let Some(start) = stack.iter().position(|r| *r == name) {
-                let mut cycle: Vec<&str> = stack[start..].to_vec();
-                let mut key = cycle.clone();
-                key.sort();
-                if cycle.len() > 1 && reported.insert(key) {
-                    cycle.push(name);
-                    d.error(
-                        format!("roles.{}.inherits", cycle[0]),
-                        format!("inheritance cycle: {}", cycle.join(" → ")),
-                    );
-                }
-            }
-            return;
-        }
-        _ => {}
-    }
-    state.insert(name, 1);
-    stack.push(name);
-    if let Some(role) = raw.get(name) {
-        for parent in &role.inherits {
-            if let Some((k, _)) = raw.get_key_value(parent) {
-                find_cycles(k, raw, state, stack, reported, d);
-            }
-        }
-    }
-    stack.pop();
-    state.insert(name, 2);
-}
 
 /// Signature algorithms NestFlux verifies. HS* is absent on purpose: a shared secret with an
 /// OIDC issuer lets anyone holding it mint tokens, and `none` is no signature at all.
@@ -234,12 +22,17 @@ pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
 pub struct AuthPlan {
     /// The OIDC issuer, when bearer tokens from a provider are accepted.
     pub issuer: Option<url::Url>,
+    /// The `aud` tokens must name (required with an issuer).
     pub audience: Option<String>,
+    /// Signature algorithms accepted: asymmetric only.
     pub algorithms: Vec<String>,
     /// `realm_access.roles` → `["realm_access", "roles"]`.
     pub roles_claim: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Whether the development issuer is on.
     pub dev_issuer: bool,
+    /// Browser login, when declared.
     pub session: Option<SessionPlan>,
     /// Declared API keys, by name.
     pub api_keys: Vec<ApiKeyPlan>,
@@ -248,8 +41,11 @@ pub struct AuthPlan {
 /// `[auth.api_keys.NAME]`, checked: the SHA-256 of the key and the roles it carries.
 #[derive(Debug, Clone)]
 pub struct ApiKeyPlan {
+    /// The key's name, from `[auth.api_keys.NAME]`.
     pub name: String,
+    /// SHA-256 of the key.
     pub sha256: [u8; 32],
+    /// Roles of the key's caller.
     pub roles: Vec<RoleId>,
 }
 
@@ -319,10 +115,15 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
 /// `[auth.session]`, checked. The client secret stays out of `Debug`.
 #[derive(Clone)]
 pub struct SessionPlan {
+    /// The OIDC client id.
     pub client_id: String,
+    /// The client secret of a confidential client.
     pub client_secret: Option<String>,
+    /// The callback URL.
     pub redirect_url: url::Url,
+    /// Idle time after which a session ends.
     pub idle_timeout: Duration,
+    /// Time after login at which a session ends.
     pub absolute_timeout: Duration,
     /// Cookie without `Secure` (plain-HTTP redirect URL): development only.
     pub insecure_cookie: bool,
@@ -341,6 +142,7 @@ impl fmt::Debug for SessionPlan {
     }
 }
 
+/// Checks `[auth]`: issuer, audience, algorithms, roles claim, leeway, dev issuer, session and API keys.
 pub fn compile_auth(
     raw: &RawAuth,
     roles: &BTreeMap<String, RawRole>,
@@ -357,20 +159,16 @@ pub fn compile_auth(
         };
         match u.scheme() {
             "https" => {}
-            "http" if is_loopback_host(&u) => {
-                if profile == Profile::Production {
-                    d.error("auth.issuer", "a plain-HTTP issuer is refused in production; use https://");
-                } else {
-                    d.warn("auth.issuer", "plain-HTTP issuer on loopback: fine for local providers and tests only");
-                }
-            }
-            "http" if raw.dangerous_allow_http_issuer => {
-                if profile == Profile::Production {
-                    d.error("auth.dangerous_allow_http_issuer", "refused in production");
-                } else {
-                    d.warn("auth.dangerous_allow_http_issuer", "token keys are fetched over plain HTTP: anyone on the path can forge identities");
-                }
-            }
+            "http" if is_loopback_host(&u) => d.refuse_in_production(
+                profile,
+                Diagnostic::new("auth.issuer", "a plain-HTTP issuer is refused in production; use https://"),
+                Diagnostic::new("auth.issuer", "plain-HTTP issuer on loopback: fine for local providers and tests only"),
+            ),
+            "http" if raw.dangerous_allow_http_issuer => d.refuse_in_production(
+                profile,
+                Diagnostic::new("auth.dangerous_allow_http_issuer", "refused in production"),
+                Diagnostic::new("auth.dangerous_allow_http_issuer", "token keys are fetched over plain HTTP: anyone on the path can forge identities"),
+            ),
             "http" => d.error(
                 "auth.issuer",
                 "must be https:// (plain HTTP lets anyone on the path swap the signing keys); loopback http:// is allowed outside production",
@@ -436,14 +234,17 @@ pub fn compile_auth(
     };
     let dev_issuer = raw.dev.as_ref().is_some_and(|dev| dev.enabled);
     if dev_issuer {
-        if profile == Profile::Production {
-            d.error("auth.dev.enabled", "the development issuer is refused in production: anyone with shell access could mint tokens");
-        } else {
-            d.warn(
+        d.refuse_in_production(
+            profile,
+            Diagnostic::new(
+                "auth.dev.enabled",
+                "the development issuer is refused in production: anyone with shell access could mint tokens",
+            ),
+            Diagnostic::new(
                 "auth.dev.enabled",
                 "development token issuer is on (refused under NESTFLUX_PROFILE=production)",
-            );
-        }
+            ),
+        );
     }
     let session = raw.session.as_ref().and_then(|s| {
         if issuer.is_none() {
@@ -471,14 +272,14 @@ pub fn compile_auth(
         let plain_http = redirect_url.scheme() == "http";
         let insecure_cookie = plain_http || s.dangerous_insecure_cookie;
         if insecure_cookie {
-            if profile == Profile::Production {
-                d.error(
+            d.refuse_in_production(
+                profile,
+                Diagnostic::new(
                     "auth.session.redirect_url",
                     "plain-HTTP session cookies are refused in production: serve the callback over https://",
-                );
-            } else {
-                d.warn("auth.session", "session cookie without `Secure` (plain HTTP): development only");
-            }
+                ),
+                Diagnostic::new("auth.session", "session cookie without `Secure` (plain HTTP): development only"),
+            );
         }
         Some(SessionPlan {
             client_id: s.client_id.clone(),
@@ -504,10 +305,6 @@ pub fn compile_auth(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> Permission {
-        Permission::parse(s).unwrap()
-    }
 
     #[test]
     fn api_keys_are_declared_by_hash_with_known_roles() {
@@ -539,19 +336,5 @@ mod tests {
         let ci = plans.iter().find(|p| p.name == "ci").unwrap();
         assert_eq!(ci.sha256, [0xab; 32]);
         assert_eq!(ci.roles, [RoleId("viewer".into())]);
-    }
-
-    #[test]
-    fn permission_matching() {
-        assert_eq!(p("notes:*").grants(&p("notes:read")), Some(false));
-        assert_eq!(p("notes:update:own").grants(&p("notes:update")), Some(true));
-        assert_eq!(p("*:*").grants(&p("audit:read")), Some(false));
-        assert_eq!(p("notes:read").grants(&p("notes:update")), None);
-        assert_eq!(p("notes:read").grants(&p("audit:read")), None);
-        assert!(Permission::parse("notes").is_err());
-        assert!(Permission::parse("notes:read:mine").is_err());
-        assert!(Permission::parse("Notes:read").is_err());
-        assert!(Permission::parse("notes::read").is_err());
-        assert_eq!(p("notes:update:own").to_string(), "notes:update:own");
     }
 }

@@ -1,37 +1,42 @@
-//! Compiles `[server]`, `[headers]` and `[cors]`: listening socket, limits, TLS material,
-//! the secure header set and the CORS policy.
+//! Compiles `[server]`: listening socket, body and time limits, trusted proxies and the TLS
+//! material (loaded here, so `check` reports a bad certificate). Enforced by `server`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::Method;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::Profile;
 use super::diag::Diagnostics;
 use super::units;
-use crate::config::{RawCors, RawHeaders, RawServer, RawTls};
+use crate::config::{RawServer, RawTls};
 
 /// `[server]`, checked.
 #[derive(Debug, Clone)]
 pub struct ServerPlan {
+    /// Socket address to listen on.
     pub bind: SocketAddr,
+    /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Time to read a request and answer it.
     pub request_timeout: Duration,
+    /// Time in-flight requests get on shutdown.
     pub shutdown_timeout: Duration,
     /// 0: one worker per core.
     pub workers: usize,
+    /// Proxies whose forwarded headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// HTTPS, when `[server.tls]` is declared.
     pub tls: Option<TlsPlan>,
 }
 
 /// TLS material, loaded and parsed at compile time so `check` reports a bad certificate.
 #[derive(Clone)]
 pub struct TlsPlan {
+    /// The certificate file, for messages.
     pub cert: PathBuf,
+    /// The rustls configuration (certificate chain and key loaded).
     pub config: Arc<rustls::ServerConfig>,
     /// The optional plain-HTTP listener that redirects to HTTPS.
     pub redirect: Option<RedirectPlan>,
@@ -41,6 +46,7 @@ pub struct TlsPlan {
 /// every request there is sent to with 308.
 #[derive(Debug, Clone)]
 pub struct RedirectPlan {
+    /// Where the plain-HTTP listener binds.
     pub bind: SocketAddr,
     /// `https://host[:port]`, without a trailing slash.
     pub origin: String,
@@ -57,6 +63,7 @@ impl std::fmt::Debug for TlsPlan {
 
 const MAX_BODY_LIMIT: u64 = 1 << 30;
 
+/// Checks `[server]`, loading the TLS material.
 pub fn compile_server(raw: &RawServer, d: &mut Diagnostics) -> ServerPlan {
     let bind = raw.bind.parse().unwrap_or_else(|_| {
         d.error(
@@ -259,212 +266,4 @@ fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
         config: Arc::new(config),
         redirect: None,
     })
-}
-
-/// The secure header set added to every response, errors and 404s included.
-#[derive(Debug, Clone, Default)]
-pub struct HeadersPlan {
-    /// Sent on every response.
-    pub always: Vec<(HeaderName, HeaderValue)>,
-    /// `Strict-Transport-Security`, sent only when the server speaks TLS.
-    pub hsts: Option<HeaderValue>,
-}
-
-/// Helmet 8's defaults, header by header, keyed by the `[headers]` key that overrides each.
-pub const HELMET_DEFAULTS: &[(&str, &str, &str)] = &[
-    (
-        "content_security_policy",
-        "content-security-policy",
-        "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
-    ),
-    (
-        "cross_origin_opener_policy",
-        "cross-origin-opener-policy",
-        "same-origin",
-    ),
-    (
-        "cross_origin_resource_policy",
-        "cross-origin-resource-policy",
-        "same-origin",
-    ),
-    (
-        "cross_origin_embedder_policy",
-        "cross-origin-embedder-policy",
-        "",
-    ),
-    ("origin_agent_cluster", "origin-agent-cluster", "?1"),
-    ("referrer_policy", "referrer-policy", "no-referrer"),
-    (
-        "strict_transport_security",
-        "strict-transport-security",
-        "max-age=31536000; includeSubDomains",
-    ),
-    (
-        "x_content_type_options",
-        "x-content-type-options",
-        "nosniff",
-    ),
-    ("x_dns_prefetch_control", "x-dns-prefetch-control", "off"),
-    ("x_download_options", "x-download-options", "noopen"),
-    ("x_frame_options", "x-frame-options", "SAMEORIGIN"),
-    (
-        "x_permitted_cross_domain_policies",
-        "x-permitted-cross-domain-policies",
-        "none",
-    ),
-    ("x_xss_protection", "x-xss-protection", "0"),
-];
-
-pub fn compile_headers(raw: &RawHeaders, tls: bool, d: &mut Diagnostics) -> HeadersPlan {
-    let overrides = [
-        &raw.content_security_policy,
-        &raw.cross_origin_opener_policy,
-        &raw.cross_origin_resource_policy,
-        &raw.cross_origin_embedder_policy,
-        &raw.origin_agent_cluster,
-        &raw.referrer_policy,
-        &raw.strict_transport_security,
-        &raw.x_content_type_options,
-        &raw.x_dns_prefetch_control,
-        &raw.x_download_options,
-        &raw.x_frame_options,
-        &raw.x_permitted_cross_domain_policies,
-        &raw.x_xss_protection,
-    ];
-    let mut plan = HeadersPlan::default();
-    for ((key, name, default), over) in HELMET_DEFAULTS.iter().zip(overrides) {
-        let value = over.as_deref().unwrap_or(default);
-        if value.is_empty() {
-            continue;
-        }
-        let Ok(value) = HeaderValue::from_str(value) else {
-            d.error(
-                format!("headers.{key}"),
-                "not a valid header value (control characters?)",
-            );
-            continue;
-        };
-        let name = HeaderName::from_static(name);
-        if name == actix_web::http::header::STRICT_TRANSPORT_SECURITY {
-            if tls {
-                plan.hsts = Some(value);
-            }
-        } else {
-            plan.always.push((name, value));
-        }
-    }
-    plan
-}
-
-/// `[cors]`, checked: origins parsed so actix-cors can never fail at worker start.
-#[derive(Debug, Clone)]
-pub struct CorsPlan {
-    pub any_origin: bool,
-    pub origins: Vec<String>,
-    pub methods: Vec<Method>,
-    pub headers: Vec<HeaderName>,
-    pub expose_headers: Vec<HeaderName>,
-    pub credentials: bool,
-    pub max_age: Option<Duration>,
-}
-
-pub fn compile_cors(raw: &RawCors, profile: Profile, d: &mut Diagnostics) -> CorsPlan {
-    let mut any_origin = false;
-    let mut origins = Vec::new();
-    for (i, origin) in raw.origins.iter().enumerate() {
-        let path = format!("cors.origins[{i}]");
-        if origin == "*" {
-            any_origin = true;
-            continue;
-        }
-        match url::Url::parse(origin) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.path() == "/"
-                    && !origin.ends_with('/')
-                    && u.query().is_none()
-                    && u.username().is_empty() =>
-            {
-                if u.scheme() == "http" && profile == Profile::Production && !is_loopback_host(&u) {
-                    d.warn(path, format!("`{origin}` is plain HTTP"));
-                }
-                origins.push(u.origin().ascii_serialization());
-            }
-            _ => d.error(
-                path,
-                format!("`{origin}` is not an origin such as https://app.example.com (scheme, host, optional port; no path)"),
-            ),
-        }
-    }
-    if any_origin && raw.credentials {
-        d.error(
-            "cors.origins",
-            "\"*\" together with credentials = true would let any site act with your users' credentials; list the origins",
-        );
-    }
-    if any_origin && !origins.is_empty() {
-        d.warn(
-            "cors.origins",
-            "\"*\" makes the other listed origins redundant",
-        );
-    }
-    let mut methods = Vec::new();
-    for (i, m) in raw.methods.iter().enumerate() {
-        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-            Ok(method) if m.chars().all(|c| c.is_ascii_alphabetic()) => methods.push(method),
-            _ => d.error(
-                format!("cors.methods[{i}]"),
-                format!("`{m}` is not an HTTP method"),
-            ),
-        }
-    }
-    let headers = header_names(&raw.headers, "cors.headers", d);
-    let expose_headers = header_names(&raw.expose_headers, "cors.expose_headers", d);
-    let max_age = raw.max_age.as_ref().and_then(|t| {
-        units::duration(t)
-            .map_err(|e| d.error("cors.max_age", e))
-            .ok()
-    });
-    if let Some(age) = max_age
-        && age > Duration::from_secs(86_400)
-    {
-        d.warn(
-            "cors.max_age",
-            "browsers cap preflight caching at 2h (Chromium) or 24h (Firefox)",
-        );
-    }
-    CorsPlan {
-        any_origin,
-        origins,
-        methods,
-        headers,
-        expose_headers,
-        credentials: raw.credentials,
-        max_age,
-    }
-}
-
-fn header_names(names: &[String], path: &str, d: &mut Diagnostics) -> Vec<HeaderName> {
-    let mut out = Vec::new();
-    for (i, h) in names.iter().enumerate() {
-        match HeaderName::from_bytes(h.as_bytes()) {
-            Ok(name) => out.push(name),
-            Err(_) => d.error(
-                format!("{path}[{i}]"),
-                format!("`{h}` is not a header name"),
-            ),
-        }
-    }
-    out
-}
-
-/// True for `localhost` and loopback IP literals.
-pub fn is_loopback_host(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }

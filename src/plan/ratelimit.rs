@@ -4,16 +4,18 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::access::is_name;
 use super::diag::Diagnostics;
+use super::is_name;
 use crate::config::RawRateLimits;
 
 /// What a policy counts requests by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKey {
+    /// The client address (IPv6 by /64).
     Ip,
     /// The authenticated subject; anonymous callers fall back to their ip.
     User,
+    /// The declared API key; other callers fall back to their ip.
     ApiKey,
 }
 
@@ -24,7 +26,9 @@ pub struct PolicyName(pub String);
 /// One GCRA policy: `burst` requests at once, refilled one per `period`.
 #[derive(Debug, Clone)]
 pub struct RatePolicy {
+    /// The policy's name.
     pub name: PolicyName,
+    /// What the policy counts by.
     pub key: LimitKey,
     /// Time to replenish one request.
     pub period: Duration,
@@ -32,27 +36,39 @@ pub struct RatePolicy {
     pub quota: NonZeroU32,
     /// The declared window: 1s, 60s or 3600s.
     pub window: Duration,
+    /// Requests allowed at once.
     pub burst: NonZeroU32,
 }
 
+/// Where the buckets live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitBackend {
+    /// In this process.
     Memory,
-    Redis { url: String },
+    /// In Redis, shared by every instance.
+    Redis {
+        /// The Redis URL (may hold a password).
+        url: String,
+    },
 }
 
+/// `[rate_limits]`, checked.
 #[derive(Debug, Clone)]
 pub struct RateLimitsPlan {
+    /// Where the buckets live.
     pub backend: LimitBackend,
+    /// Every policy, by name.
     pub policies: BTreeMap<PolicyName, RatePolicy>,
 }
 
 impl RateLimitsPlan {
+    /// The policy named `global`, counted on every request before authentication.
     pub fn global(&self) -> Option<&RatePolicy> {
         self.policies.get(&PolicyName("global".into()))
     }
 }
 
+/// Checks `[rate_limits]`: backend and policies.
 pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimitsPlan {
     let backend = match raw.backend.as_deref().unwrap_or("memory") {
         "memory" => LimitBackend::Memory,
