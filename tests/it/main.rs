@@ -8,6 +8,7 @@
 // Tests may unwrap: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent;
 mod common;
 mod fixtures;
 mod oidc;
@@ -22,3 +23,4 @@ mod openapi;
 mod ratelimit;
 mod rbac;
 mod resources;
+mod sessions;
