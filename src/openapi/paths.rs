@@ -1,6 +1,7 @@
 //! One operation per route: its id, summary, who may call it, parameters, request body,
 //! success and problem responses.
 
+use actix_web::http::Method;
 use serde_json::{Map, Value, json};
 
 use super::schemas::{guard_note, own_form};
@@ -126,9 +127,12 @@ impl Builder<'_> {
             );
         };
         refer("400", "BadRequest");
+        // A write authenticated by the session cookie from a foreign origin is a 403 too.
+        let cookie_write = self.schemes.has_session()
+            && !matches!(route.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if route.access != Access::Public {
             refer("401", "Unauthorized");
-            if matches!(route.access, Access::Permission(_)) || field_guarded {
+            if matches!(route.access, Access::Permission(_)) || field_guarded || cookie_write {
                 refer("403", "Forbidden");
             }
         }

@@ -65,6 +65,11 @@ impl Schemes {
         out
     }
 
+    /// Whether the browser session's cookie is a way in.
+    pub(super) fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
     /// The `security` of a route that needs an identity: any one declared scheme.
     pub(super) fn requirement(&self) -> Value {
         let names = [

@@ -87,7 +87,9 @@ impl Agent {
     pub fn absorb(&mut self, res: &Response) {
         for c in set_cookies(res) {
             let gone = c.max_age().is_some_and(|a| a <= 0)
-                || c.attributes.to_ascii_lowercase().contains("expires=thu, 01 jan 1970");
+                || c.attributes
+                    .to_ascii_lowercase()
+                    .contains("expires=thu, 01 jan 1970");
             if gone || c.value.is_empty() {
                 self.jar.remove(&c.name);
             } else {
@@ -110,7 +112,12 @@ impl Agent {
             url = format!("{url}?return_to={encoded}");
         }
         let res = self.get(&url);
-        assert_eq!(res.status(), StatusCode::FOUND, "{}", res.text().unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            StatusCode::FOUND,
+            "{}",
+            res.text().unwrap_or_default()
+        );
         location(&res)
     }
 
@@ -147,7 +154,11 @@ impl Agent {
                 .send()
                 .expect("POST form");
             self.absorb(&res);
-            assert!(res.status().is_redirection(), "form {action}: {}", res.status());
+            assert!(
+                res.status().is_redirection(),
+                "form {action}: {}",
+                res.status()
+            );
             url = join(&action, &location(&res));
         }
         panic!("no redirect to {callback_prefix} after 20 steps");

@@ -91,7 +91,12 @@ impl Provider {
 
     /// As [`Provider::start`], with more of provider.mjs's environment (`RP_REDIRECT`,
     /// `AT_TTL`, `ROTATE_REFRESH`, `REFRESH_DELAY_MS`).
-    pub fn start_with(port: u16, keys_file: &Path, key_gen: &str, env: &[(&str, &str)]) -> Provider {
+    pub fn start_with(
+        port: u16,
+        keys_file: &Path,
+        key_gen: &str,
+        env: &[(&str, &str)],
+    ) -> Provider {
         require_node();
         let mut child = Command::new("node")
             .arg(dir().join("provider.mjs"))
@@ -135,7 +140,12 @@ impl Provider {
     /// How many successful grants of `grant_type` the provider has answered so far.
     pub fn grants(&self, grant_type: &str) -> usize {
         let line = format!("grant {grant_type}");
-        self.out.lock().unwrap().iter().filter(|l| **l == line).count()
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| **l == line)
+            .count()
     }
 
     pub fn issuer(&self) -> String {

@@ -147,11 +147,7 @@ impl Rig {
         let project = Project::new("");
         let keys_file = project.path().join("op-keys.json");
         let provider = start_provider(provider_port, &keys_file, port, &opts);
-        std::fs::write(
-            project.config(),
-            config(&opts, &provider.issuer(), port),
-        )
-        .unwrap();
+        std::fs::write(project.config(), config(&opts, &provider.issuer(), port)).unwrap();
         let server = serve(&project, port, &opts);
         Rig {
             provider: Some(provider),
@@ -210,7 +206,11 @@ impl Rig {
     }
 
     fn sessions_in_db(&self) -> i64 {
-        count(&self.opts.db, &self.project, "SELECT count(*) AS n FROM nestflux_sessions")
+        count(
+            &self.opts.db,
+            &self.project,
+            "SELECT count(*) AS n FROM nestflux_sessions",
+        )
     }
 }
 
@@ -277,12 +277,18 @@ fn count(db: &Db, project: &Project, sql: &str) -> i64 {
         Db::Sqlite => {
             let path = project.path().join("data/app.db");
             let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-            diesel::sql_query(sql).get_result::<Count>(&mut c).unwrap().n
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut c)
+                .unwrap()
+                .n
         }
         #[cfg(feature = "postgres")]
         Db::Postgres(url) => {
             let mut c = PgConnection::establish(url).unwrap();
-            diesel::sql_query(sql).get_result::<Count>(&mut c).unwrap().n
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut c)
+                .unwrap()
+                .n
         }
         #[cfg(not(feature = "postgres"))]
         Db::Postgres(_) => unreachable!(),
@@ -319,7 +325,9 @@ fn get(agent: &Agent, url: &str) -> Response {
 }
 
 fn post_note(agent: &Agent, url: &str, headers: &[(&str, &str)]) -> Response {
-    let mut req = agent.with(client().post(url)).json(&serde_json::json!({ "title": "from the browser" }));
+    let mut req = agent
+        .with(client().post(url))
+        .json(&serde_json::json!({ "title": "from the browser" }));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -343,11 +351,17 @@ fn json(res: Response) -> Value {
 fn assert_problem(res: Response, status: StatusCode, slug: &str) -> Value {
     assert_eq!(res.status(), status);
     assert_eq!(
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
     let body = json(res);
-    assert_eq!(body["type"], format!("urn:nestflux:problem:{slug}"), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:nestflux:problem:{slug}"),
+        "{body}"
+    );
     body
 }
 
@@ -385,14 +399,24 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
         json(get(&browser, &rig.url("/auth/session"))),
         serde_json::json!({ "authenticated": false })
     );
-    assert_eq!(get(&browser, &rig.url("/api/me")).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&browser, &rig.url("/api/me")).status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // Login: the provider's forms, then the callback sets the session cookie.
     let provider_url = browser.start_login(&rig.origin(), Some("/api/me?from=login"));
-    assert!(browser.jar.contains_key(LOGIN), "login cookie: {:?}", browser.jar);
+    assert!(
+        browser.jar.contains_key(LOGIN),
+        "login cookie: {:?}",
+        browser.jar
+    );
     let auth = url::Url::parse(&provider_url).unwrap();
     let params: std::collections::HashMap<_, _> = auth.query_pairs().into_owned().collect();
-    assert!(provider_url.starts_with(&rig.provider().issuer()), "{provider_url}");
+    assert!(
+        provider_url.starts_with(&rig.provider().issuer()),
+        "{provider_url}"
+    );
     assert_eq!(params["code_challenge_method"], "S256");
     assert_eq!(params["response_type"], "code");
     assert_eq!(params["client_id"], "nestflux-web");
@@ -400,24 +424,34 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     for p in ["state", "nonce", "code_challenge"] {
         assert!(params[p].len() >= 43, "{p} is not 256 bits: {}", params[p]);
     }
-    assert!(params["scope"].split(' ').any(|s| s == "openid"), "{}", params["scope"]);
+    assert!(
+        params["scope"].split(' ').any(|s| s == "openid"),
+        "{}",
+        params["scope"]
+    );
     let callback = browser.authorize(&provider_url, "admin", &rig.url("/auth/callback"));
     let res = browser.get(&callback);
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "{}", rig.server.log());
     assert_eq!(location(&res), "/api/me?from=login");
     assert_eq!(
-        res.headers().get("cache-control").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
         Some("no-store")
     );
     let cookies = set_cookies(&res);
-    let session = cookies.iter().find(|c| c.name == SESSION).expect("session cookie");
+    let session = cookies
+        .iter()
+        .find(|c| c.name == SESSION)
+        .expect("session cookie");
     assert_eq!(
-        session.attributes,
-        "Path=/; Max-Age=43200; HttpOnly; SameSite=Lax; Secure",
+        session.attributes, "Path=/; Max-Age=43200; HttpOnly; SameSite=Lax; Secure",
         "__Host- cookies need Secure and Path=/ and no Domain"
     );
     assert!(
-        cookies.iter().any(|c| c.name == LOGIN && c.max_age() == Some(0)),
+        cookies
+            .iter()
+            .any(|c| c.name == LOGIN && c.max_age() == Some(0)),
         "the login cookie is cleared: {cookies:?}"
     );
     assert!(!browser.jar.contains_key(LOGIN));
@@ -432,7 +466,10 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     assert_eq!(status["authenticated"], true);
     assert_eq!(status["subject"], "admin");
     assert_eq!(status["roles"], serde_json::json!(["admin", "user"]));
-    assert!(status["expires_at"].as_str().unwrap().ends_with('Z'), "{status}");
+    assert!(
+        status["expires_at"].as_str().unwrap().ends_with('Z'),
+        "{status}"
+    );
 
     // At rest: only the id's hash, tokens sealed with the key ring; the user is recorded.
     let id = browser.jar[SESSION].clone();
@@ -457,8 +494,17 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     );
 
     // A write from our own origin passes the CSRF check.
-    let res = post_note(&browser, &rig.url("/api/notes"), &[("origin", &rig.origin())]);
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().unwrap_or_default());
+    let res = post_note(
+        &browser,
+        &rig.url("/api/notes"),
+        &[("origin", &rig.origin())],
+    );
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().unwrap_or_default()
+    );
 
     // The access token expires: the next call refreshes it, transparently, once.
     assert_eq!(rig.refreshes(), 0);
@@ -470,14 +516,24 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     assert_eq!(rig.refreshes(), 1, "a fresh token is not refreshed again");
     // And again: the provider rotates refresh tokens, so this only works with the new one.
     sleep_until(logged_in_at + Duration::from_secs(12));
-    assert_eq!(get(&browser, &rig.url("/api/me")).status(), StatusCode::OK, "{}", rig.server.log());
+    assert_eq!(
+        get(&browser, &rig.url("/api/me")).status(),
+        StatusCode::OK,
+        "{}",
+        rig.server.log()
+    );
     assert_eq!(rig.refreshes(), 2);
 
     // Logout: deleted here, cookie cleared, sent to the provider with the hint.
     let res = logout(&mut browser, &rig, &rig.origin());
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let cleared = set_cookies(&res);
-    assert!(cleared.iter().any(|c| c.name == SESSION && c.max_age() == Some(0)), "{cleared:?}");
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.name == SESSION && c.max_age() == Some(0)),
+        "{cleared:?}"
+    );
     let end = url::Url::parse(&location(&res)).unwrap();
     assert!(end.as_str().starts_with(&rig.provider().issuer()), "{end}");
     let q: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();
@@ -486,14 +542,23 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     assert_eq!(q["client_id"], "nestflux-web");
     // The provider accepts that request (it checks the hint and the registered URI).
     let page = client().get(end.as_str()).send().unwrap();
-    assert_eq!(page.status(), StatusCode::OK, "{}", page.text().unwrap_or_default());
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "{}",
+        page.text().unwrap_or_default()
+    );
     assert_eq!(rig.sessions_in_db(), 0);
 
     // The old cookie is refused everywhere now.
     let mut stale = Agent::new();
     stale.jar.insert(SESSION.into(), id);
     let res = get(&stale, &rig.url("/api/me"));
-    assert!(set_cookies(&res).iter().any(|c| c.name == SESSION && c.max_age() == Some(0)));
+    assert!(
+        set_cookies(&res)
+            .iter()
+            .any(|c| c.name == SESSION && c.max_age() == Some(0))
+    );
     assert_problem(res, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(
         json(get(&stale, &rig.url("/auth/session"))),
@@ -586,7 +651,10 @@ fn a_wrong_nonce_is_refused() {
     let res = browser.get(&callback);
     assert!(!set_cookies(&res).iter().any(|c| c.name == SESSION));
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "login-failed");
-    assert!(body["detail"].as_str().unwrap().contains("ID token"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("ID token"),
+        "{body}"
+    );
     assert_eq!(rig.sessions_in_db(), 0);
     assert!(
         rig.server
@@ -634,7 +702,10 @@ fn login_always_issues_a_fresh_session_id() {
     assert_ne!(issued, planted);
     let mut attacker = Agent::new();
     attacker.jar.insert(SESSION.into(), planted);
-    assert_eq!(get(&attacker, &rig.url("/api/me")).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&attacker, &rig.url("/api/me")).status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(json(get(&victim, &rig.url("/api/me")))["subject"], "alice");
 
     // Logging in again replaces the session: the old id stops working.
@@ -643,7 +714,10 @@ fn login_always_issues_a_fresh_session_id() {
     assert_ne!(victim.jar[SESSION], issued);
     let mut old = Agent::new();
     old.jar.insert(SESSION.into(), issued);
-    assert_eq!(get(&old, &rig.url("/api/me")).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&old, &rig.url("/api/me")).status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(get(&victim, &rig.url("/api/me")).status(), StatusCode::OK);
     assert_eq!(rig.sessions_in_db(), 1);
 }
@@ -653,7 +727,13 @@ fn cookie_writes_need_an_allowed_origin_bearer_writes_do_not() {
     let rig = Rig::start(Opts::default());
     let mut browser = rig.logged_in("alice");
     let notes = rig.url("/api/notes");
-    let notes_in_db = || count(&rig.opts.db, &rig.project, "SELECT count(*) AS n FROM notes");
+    let notes_in_db = || {
+        count(
+            &rig.opts.db,
+            &rig.project,
+            "SELECT count(*) AS n FROM notes",
+        )
+    };
 
     for headers in [
         vec![("origin", "https://evil.example")],
@@ -700,11 +780,21 @@ fn cookie_writes_need_an_allowed_origin_bearer_writes_do_not() {
         .send()
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
-    let me = json(browser.with(client().get(rig.url("/api/me"))).bearer_auth(&token).send().unwrap());
+    let me = json(
+        browser
+            .with(client().get(rig.url("/api/me")))
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
     assert_eq!(me["kind"], "bearer");
     assert_eq!(me["subject"], "nestflux-svc");
     // A bad bearer token is not rescued by the cookie.
-    let res = browser.with(client().get(rig.url("/api/me"))).bearer_auth("a.b.c").send().unwrap();
+    let res = browser
+        .with(client().get(rig.url("/api/me")))
+        .bearer_auth("a.b.c")
+        .send()
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     // Logout is a write too.
@@ -739,7 +829,11 @@ fn concurrent_refresh_on(db: Db) {
     // Round 1: 20 requests at once to one instance (4 workers), after expiry.
     sleep_until(logged_in + Duration::from_secs(5));
     let statuses = burst(&browser, &[rig.url("/api/me")], 20);
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}\n{}", rig.server.log());
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}\n{}",
+        rig.server.log()
+    );
     assert_eq!(rig.refreshes(), 1, "{}", rig.server.log());
 
     // Round 2: 10 to each instance at once, after the new token expired too.
@@ -766,7 +860,11 @@ fn burst(agent: &Agent, urls: &[String], n: usize) -> Vec<StatusCode> {
             std::thread::spawn(move || {
                 let http = client();
                 barrier.wait();
-                http.get(url).header("cookie", cookie).send().unwrap().status()
+                http.get(url)
+                    .header("cookie", cookie)
+                    .send()
+                    .unwrap()
+                    .status()
             })
         })
         .collect();
@@ -792,7 +890,9 @@ fn idle_and_absolute_timeouts_end_sessions_and_the_sweeper_removes_them() {
             busy_ok_until = start.elapsed();
         } else {
             assert!(
-                set_cookies(&res).iter().any(|c| c.name == SESSION && c.max_age() == Some(0)),
+                set_cookies(&res)
+                    .iter()
+                    .any(|c| c.name == SESSION && c.max_age() == Some(0)),
                 "an ended session's cookie is cleared"
             );
             assert_problem(res, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -808,7 +908,10 @@ fn idle_and_absolute_timeouts_end_sessions_and_the_sweeper_removes_them() {
         busy_ok_until < Duration::from_secs(6),
         "the session outlived its absolute timeout: {busy_ok_until:?}"
     );
-    assert_eq!(get(&busy, &rig.url("/api/me")).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&busy, &rig.url("/api/me")).status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // The idle session was never used again: the sweeper removed it without any request.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -816,7 +919,10 @@ fn idle_and_absolute_timeouts_end_sessions_and_the_sweeper_removes_them() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(rig.sessions_in_db(), 0, "expired sessions are swept");
-    assert_eq!(get(&idle, &rig.url("/api/me")).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&idle, &rig.url("/api/me")).status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[test]
@@ -832,7 +938,12 @@ fn logout_during_a_refresh_in_flight_stays_logged_out() {
     let cookie = browser.cookie_header();
     let url = rig.url("/api/me");
     let in_flight = std::thread::spawn(move || {
-        client().get(url).header("cookie", cookie).send().unwrap().status()
+        client()
+            .get(url)
+            .header("cookie", cookie)
+            .send()
+            .unwrap()
+            .status()
     });
     // … while the user logs out in another tab.
     std::thread::sleep(Duration::from_millis(700));
@@ -840,10 +951,18 @@ fn logout_during_a_refresh_in_flight_stays_logged_out() {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(rig.sessions_in_db(), 0);
     // The refresh finishes at the provider, but its result does not bring the session back.
-    assert_eq!(in_flight.join().unwrap(), StatusCode::UNAUTHORIZED, "{}", rig.server.log());
+    assert_eq!(
+        in_flight.join().unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        rig.server.log()
+    );
     assert_eq!(rig.refreshes(), 1);
     assert_eq!(rig.sessions_in_db(), 0);
-    assert_eq!(get(&browser, &rig.url("/api/me")).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&browser, &rig.url("/api/me")).status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[test]
@@ -865,7 +984,9 @@ fn a_refused_refresh_ends_the_session_an_unreachable_provider_does_not() {
     rig.restart_provider();
     let res = get(&browser, &rig.url("/api/me"));
     assert!(
-        set_cookies(&res).iter().any(|c| c.name == SESSION && c.max_age() == Some(0)),
+        set_cookies(&res)
+            .iter()
+            .any(|c| c.name == SESSION && c.max_age() == Some(0)),
         "{}",
         rig.server.log()
     );
@@ -893,7 +1014,12 @@ fn without_encryption_keys_login_answers_503() {
     });
     let res = client().get(rig.url("/auth/login")).send().unwrap();
     let body = assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    assert!(body["detail"].as_str().unwrap().contains("NESTFLUX_ENCRYPTION__KEYS"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NESTFLUX_ENCRYPTION__KEYS")
+    );
     assert_eq!(
         json(client().get(rig.url("/auth/session")).send().unwrap()),
         serde_json::json!({ "authenticated": false })
@@ -926,11 +1052,14 @@ fn the_session_routes_are_listed_and_documented() {
     assert!(doc["paths"]["/auth/callback"]["get"]["responses"]["303"].is_object());
     assert!(doc["paths"]["/auth/logout"]["post"]["responses"]["403"].is_object());
     assert_eq!(
-        doc["paths"]["/auth/session"]["get"]["responses"]["200"]["content"]["application/json"]
-            ["schema"]["required"],
+        doc["paths"]["/auth/session"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["required"],
         serde_json::json!(["authenticated"])
     );
-    assert_eq!(doc["components"]["securitySchemes"]["session"]["name"], SESSION);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["name"],
+        SESSION
+    );
     // Without [auth.session] none of them exists.
     let plain = Project::new(crate::common::MINIMAL);
     let out = plain.run(&["routes"], &[]);
@@ -944,7 +1073,10 @@ fn a_declared_route_cannot_take_a_session_route() {
     let out = Project::new(&taken).run(&["check"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("GET /auth/login is the browser login's login route"), "{err}");
+    assert!(
+        err.contains("GET /auth/login is the browser login's login route"),
+        "{err}"
+    );
 }
 
 /// `nestflux check` of a session setup with `redirect_url`, extra `[auth.session]` lines
@@ -954,7 +1086,7 @@ fn check_session(redirect: &str, extra: &str, production: bool) -> (i32, String)
         "[auth]\nissuer = \"https://idp.example.com\"\naudience = \"api\"\n[auth.session]\nclient_id = \"web\"\nredirect_url = \"{redirect}\"\n{extra}\n{}",
         crate::common::MINIMAL
     );
-    let mut env = vec![];
+    let mut env = vec![("NESTFLUX_ENCRYPTION__KEYS", KEYS)];
     if production {
         env.push(("NESTFLUX_PROFILE", "production"));
     }
@@ -978,10 +1110,16 @@ fn the_cookie_follows_the_redirect_url() {
     // refused in production.
     let (code, text) = check_session("http://127.0.0.1:8080/auth/callback", "", false);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("warning: auth.session.redirect_url: plain-HTTP callback on loopback"), "{text}");
+    assert!(
+        text.contains("warning: auth.session.redirect_url: plain-HTTP callback on loopback"),
+        "{text}"
+    );
     let (code, text) = check_session("http://localhost:8080/auth/callback", "", true);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("plain-HTTP session cookies are refused in production"), "{text}");
+    assert!(
+        text.contains("plain-HTTP session cookies are refused in production"),
+        "{text}"
+    );
     // Any other plain-HTTP host needs the dangerous switch, which production refuses.
     let (code, text) = check_session("http://app.example/auth/callback", "", false);
     assert_eq!(code, 1, "{text}");
@@ -992,7 +1130,10 @@ fn the_cookie_follows_the_redirect_url() {
         false,
     );
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("warning: auth.session.dangerous_insecure_cookie"), "{text}");
+    assert!(
+        text.contains("warning: auth.session.dangerous_insecure_cookie"),
+        "{text}"
+    );
     let (code, _) = check_session(
         "http://app.example/auth/callback",
         "dangerous_insecure_cookie = true",
@@ -1022,9 +1163,16 @@ fn the_client_secret_is_refused_in_the_file() {
     let secret = ok.write("secret", "hunter2\n");
     let out = ok.run(
         &["check"],
-        &[("NESTFLUX_AUTH__SESSION__CLIENT_SECRET_FILE", secret.to_str().unwrap())],
+        &[(
+            "NESTFLUX_AUTH__SESSION__CLIENT_SECRET_FILE",
+            secret.to_str().unwrap(),
+        )],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -1039,11 +1187,24 @@ fn the_root_file_serves_dev_tokens_while_its_provider_is_down() {
         ("NESTFLUX_AUTH__ISSUER", issuer.as_str()),
     ];
     let token = project.run(&["token", "--sub", "alice", "--role", "editor"], &env);
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
     let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
     let server = project.serve(&env);
-    assert_eq!(client().get(server.url("/health")).send().unwrap().status(), StatusCode::OK);
-    let me = json(client().get(server.url("/api/me")).bearer_auth(&token).send().unwrap());
+    assert_eq!(
+        client().get(server.url("/health")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    let me = json(
+        client()
+            .get(server.url("/api/me"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
     assert_eq!(me["kind"], "dev", "{me}");
     let res = client().get(server.url("/auth/login")).send().unwrap();
     assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
