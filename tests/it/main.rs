@@ -16,6 +16,7 @@ mod regression;
 
 mod auth_attacks;
 mod auth_oidc;
+mod browser;
 mod config_check;
 mod encryption;
 mod http_core;

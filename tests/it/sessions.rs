@@ -20,14 +20,14 @@ use crate::common::{Project, Server, client};
 use crate::fixtures::Notes;
 use crate::oidc::{AUD, Provider, free_port};
 
-const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const SESSION: &str = "__Host-nestflux_session";
 const LOGIN: &str = "__Host-nestflux_login";
 const SPA: &str = "http://localhost:5173";
 
 /// Where a test's data lives.
 #[derive(Clone, Debug)]
-enum Db {
+pub enum Db {
     Sqlite,
     #[allow(dead_code)]
     Postgres(String),
@@ -35,16 +35,18 @@ enum Db {
 
 /// What a test changes in the standard setup.
 #[derive(Clone)]
-struct Opts {
-    db: Db,
-    at_ttl: u64,
-    idle: &'static str,
-    absolute: &'static str,
-    login_timeout: &'static str,
-    audience: &'static str,
-    workers: usize,
-    refresh_delay_ms: u64,
-    keys: bool,
+pub struct Opts {
+    pub db: Db,
+    pub at_ttl: u64,
+    pub idle: &'static str,
+    pub absolute: &'static str,
+    pub login_timeout: &'static str,
+    pub audience: &'static str,
+    pub workers: usize,
+    pub refresh_delay_ms: u64,
+    pub keys: bool,
+    /// Serve HTTPS (with `[server.tls]` added by the test): the callback is https://.
+    pub tls: bool,
 }
 
 impl Default for Opts {
@@ -59,6 +61,7 @@ impl Default for Opts {
             workers: 2,
             refresh_delay_ms: 0,
             keys: true,
+            tls: false,
         }
     }
 }
@@ -74,7 +77,7 @@ struct Rig {
     opts: Opts,
 }
 
-fn config(opts: &Opts, issuer: &str, port: u16) -> String {
+pub fn config(opts: &Opts, issuer: &str, port: u16) -> String {
     let db = match &opts.db {
         Db::Sqlite => "[database]\nurl = \"sqlite://data/app.db\"\n".to_string(),
         Db::Postgres(url) => format!("[database]\nurl = \"{url}\"\n"),
@@ -104,7 +107,7 @@ leeway = "1s"
 
 [auth.session]
 client_id = "nestflux-web"
-redirect_url = "http://127.0.0.1:{port}/auth/callback"
+redirect_url = "{scheme}://127.0.0.1:{port}/auth/callback"
 scopes = ["openid", "profile", "email", "roles"]
 idle_timeout = "{idle}"
 absolute_timeout = "{absolute}"
@@ -137,6 +140,7 @@ public = true
         idle = opts.idle,
         absolute = opts.absolute,
         login_timeout = opts.login_timeout,
+        scheme = if opts.tls { "https" } else { "http" },
     )
 }
 
@@ -214,8 +218,14 @@ impl Rig {
     }
 }
 
-fn start_provider(port: u16, keys_file: &std::path::Path, app_port: u16, opts: &Opts) -> Provider {
-    let redirect = format!("http://127.0.0.1:{app_port}/auth/callback");
+pub fn start_provider(
+    port: u16,
+    keys_file: &std::path::Path,
+    app_port: u16,
+    opts: &Opts,
+) -> Provider {
+    let scheme = if opts.tls { "https" } else { "http" };
+    let redirect = format!("{scheme}://127.0.0.1:{app_port}/auth/callback");
     let ttl = opts.at_ttl.to_string();
     let delay = opts.refresh_delay_ms.to_string();
     Provider::start_with(
@@ -741,6 +751,10 @@ fn cookie_writes_need_an_allowed_origin_bearer_writes_do_not() {
         vec![("origin", "http://127.0.0.1:1")],
         vec![("sec-fetch-site", "cross-site")],
         vec![("sec-fetch-site", "same-site")],
+        vec![
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
         vec![],
     ] {
         let res = post_note(&browser, &notes, &headers);
@@ -757,17 +771,20 @@ fn cookie_writes_need_an_allowed_origin_bearer_writes_do_not() {
             .status(),
         StatusCode::OK
     );
-    // Our own origin, a listed CORS origin, or same-origin fetch metadata pass.
+    // Our own origin, a listed CORS origin, or same-origin fetch metadata pass. The last:
+    // a same-origin form POST from a page with `Referrer-Policy: no-referrer` (Helmet's
+    // default) sends `Origin: null`, as Chromium showed in browser.rs.
     let own = rig.origin();
     for headers in [
         vec![("origin", own.as_str())],
         vec![("origin", SPA)],
         vec![("sec-fetch-site", "same-origin")],
+        vec![("origin", "null"), ("sec-fetch-site", "same-origin")],
     ] {
         let res = post_note(&browser, &notes, &headers);
         assert_eq!(res.status(), StatusCode::CREATED, "{headers:?}");
     }
-    assert_eq!(notes_in_db(), 3);
+    assert_eq!(notes_in_db(), 4);
 
     // Bearer tokens are not cookies: no origin check. And a request with both a bearer
     // token and the cookie is the bearer token's.

@@ -1,9 +1,14 @@
 //! Cross-site request forgery: a request authenticated by the session cookie with an unsafe
-//! method (anything but GET, HEAD, OPTIONS, TRACE) must come from the server's own origin or
-//! an origin listed in `[cors]`, as `Origin` says; without `Origin`, `Sec-Fetch-Site` must
-//! be `same-origin` (or `none`: typed by the user). Otherwise 403, before the session is
-//! even looked up. Bearer and API-key requests never get here: a site cannot make a browser
-//! attach those.
+//! method (anything but GET, HEAD, OPTIONS, TRACE) passes when its `Origin` is the server's
+//! own origin or one listed in `[cors]`, or when the browser says `Sec-Fetch-Site:
+//! same-origin` (or `none`: typed by the user). Anything else — a foreign `Origin`,
+//! `Sec-Fetch-Site: cross-site` or `same-site`, or neither header — is a 403, before the
+//! session is even looked up. Bearer and API-key requests never get here: a site cannot make
+//! a browser attach those.
+//!
+//! `Sec-Fetch-Site` is set by the browser and cannot be set by a page's scripts; it matters
+//! because a same-origin form POST from a page with `Referrer-Policy: no-referrer` (Helmet's
+//! default) carries `Origin: null`.
 
 use actix_web::HttpRequest;
 use actix_web::http::Method;
@@ -15,7 +20,7 @@ pub enum Refused {
     /// `Origin` names a site that is neither this server nor a listed CORS origin.
     #[error("cross-origin request from an origin that is not allowed")]
     ForeignOrigin,
-    /// No `Origin`, and `Sec-Fetch-Site` does not say same-origin.
+    /// Neither `Origin` nor `Sec-Fetch-Site` says this site.
     #[error("no Origin, and Sec-Fetch-Site is not same-origin")]
     NoOrigin,
 }
@@ -38,21 +43,18 @@ pub fn check(req: &HttpRequest, own_origin: &str, allowed: &[String]) -> Result<
 
 fn check_headers(headers: &HeaderMap, own_origin: &str, allowed: &[String]) -> Result<(), Refused> {
     let mut origins = headers.get_all(header::ORIGIN);
-    match (origins.next(), origins.next()) {
-        (Some(origin), None) => {
-            let origin = origin.to_str().map_err(|_| Refused::ForeignOrigin)?;
-            // "null" (sandboxed frames, some redirects) is no origin we can trust.
-            if origin == own_origin || allowed.iter().any(|a| a == origin) {
-                Ok(())
-            } else {
-                Err(Refused::ForeignOrigin)
-            }
-        }
-        (Some(_), Some(_)) => Err(Refused::ForeignOrigin),
-        (None, _) => match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-            Some("same-origin") | Some("none") => Ok(()),
-            _ => Err(Refused::NoOrigin),
-        },
+    let origin = match (origins.next(), origins.next()) {
+        (Some(o), None) => o.to_str().ok(),
+        _ => None,
+    };
+    // "null" (sandboxed frames, no-referrer pages, some redirects) is no origin we can trust.
+    if origin.is_some_and(|o| o == own_origin || allowed.iter().any(|a| a == o)) {
+        return Ok(());
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("same-origin") | Some("none") => Ok(()),
+        _ if origin.is_some() => Err(Refused::ForeignOrigin),
+        _ => Err(Refused::NoOrigin),
     }
 }
 
@@ -101,15 +103,20 @@ mod tests {
         }
         assert_eq!(
             check(&[("origin", OWN), ("origin", "https://evil.example")]),
-            Err(Refused::ForeignOrigin)
+            Err(Refused::NoOrigin)
         );
-        // Origin decides even when Sec-Fetch-Site claims otherwise.
+        // A cross-site request says so in Sec-Fetch-Site as well.
         assert_eq!(
             check(&[
                 ("origin", "https://evil.example"),
-                ("sec-fetch-site", "same-origin")
+                ("sec-fetch-site", "cross-site")
             ]),
             Err(Refused::ForeignOrigin)
+        );
+        // A same-origin form POST from a no-referrer page: Origin null, Sec-Fetch-Site tells.
+        assert_eq!(
+            check(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
+            Ok(())
         );
     }
 
