@@ -19,6 +19,9 @@ use crate::auth::jwt::BearerVerifier;
 use crate::problem::Problem;
 use crate::store::sessions::{self as rows, PendingLogin, SessionRow};
 
+/// How long logout waits to learn the provider's logout endpoint.
+const LOGOUT_DISCOVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Sessions {
     /// `GET /auth/login`: a pending login in the database, the login cookie, and the
     /// redirect to the provider.
@@ -282,7 +285,12 @@ impl Sessions {
                     .ok();
             }
         }
-        let d = self.provider.known().await;
+        // The provider's logout endpoint, if it can be learnt quickly: logout never waits
+        // long for a provider that is down (the local logout is done either way).
+        let d = match tokio::time::timeout(LOGOUT_DISCOVERY, self.provider.discovered()).await {
+            Ok(Ok(d)) => Some(d),
+            _ => self.provider.known().await,
+        };
         let location = self.provider.logout_url(d.as_deref(), hint.as_deref());
         Ok(Redirect {
             location: location.to_string(),

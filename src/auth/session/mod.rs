@@ -252,7 +252,9 @@ impl Sessions {
         let id_hash = hex(&key);
         let now = now_ms();
         let mut row = self.load(&id_hash).await?.ok_or(Failure::Ended)?;
-        if row.idle_expires_at <= now || row.absolute_expires_at <= now {
+        // Expired, or made by a provider this configuration no longer trusts.
+        let foreign = !self.jwks.accepted_issuers().contains(&row.issuer);
+        if foreign || row.idle_expires_at <= now || row.absolute_expires_at <= now {
             self.delete_quietly(&id_hash).await;
             return Err(Failure::Ended);
         }

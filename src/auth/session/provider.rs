@@ -229,7 +229,7 @@ impl Provider {
         }
     }
 
-    /// The discovered provider if known, without fetching (for logout, which must not wait).
+    /// The discovered provider if known, without fetching.
     pub async fn known(&self) -> Option<Arc<Discovered>> {
         self.current.read().await.clone()
     }
