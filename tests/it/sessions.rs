@@ -491,9 +491,12 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, sha256_hex(&id));
     for sealed in rows[0].1.split(' ') {
-        assert!(sealed.starts_with("nf1:k1:"), "{sealed}");
+        let payload = sealed
+            .strip_prefix("nf1:k1:")
+            .unwrap_or_else(|| panic!("{sealed}"));
+        assert!(!payload.starts_with("eyJ"), "a token is stored in clear");
     }
-    assert!(!rows[0].1.contains("eyJ"), "a token is stored in clear");
+    let sealed_at_login = rows[0].1.clone();
     assert_eq!(
         count(
             &db,
@@ -548,6 +551,8 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     assert!(end.as_str().starts_with(&rig.provider().issuer()), "{end}");
     let q: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();
     assert!(q["id_token_hint"].starts_with("eyJ"), "{q:?}");
+    // The ID token was stored only sealed.
+    assert!(!sealed_at_login.contains(q["id_token_hint"].as_str()));
     assert_eq!(q["post_logout_redirect_uri"], rig.url("/"));
     assert_eq!(q["client_id"], "nestflux-web");
     // The provider accepts that request (it checks the hint and the registered URI).
@@ -577,6 +582,10 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     // No token or session id ever reached the log.
     let log = rig.server.log();
     assert!(!log.contains(&stale.jar[SESSION]), "session id in the log");
+    assert!(
+        !log.contains(q["id_token_hint"].as_str()),
+        "the ID token in the log"
+    );
     assert!(!log.contains("eyJ"), "a token in the log");
 }
 
