@@ -47,6 +47,8 @@ pub struct Opts {
     pub keys: bool,
     /// Serve HTTPS (with `[server.tls]` added by the test): the callback is https://.
     pub tls: bool,
+    /// More lines for `[auth.session]`.
+    pub session_extra: &'static str,
 }
 
 impl Default for Opts {
@@ -62,6 +64,7 @@ impl Default for Opts {
             refresh_delay_ms: 0,
             keys: true,
             tls: false,
+            session_extra: "",
         }
     }
 }
@@ -112,6 +115,7 @@ scopes = ["openid", "profile", "email", "roles"]
 idle_timeout = "{idle}"
 absolute_timeout = "{absolute}"
 login_timeout = "{login_timeout}"
+{session_extra}
 
 [roles.user]
 permissions = ["notes:read", "notes:create"]
@@ -141,6 +145,7 @@ public = true
         absolute = opts.absolute,
         login_timeout = opts.login_timeout,
         scheme = if opts.tls { "https" } else { "http" },
+        session_extra = opts.session_extra,
     )
 }
 
@@ -1018,6 +1023,40 @@ fn a_refused_refresh_ends_the_session_an_unreachable_provider_does_not() {
     );
     assert_problem(res, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(rig.sessions_in_db(), 0);
+}
+
+#[test]
+fn the_dangerous_insecure_cookie_drops_secure_and_the_prefix() {
+    let rig = Rig::start(Opts {
+        session_extra: "dangerous_insecure_cookie = true",
+        ..Opts::default()
+    });
+    let mut browser = Agent::new();
+    let provider_url = browser.start_login(&rig.origin(), None);
+    assert!(
+        browser.jar.contains_key("nestflux_login"),
+        "{:?}",
+        browser.jar
+    );
+    let callback = browser.authorize(&provider_url, "alice", &rig.url("/auth/callback"));
+    let res = browser.get(&callback);
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookies = set_cookies(&res);
+    let session = cookies
+        .iter()
+        .find(|c| c.name == "nestflux_session")
+        .expect("nestflux_session");
+    assert_eq!(
+        session.attributes,
+        "Path=/; Max-Age=43200; HttpOnly; SameSite=Lax"
+    );
+    assert!(!cookies.iter().any(|c| c.name.starts_with("__Host-")));
+    assert_eq!(json(get(&browser, &rig.url("/api/me")))["kind"], "session");
+    assert!(
+        rig.server
+            .log_when(|l| l.contains("dangerous_insecure_cookie"))
+            .contains("development only")
+    );
 }
 
 #[test]
