@@ -232,11 +232,11 @@ impl BearerVerifier {
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
         let subject = match claims.get("sub") {
-            // `apikey:` names API-key callers; a token may not claim to be one.
+            // `apikey:` and `dev:` name other identity namespaces; no token may claim them.
             Some(Value::String(s))
                 if !s.is_empty()
                     && s.len() <= MAX_SUBJECT_BYTES
-                    && !s.starts_with(super::api_key::SUBJECT_PREFIX) =>
+                    && !super::is_reserved_subject(s) =>
             {
                 s.clone()
             }
@@ -260,7 +260,7 @@ impl BearerVerifier {
             name: text("name"),
         };
         let caller = Caller {
-            subject,
+            subject: super::qualified_subject(&self.kind, &subject),
             roles: self.roles.roles(&claims),
             kind: self.kind.clone(),
         };

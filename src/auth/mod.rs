@@ -51,12 +51,31 @@ impl CallerKind {
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The `sub` claim (or `apikey:NAME` for API keys).
+    /// Who the caller is, bound to how it proved it: the provider's `sub` as is,
+    /// `dev:<sub>` for development-issuer tokens, `apikey:NAME` for API keys. Row ownership
+    /// compares this value, so one namespace can never own, read or change another's rows.
     pub subject: String,
     /// Roles known to the plan; unknown roles from the token are dropped.
     pub roles: Vec<RoleId>,
     /// How the caller proved it.
     pub kind: CallerKind,
+}
+
+/// Subjects of development-issuer callers start with this, so a development token can never
+/// act as a provider's user of the same `sub` (and the reverse).
+pub const DEV_SUBJECT_PREFIX: &str = "dev:";
+
+/// Whether a token's raw `sub` claims another namespace (`apikey:…`, `dev:…`): refused.
+pub fn is_reserved_subject(sub: &str) -> bool {
+    sub.starts_with(api_key::SUBJECT_PREFIX) || sub.starts_with(DEV_SUBJECT_PREFIX)
+}
+
+/// The subject a verified token's `sub` becomes, by how it was verified.
+pub fn qualified_subject(kind: &CallerKind, sub: &str) -> String {
+    match kind {
+        CallerKind::Dev => format!("{DEV_SUBJECT_PREFIX}{sub}"),
+        _ => sub.to_string(),
+    }
 }
 
 /// Header carrying an API key, as an alternative to `Authorization: Bearer nfk_…`.
@@ -150,7 +169,9 @@ impl Authenticator {
                     .filter_map(|a| jsonwebtoken::Algorithm::from_str(a).ok())
                     .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
                     .collect();
-                let jwks = Arc::new(Jwks::new(issuer.clone(), allowed.clone())?);
+                let jwks = Arc::new(
+                    Jwks::new(issuer.clone(), allowed.clone())?.with_max_stale(auth.jwks_max_stale),
+                );
                 Some(BearerVerifier::new(
                     jwks,
                     verifier_config(plan, auth, allowed, audience.clone()),

@@ -392,6 +392,14 @@ fn thirty_plus_hostile_tokens_are_all_refused() {
             "empty sub",
             rs(rs_header("rsa-1"), &with(json!({"sub": ""}))),
         ),
+        (
+            "sub in the development namespace",
+            rs(rs_header("rsa-1"), &with(json!({"sub": "dev:alice"}))),
+        ),
+        (
+            "sub in the API-key namespace",
+            rs(rs_header("rsa-1"), &with(json!({"sub": "apikey:ci"}))),
+        ),
         // Header rules.
         (
             "unknown crit",

@@ -10,6 +10,7 @@ use crate::common::{self, MINIMAL, Project, Server, client};
 use crate::config_check::check;
 use crate::fixtures::Notes;
 use crate::http_core::assert_problem;
+use crate::oidc::{AUD, AUD_ES, Provider, free_port};
 
 /// A resource without owners (`docs`) whose `level` has a server-filled default and is
 /// guarded by `docs:admin`; `reader` holds only `docs:read:own` and `docs:create`, `boss`
@@ -127,7 +128,12 @@ fn a_token_cannot_claim_an_api_key_subject() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    let (plain, claiming) = (token("ci"), token("apikey:ci"));
+    let plain = token("ci");
+    let out = p.run(&["token", "--sub", "apikey:ci", "--role", "viewer"], &[]);
+    assert!(!out.status.success(), "minting refuses a reserved subject");
+    // Whoever reads the development key from the database can still sign anything: the
+    // verifier itself refuses the claim.
+    let claiming = sign_with_dev_key(&p, json!({"sub": "apikey:ci", "roles": ["viewer"]}));
     let s = p.serve(&[]);
     let me = |token: &str| {
         client()
@@ -138,13 +144,48 @@ fn a_token_cannot_claim_an_api_key_subject() {
     };
     let res = me(&plain);
     assert_eq!(res.status(), StatusCode::OK, "the same token, another sub");
-    assert_eq!(res.json::<Value>().unwrap()["subject"], "ci");
+    assert_eq!(res.json::<Value>().unwrap()["subject"], "dev:ci");
     let res = me(&claiming);
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         res.headers()["www-authenticate"],
         "Bearer error=\"invalid_token\""
     );
+}
+
+/// A token signed with the development issuer's key read straight from the database, as
+/// anyone holding the file (or a backup) could.
+fn sign_with_dev_key(p: &Project, claims: Value) -> String {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kid: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        private_pem: String,
+    }
+    let db = p.path().join("nestflux.db");
+    let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    let key: Key = diesel::sql_query("SELECT kid, private_pem FROM nestflux_dev_keys")
+        .get_result(&mut c)
+        .unwrap();
+    let now = common_now();
+    let mut all =
+        json!({"iss": "urn:nestflux:dev-issuer", "aud": "nestflux", "iat": now, "exp": now + 600});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(key.kid);
+    let signing = jsonwebtoken::EncodingKey::from_ed_pem(key.private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &all, &signing).unwrap()
+}
+
+fn common_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Broke: the suite's PostgreSQL URL was `NESTFLUX_TEST_POSTGRES_URL`; every `NESTFLUX_*`
@@ -266,6 +307,187 @@ fn list_query_errors_are_capped_and_their_pointers_escaped() {
 
     let many: Vec<String> = (0..300).map(|i| format!("p{i}=1")).collect();
     assert_eq!(errors(&many.join("&")).len(), 100);
+}
+
+/// Broke (issue 17, medium 1): the development issuer and `auth.issuer` shared one subject
+/// namespace, so `nestflux token --sub <a provider user's sub>` read, changed and deleted
+/// that user's own rows. Development subjects are now `dev:<sub>`.
+#[test]
+fn a_development_token_never_owns_a_provider_users_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let config = format!(
+        "[auth]\nissuer = \"{}\"\naudience = \"{AUD}\"\nalgorithms = [\"RS256\", \"EdDSA\"]\n\
+         [auth.dev]\nenabled = true\n\
+         [roles.editor]\npermissions = [\"notes:read\", \"notes:create\", \"notes:update:own\", \"notes:delete:own\", \"notes:secret:own\"]\n\
+         [roles.service]\ninherits = [\"editor\"]\n{}",
+        provider.issuer(),
+        Notes::new()
+            .resource("owner = true")
+            .resource("encrypted = [\"secret\"]")
+            .resource("field_permissions = { secret = \"notes:secret\" }")
+            .access("list", "permission = \"notes:read\"")
+            .access("get", "permission = \"notes:read\"")
+            .access("create", "permission = \"notes:create\"")
+            .access("update", "permission = \"notes:update\"")
+            .access("delete", "permission = \"notes:delete\"")
+    );
+    let p = Project::new(&config);
+    let env = [(
+        "NESTFLUX_ENCRYPTION__KEYS",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )];
+    // The provider's client_credentials tokens have `sub` = nestflux-svc, roles [service].
+    let user = provider.token(AUD);
+    let out = p.run(
+        &["token", "--sub", "nestflux-svc", "--role", "editor"],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let impostor = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let s = p.serve(&env);
+    let call = |token: &str, method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = client().request(method, s.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().unwrap();
+        let status = res.status();
+        (status, res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let me = |token: &str| call(token, reqwest::Method::GET, "/api/notes?limit=10", None);
+    // The provider's keys arrive in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while me(&user).0 != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, note) = call(
+        &user,
+        reqwest::Method::POST,
+        "/api/notes",
+        Some(json!({"title": "mine", "secret": "provider user's secret"})),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{note}");
+    assert_eq!(note["owner"], "nestflux-svc");
+    let path = format!("/api/notes/{}", note["id"].as_str().unwrap());
+
+    // The development token with the same `sub` is somebody else: `dev:nestflux-svc`.
+    // `notes:read` reads every row, but `secret` only on one's own rows.
+    let (_, list) = me(&impostor);
+    assert_eq!(list["items"][0]["id"], note["id"]);
+    assert!(list["items"][0].get("secret").is_none(), "{list}");
+    let (status, row) = call(&impostor, reqwest::Method::GET, &path, None);
+    assert_eq!(status, StatusCode::OK);
+    assert!(row.get("secret").is_none(), "{row}");
+    // Own-row writes find no row of theirs.
+    for (method, body) in [
+        (
+            reqwest::Method::PATCH,
+            Some(json!({"title": "overwritten"})),
+        ),
+        (reqwest::Method::DELETE, None),
+    ] {
+        let (status, _) = call(&impostor, method.clone(), &path, body);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} of the user's row");
+    }
+    let (status, mine) = call(
+        &impostor,
+        reqwest::Method::POST,
+        "/api/notes",
+        Some(json!({"title": "dev's"})),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(mine["owner"], "dev:nestflux-svc");
+    // The row is untouched, secret included, and the user still owns it.
+    let (status, row) = call(&user, reqwest::Method::GET, &path, None);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(row["secret"], "provider user's secret");
+    assert_eq!(row["title"], "mine");
+    // And the reverse: no development token may name a reserved namespace.
+    let out = p.run(&["token", "--sub", "dev:alice", "--role", "editor"], &env);
+    assert!(!out.status.success(), "a `dev:` sub is refused at minting");
+}
+
+/// Broke (issue 17, medium 2): a valid JWKS answer without a usable key (an emergency
+/// revocation, or a rotation to algorithms outside `auth.algorithms`) was treated like an
+/// outage, so tokens signed with the removed keys stayed valid indefinitely.
+#[test]
+fn a_jwks_without_usable_keys_retires_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gen1 = dir.path().join("gen1.json");
+    let provider = Provider::start(port, &gen1, "1");
+    // This service trusts ES256 only.
+    let config = format!(
+        "[auth]\nissuer = \"{}\"\naudience = \"{AUD_ES}\"\nalgorithms = [\"ES256\"]\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n",
+        provider.issuer()
+    );
+    let p = Project::new(&config);
+    let s = p.serve(&[("RUST_LOG", "info,nestflux::auth=debug")]);
+    let status = |token: &str| {
+        client()
+            .get(s.url("/api/me"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+    let old = provider.token(AUD_ES);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status(&old) != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The provider rotates to an RSA key only: a valid answer, no key usable here.
+    provider.stop();
+    let mut keys: Value = serde_json::from_str(&std::fs::read_to_string(&gen1).unwrap()).unwrap();
+    let rsa: Vec<Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "RSA")
+        .map(|k| {
+            let mut k = k.clone();
+            k["kid"] = json!("rsa-2");
+            k
+        })
+        .collect();
+    keys["keys"] = Value::Array(rsa);
+    let gen2 = dir.path().join("gen2.json");
+    std::fs::write(&gen2, keys.to_string()).unwrap();
+    let _provider = Provider::start(port, &gen2, "2");
+    // An ES256 token naming an unknown kid makes the service look at the keys again.
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let probe = format!(
+        "{}.{}.c2ln",
+        b64(json!({"alg": "ES256", "kid": "ec-unknown"})),
+        b64(json!({"sub": "x"}))
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert_eq!(status(&probe), StatusCode::UNAUTHORIZED);
+        // The old token is refused, although it verified (and was cached) before.
+        if status(&old) == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old key still verifies:\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        s.log_when(|l| l.contains("publishes no key usable"))
+            .contains("publishes no key usable"),
+        "{}",
+        s.log()
+    );
 }
 
 // Fixed without a test here, because no test can make them happen on demand:
