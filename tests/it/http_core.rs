@@ -1,7 +1,7 @@
 //! The runtime core over real HTTP: secure headers, CORS, problem+json errors, environment
 //! overrides, `_FILE` secrets and TLS — each against the real binary.
 
-use crate::common::{MINIMAL, Project, client};
+use crate::common::{self, MINIMAL, Project, client};
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
 use serde_json::Value;
@@ -364,30 +364,13 @@ fn file_secrets_are_read_and_never_echoed() {
 
 #[test]
 fn serves_https_with_hsts_when_tls_is_configured() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "nestflux test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_params =
-        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-
-    let p = Project::new(&format!(
-        "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{MINIMAL}"
-    ));
-    p.write("server.pem", &leaf.pem());
-    p.write("server.key", &leaf_key.serialize_pem());
+    let ca = common::TestCa::new();
+    let p = Project::new(&format!("{}{MINIMAL}", common::TLS));
+    ca.install(&p);
     let s = p.serve(&[]);
     assert!(s.url.starts_with("https://"), "{}", s.url);
 
-    let c = reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let c = ca.client();
     let res = c.get(s.url("/health")).send().unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(

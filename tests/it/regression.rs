@@ -490,6 +490,34 @@ fn a_jwks_without_usable_keys_retires_the_old_ones() {
     );
 }
 
+/// Broke (issue 17, low 12): the plain-HTTP redirect listener sent
+/// `Strict-Transport-Security`, which RFC 6797 §7.2 forbids over plain HTTP.
+#[test]
+fn the_plain_http_redirect_listener_sends_no_hsts() {
+    let ca = common::TestCa::new();
+    let port = free_port();
+    let p = Project::new(&format!(
+        "{}redirect_http = \"127.0.0.1:{port}\"\npublic_host = \"localhost\"\n{MINIMAL}",
+        common::TLS
+    ));
+    ca.install(&p);
+    let s = p.serve(&[]);
+    s.log_when(|l| l.contains("nestflux redirecting http://"));
+    let tls = ca.client().get(s.url("/health")).send().unwrap();
+    assert!(tls.headers().contains_key("strict-transport-security"));
+    let plain = client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::PERMANENT_REDIRECT);
+    assert!(plain.headers().contains_key("x-content-type-options"));
+    assert!(
+        !plain.headers().contains_key("strict-transport-security"),
+        "{:?}",
+        plain.headers()
+    );
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
