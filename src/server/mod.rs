@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -119,13 +119,25 @@ fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
         by_path.entry(r.path.as_str()).or_default().push(r);
     }
     for (path, routes) in by_path {
-        let allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
+        let mut allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
+        // HEAD is answered wherever GET is declared (RFC 9110 §9.3.2): the same pipeline and
+        // headers, and actix sends no body.
+        let head = routes.iter().find(|r| r.method == Method::GET).copied();
+        let head = head.filter(|_| !routes.iter().any(|r| r.method == Method::HEAD));
+        if head.is_some() {
+            allow.push(Method::HEAD.to_string());
+        }
         let allow =
             HeaderValue::from_str(&allow.join(", ")).unwrap_or(HeaderValue::from_static("GET"));
         let mut resource = web::resource(path);
-        for r in routes {
+        let get_as_head = head.map(|r| (Method::HEAD, r));
+        for (method, r) in routes
+            .iter()
+            .map(|r| (r.method.clone(), *r))
+            .chain(get_as_head)
+        {
             let route = Arc::new(r.clone());
-            resource = resource.route(web::method(r.method.clone()).to(
+            resource = resource.route(web::method(method).to(
                 move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
                     handle(route.clone(), req, payload, state)
                 },

@@ -518,6 +518,41 @@ fn the_plain_http_redirect_listener_sends_no_hsts() {
     );
 }
 
+/// Broke (issue 17, low 11): `HEAD` on a GET route answered 405; RFC 9110 wants it
+/// answered wherever GET is, with the same headers and no body.
+#[test]
+fn head_is_answered_wherever_get_is_declared() {
+    let p = Project::new(&Notes::new().to_string());
+    let s = p.serve(&[]);
+    let created: Value = client()
+        .post(s.url("/api/notes"))
+        .json(&json!({"title": "t"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let one = format!("/api/notes/{}", created["id"].as_str().unwrap());
+    let get = client().get(s.url(&one)).send().unwrap();
+    let head = client().head(s.url(&one)).send().unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    for name in ["content-type", "content-length", "x-content-type-options", "cache-control"] {
+        assert_eq!(head.headers().get(name), get.headers().get(name), "{name}");
+    }
+    assert!(head.bytes().unwrap().is_empty(), "no body");
+    // A missing row: the same 404 problem headers, no body.
+    let missing = client()
+        .head(s.url("/api/notes/01a2296d-d507-7109-b0b8-6add276c0ee8"))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    // HEAD is listed where GET is.
+    let res = client().put(s.url("/api/notes")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = res.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("HEAD"), "{allow}");
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
