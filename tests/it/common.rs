@@ -226,8 +226,7 @@ pub struct TestCa {
 impl TestCa {
     pub fn new() -> Self {
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
