@@ -628,6 +628,40 @@ fn a_body_on_a_route_that_takes_none_is_refused_before_it_is_parsed() {
     }
 }
 
+/// Broke (issue 17, also fixed): an integer beyond i64 was refused with "must be at most
+/// 9223372036854775807" although the schema says `max = 5`.
+#[test]
+fn an_integer_overflow_reports_the_schemas_own_bound() {
+    let p = Project::new(&Notes::new().to_string());
+    let s = p.serve(&[]);
+    for body in [
+        r#"{"title": "t", "priority": 99999999999999999999}"#,
+        r#"{"title": "t", "priority": 1e19}"#,
+    ] {
+        let res = client()
+            .post(s.url("/api/notes"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem["errors"][0]["pointer"], "/priority", "{problem}");
+        assert_eq!(problem["errors"][0]["message"], "must be at most 5", "{body}");
+    }
+    let res = client()
+        .get(s.url("/api/notes?priority=99999999999999999999"))
+        .send()
+        .unwrap();
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["message"], "must be at most 5", "{problem}");
+    let res = client()
+        .get(s.url("/api/notes?priority=-99999999999999999999"))
+        .send()
+        .unwrap();
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["message"], "must be at least 1", "{problem}");
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
