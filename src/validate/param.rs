@@ -29,7 +29,10 @@ pub fn coerce_param(field: &CompiledField, raw: &str) -> Result<Value, Violation
                 };
                 // The schema's own bound first (`max = 5` says "at most 5"), else the
                 // storage limit.
-                let beyond = raw.parse::<f64>().ok().and_then(serde_json::Number::from_f64);
+                let beyond = raw
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64);
                 if let Some(Err(found)) = beyond.map(|n| field.validate(&Value::Number(n)))
                     && let Some(v) = found.into_iter().next()
                 {

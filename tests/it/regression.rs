@@ -646,20 +646,47 @@ fn an_integer_overflow_reports_the_schemas_own_bound() {
             .unwrap();
         let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(problem["errors"][0]["pointer"], "/priority", "{problem}");
-        assert_eq!(problem["errors"][0]["message"], "must be at most 5", "{body}");
+        assert_eq!(
+            problem["errors"][0]["message"], "must be at most 5",
+            "{body}"
+        );
     }
     let res = client()
         .get(s.url("/api/notes?priority=99999999999999999999"))
         .send()
         .unwrap();
     let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(problem["errors"][0]["message"], "must be at most 5", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at most 5",
+        "{problem}"
+    );
     let res = client()
         .get(s.url("/api/notes?priority=-99999999999999999999"))
         .send()
         .unwrap();
     let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(problem["errors"][0]["message"], "must be at least 1", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at least 1",
+        "{problem}"
+    );
+}
+
+/// Broke (issue 17, also fixed): an all-zero or repeated-byte AES key was accepted.
+#[test]
+fn a_placeholder_encryption_key_is_refused() {
+    for key in [
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+    ] {
+        let keys = format!("k1:{key}");
+        let (code, text) = check(MINIMAL, &[("NESTFLUX_ENCRYPTION__KEYS", keys.as_str())]);
+        assert_eq!(code, 1, "{text}");
+        assert!(
+            text.contains("encryption.keys[0]") && text.contains("not random"),
+            "{text}"
+        );
+        assert!(!text.contains(key), "the key is never echoed: {text}");
+    }
 }
 
 // Fixed without a test here, because no test can make them happen on demand:
