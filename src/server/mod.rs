@@ -1,7 +1,8 @@
 //! Assembles Actix from a [`Plan`]: the pipeline order, the route table, 404 and 405.
 //!
 //! Outermost first: envelope (request id, timeout, problem+json, secure headers, access
-//! log) → CORS → global rate limit → route → route rate limit → body → action.
+//! log) → CORS preflights counted by the global limit → CORS → global rate limit → route →
+//! route rate limit → body → action.
 
 pub mod body;
 pub mod envelope;
@@ -47,6 +48,7 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
                 cors.is_some(),
                 cors.map(crate::cors::build).unwrap_or_default(),
             ))
+            .wrap(from_fn(crate::ratelimit::middleware::preflight))
             .wrap(from_fn(envelope::envelope))
     })
     .shutdown_timeout(plan.server.shutdown_timeout.as_secs())

@@ -689,6 +689,41 @@ fn a_placeholder_encryption_key_is_refused() {
     }
 }
 
+/// Broke (issue 17, also fixed): CORS preflights were answered by actix-cors before the
+/// global rate limit saw them, so a flood of preflights was never limited.
+#[test]
+fn cors_preflights_count_against_the_global_limit() {
+    let p = Project::new(&format!(
+        "[cors]\norigins = [\"http://app.example\"]\nmethods = [\"GET\", \"POST\"]\n\
+         [rate_limits.global]\nper_minute = 1\nburst = 3\n{MINIMAL}"
+    ));
+    let s = p.serve(&[]);
+    let preflight = || {
+        client()
+            .request(reqwest::Method::OPTIONS, s.url("/health"))
+            .header("origin", "http://app.example")
+            .header("access-control-request-method", "GET")
+            .send()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let res = preflight();
+        assert!(res.status().is_success(), "{:?}", res.status());
+        assert!(
+            res.headers().contains_key("ratelimit"),
+            "{:?}",
+            res.headers()
+        );
+    }
+    let res = preflight();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+    // The same bucket as every other request from this client.
+    let res = client().get(s.url("/health")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
