@@ -78,6 +78,27 @@ pub fn qualified_subject(kind: &CallerKind, sub: &str) -> String {
     }
 }
 
+/// A client's allowance of failed authentications (the `auth_failures` rate-limit policy,
+/// by client ip, in the server). Signature checks are what make forged tokens expensive, so
+/// a client that spent it gets 429 before any is made.
+pub trait FailureBudget: Sync {
+    /// `Some(wait)` while the client has no failures left.
+    fn exhausted(&self) -> Option<std::time::Duration>;
+    /// Charges one failed authentication.
+    fn charge(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// No budget: for tools that verify outside a request (`explain`, benchmarks).
+pub struct Unlimited;
+
+impl FailureBudget for Unlimited {
+    fn exhausted(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn charge(&self) {}
+}
+
 /// Header carrying an API key, as an alternative to `Authorization: Bearer nfk_…`.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -90,6 +111,9 @@ pub enum AuthError {
     /// A bearer token that does not verify.
     #[error("invalid credentials: {0}")]
     Invalid(Rejection),
+    /// The client spent its budget of failed authentications (`auth_failures`).
+    #[error("too many failed authentications")]
+    OverBudget(std::time::Duration),
     /// Two or more credentials in one request.
     #[error("invalid credentials: several were presented")]
     Ambiguous,
@@ -105,6 +129,16 @@ impl AuthError {
     /// The 401 problem, with the RFC 6750 challenge: a bare `Bearer` when nothing was
     /// presented, `error="invalid_token"` otherwise. The detail never says which check failed.
     pub fn problem(&self) -> Problem {
+        if let Self::OverBudget(wait) = self {
+            // Whole seconds, rounded up, at least 1 (as every Retry-After here).
+            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth-failures",
+                format!("too many failed authentications from this client; retry in {secs} s"),
+            )
+            .header(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         let (challenge, detail) = match self {
             Self::Missing => (
                 "Bearer",
@@ -226,9 +260,23 @@ impl Authenticator {
     }
 
     /// Authenticates the credentials in a request's headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
+    ///
+    /// `budget` is the client's allowance of failed authentications: a token never seen
+    /// before is refused unchecked while it is spent, and every failure not answered from a
+    /// cache is charged to it.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        budget: &impl FailureBudget,
+    ) -> Result<Arc<Caller>, AuthError> {
         match credential(headers)? {
-            Credential::ApiKey(key) => self.api_keys.find(key).ok_or(AuthError::UnknownApiKey),
+            Credential::ApiKey(key) => match self.api_keys.find(key) {
+                Some(caller) => Ok(caller),
+                None => {
+                    budget.charge().await;
+                    Err(AuthError::UnknownApiKey)
+                }
+            },
             Credential::Bearer(token) => {
                 // Routed by the unverified `iss`; the chosen verifier then checks everything,
                 // `iss` included, so a lie only picks a verifier that refuses it.
@@ -236,8 +284,11 @@ impl Authenticator {
                     (Some(dev), Some(dev::DEV_ISSUER)) => dev,
                     _ => self.bearer.as_ref().ok_or(AuthError::NoIssuer)?,
                 };
-                let verified = verifier.verify(token).await.map_err(AuthError::Invalid)?;
-                Ok(verified.caller.clone())
+                match verifier.verify(token, budget).await {
+                    Ok(verified) => Ok(verified.caller.clone()),
+                    Err(Rejection::OverBudget(wait)) => Err(AuthError::OverBudget(wait)),
+                    Err(rejection) => Err(AuthError::Invalid(rejection)),
+                }
             }
         }
     }
@@ -324,11 +375,12 @@ pub async fn authenticate(
     auth: &Authenticator,
     route: &RoutePlan,
     req: &HttpRequest,
+    budget: &impl FailureBudget,
 ) -> Result<(), Problem> {
     if route.access == Access::Public {
         return Ok(());
     }
-    let caller = auth.authenticate(req.headers()).await.map_err(|e| {
+    let caller = auth.authenticate(req.headers(), budget).await.map_err(|e| {
         tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
         e.problem()
     })?;

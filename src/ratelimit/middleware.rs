@@ -134,7 +134,7 @@ pub async fn route(
 }
 
 /// The request's client address, resolved once and kept in its extensions.
-fn client_ip_of(limits: &RateLimits, req: &HttpRequest) -> IpAddr {
+pub fn client_ip_of(limits: &RateLimits, req: &HttpRequest) -> IpAddr {
     if let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() {
         return *ip;
     }

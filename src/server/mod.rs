@@ -178,7 +178,11 @@ async fn handle(
     // authorization → validation of path, query and body → action.
     let work = async {
         // Authentication: the `Caller` into the extensions, or 401.
-        crate::auth::authenticate(&state.auth, &route, &req).await?;
+        let budget = ClientBudget {
+            limits: &state.limits,
+            ip: crate::ratelimit::middleware::client_ip_of(&state.limits, &req),
+        };
+        crate::auth::authenticate(&state.auth, &route, &req, &budget).await?;
         // Route rate limit: after authentication, which puts the `Caller` it keys by.
         crate::ratelimit::middleware::route(&state.limits, &route, &req).await?;
         // Authorization: the `Decision` into the extensions, or 403.
@@ -188,6 +192,22 @@ async fn handle(
         crate::actions::run(&route, &req, body, &state).await
     };
     guarded(work, &rid, &route.path).await
+}
+
+/// The `auth_failures` budget of the client making a request.
+struct ClientBudget<'a> {
+    limits: &'a crate::ratelimit::RateLimits,
+    ip: std::net::IpAddr,
+}
+
+impl crate::auth::FailureBudget for ClientBudget<'_> {
+    fn exhausted(&self) -> Option<std::time::Duration> {
+        self.limits.auth_blocked(self.ip)
+    }
+
+    fn charge(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.limits.charge_auth_failure(self.ip)
+    }
 }
 
 /// Runs a handler future; a problem becomes its response, a panic a bare 500 problem (the

@@ -779,6 +779,73 @@ fn only_the_documented_codec_answers_bypass_the_envelope() {
     }
 }
 
+/// Broke (issue 17, low 5): distinct forged tokens each cost a signature check (about 10x a
+/// cached one) with no limit but the global one. Failed authentications are now charged to
+/// the client's `auth_failures` budget; once it is spent, its unseen tokens get 429 before
+/// any signature is checked, while tokens it already proved and other clients are unaffected.
+#[test]
+fn forged_tokens_spend_a_budget_then_are_refused_unchecked() {
+    let p = Project::new(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[auth.dev]\nenabled = true\n\
+         [rate_limits.auth_failures]\nper_minute = 1\nburst = 5\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n{MINIMAL}"
+    ));
+    let mint = |sub: &str| {
+        let out = p.run(&["token", "--sub", sub], &[]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (proven, unseen) = (mint("early"), mint("late"));
+    let s = p.serve(&[]);
+    let me = |token: &str, client_ip: &str| {
+        client()
+            .get(s.url("/api/me"))
+            .bearer_auth(token)
+            .header("x-forwarded-for", client_ip)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(me(&proven, "192.0.2.1").status(), StatusCode::OK);
+    // Distinct forgeries: a valid signature under another payload.
+    let parts: Vec<&str> = proven.split('.').collect();
+    let forged = |i: usize| {
+        use base64::Engine;
+        let payload = json!({"iss": "urn:nestflux:dev-issuer", "aud": "nestflux", "sub": format!("f{i}"), "exp": 4_000_000_000u64});
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    for i in 0..5 {
+        let res = me(&forged(i), "192.0.2.1");
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "failure {i} is checked"
+        );
+    }
+    let res = me(&forged(5), "192.0.2.1");
+    let problem = assert_problem(res, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(problem["type"], "urn:nestflux:problem:auth-failures");
+    let res = me(&unseen, "192.0.2.1");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even a good token waits: it was never checked"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    // Tokens this client already proved are answered from the cache; other clients are
+    // unaffected.
+    assert_eq!(me(&proven, "192.0.2.1").status(), StatusCode::OK);
+    assert_eq!(me(&unseen, "198.51.100.7").status(), StatusCode::OK);
+    assert_eq!(
+        me(&forged(6), "198.51.100.7").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        s.log_when(|l| l.contains("over its budget of failed authentications"))
+            .contains("192.0.2.1")
+    );
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
