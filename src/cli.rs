@@ -198,7 +198,7 @@ fn check(path: &Path) -> ExitCode {
         plan.profile.name(),
         plan.routes.len(),
         plan.roles.closures.len(),
-        plan.rate_limits.policies.len(),
+        plan.rate_limits.declared(),
         plan.schemas.len(),
         plan.resources.len(),
         match &plan.server.tls {

@@ -51,6 +51,9 @@ pub enum DevError {
     /// The operating system gave no randomness for a new key.
     #[error("no randomness: {0}")]
     Random(String),
+    /// The subject names a reserved namespace (`dev:`, `apikey:`).
+    #[error("--sub `{0}` starts with a reserved prefix (dev: or apikey:)")]
+    Subject(String),
     /// Signing the token failed.
     #[error("cannot sign: {0}")]
     Sign(String),
@@ -129,6 +132,9 @@ impl DevKey {
         roles: &[String],
         ttl: Duration,
     ) -> Result<String, DevError> {
+        if super::is_reserved_subject(sub) {
+            return Err(DevError::Subject(sub.to_string()));
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -69,6 +69,9 @@ pub enum Rejection {
     /// A claim is missing or has the wrong type.
     #[error("claims: {0}")]
     Claims(String),
+    /// The client spent its budget of failed authentications: not checked at all.
+    #[error("client over its failed-authentication budget")]
+    OverBudget(std::time::Duration),
 }
 
 /// A verified token, as cached.
@@ -160,9 +163,17 @@ impl BearerVerifier {
         &self.jwks
     }
 
-    /// Verifies a token, answering a repeated one from the cache.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, Rejection> {
-        precheck(token)?;
+    /// Verifies a token, answering a repeated one from the cache. A token never seen costs
+    /// a signature check: `budget` may refuse it first, and is charged when it fails.
+    pub async fn verify(
+        &self,
+        token: &str,
+        budget: &impl super::FailureBudget,
+    ) -> Result<Arc<Verified>, Rejection> {
+        if let Err(rejection) = precheck(token) {
+            budget.charge().await;
+            return Err(rejection);
+        }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_secs();
         if let Some(hit) = self.cache.get(&hash) {
@@ -178,6 +189,9 @@ impl BearerVerifier {
             }
             self.rejected.remove(&hash);
         }
+        if let Some(wait) = budget.exhausted() {
+            return Err(Rejection::OverBudget(wait));
+        }
         let epoch = self.jwks.epoch();
         let verified = match self.verify_uncached(token).await {
             Ok(v) => Arc::new(v),
@@ -186,6 +200,7 @@ impl BearerVerifier {
                 if !matches!(rejection, Rejection::UnknownKey | Rejection::NotYetValid) {
                     self.rejected.insert(hash, (rejection.clone(), epoch, now));
                 }
+                budget.charge().await;
                 return Err(rejection);
             }
         };
@@ -232,11 +247,11 @@ impl BearerVerifier {
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
         let subject = match claims.get("sub") {
-            // `apikey:` names API-key callers; a token may not claim to be one.
+            // `apikey:` and `dev:` name other identity namespaces; no token may claim them.
             Some(Value::String(s))
                 if !s.is_empty()
                     && s.len() <= MAX_SUBJECT_BYTES
-                    && !s.starts_with(super::api_key::SUBJECT_PREFIX) =>
+                    && !super::is_reserved_subject(s) =>
             {
                 s.clone()
             }
@@ -260,7 +275,7 @@ impl BearerVerifier {
             name: text("name"),
         };
         let caller = Caller {
-            subject,
+            subject: super::qualified_subject(&self.kind, &subject),
             roles: self.roles.roles(&claims),
             kind: self.kind.clone(),
         };

@@ -59,12 +59,52 @@ impl CallerKind {
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The `sub` claim (or `apikey:NAME` for API keys).
+    /// Who the caller is, bound to how it proved it: the provider's `sub` as is,
+    /// `dev:<sub>` for development-issuer tokens, `apikey:NAME` for API keys. Row ownership
+    /// compares this value, so one namespace can never own, read or change another's rows.
     pub subject: String,
     /// Roles known to the plan; unknown roles from the token are dropped.
     pub roles: Vec<RoleId>,
     /// How the caller proved it.
     pub kind: CallerKind,
+}
+
+/// Subjects of development-issuer callers start with this, so a development token can never
+/// act as a provider's user of the same `sub` (and the reverse).
+pub const DEV_SUBJECT_PREFIX: &str = "dev:";
+
+/// Whether a token's raw `sub` claims another namespace (`apikey:…`, `dev:…`): refused.
+pub fn is_reserved_subject(sub: &str) -> bool {
+    sub.starts_with(api_key::SUBJECT_PREFIX) || sub.starts_with(DEV_SUBJECT_PREFIX)
+}
+
+/// The subject a verified token's `sub` becomes, by how it was verified.
+pub fn qualified_subject(kind: &CallerKind, sub: &str) -> String {
+    match kind {
+        CallerKind::Dev => format!("{DEV_SUBJECT_PREFIX}{sub}"),
+        _ => sub.to_string(),
+    }
+}
+
+/// A client's allowance of failed authentications (the `auth_failures` rate-limit policy,
+/// by client ip, in the server). Signature checks are what make forged tokens expensive, so
+/// a client that spent it gets 429 before any is made.
+pub trait FailureBudget: Sync {
+    /// `Some(wait)` while the client has no failures left.
+    fn exhausted(&self) -> Option<std::time::Duration>;
+    /// Charges one failed authentication.
+    fn charge(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// No budget: for tools that verify outside a request (`explain`, benchmarks).
+pub struct Unlimited;
+
+impl FailureBudget for Unlimited {
+    fn exhausted(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn charge(&self) {}
 }
 
 /// Header carrying an API key, as an alternative to `Authorization: Bearer nfk_…`.
@@ -79,6 +119,9 @@ pub enum AuthError {
     /// A bearer token that does not verify.
     #[error("invalid credentials: {0}")]
     Invalid(Rejection),
+    /// The client spent its budget of failed authentications (`auth_failures`).
+    #[error("too many failed authentications")]
+    OverBudget(std::time::Duration),
     /// Two or more credentials in one request.
     #[error("invalid credentials: several were presented")]
     Ambiguous,
@@ -94,6 +137,16 @@ impl AuthError {
     /// The 401 problem, with the RFC 6750 challenge: a bare `Bearer` when nothing was
     /// presented, `error="invalid_token"` otherwise. The detail never says which check failed.
     pub fn problem(&self) -> Problem {
+        if let Self::OverBudget(wait) = self {
+            // Whole seconds, rounded up, at least 1 (as every Retry-After here).
+            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth-failures",
+                format!("too many failed authentications from this client; retry in {secs} s"),
+            )
+            .header(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         let (challenge, detail) = match self {
             Self::Missing => (
                 "Bearer",
@@ -158,7 +211,9 @@ impl Authenticator {
                     return Err(SetupError::NoCryptoProvider);
                 }
                 let allowed = allowed_algorithms(auth);
-                let jwks = Arc::new(Jwks::new(issuer.clone(), allowed.clone())?);
+                let jwks = Arc::new(
+                    Jwks::new(issuer.clone(), allowed.clone())?.with_max_stale(auth.jwks_max_stale),
+                );
                 Some(BearerVerifier::new(
                     jwks,
                     verifier_config(plan, auth, allowed, audience.clone()),
@@ -235,9 +290,23 @@ impl Authenticator {
     }
 
     /// Authenticates the credentials in a request's headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
+    ///
+    /// `budget` is the client's allowance of failed authentications: a token never seen
+    /// before is refused unchecked while it is spent, and every failure not answered from a
+    /// cache is charged to it.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        budget: &impl FailureBudget,
+    ) -> Result<Arc<Caller>, AuthError> {
         match credential(headers)? {
-            Credential::ApiKey(key) => self.api_keys.find(key).ok_or(AuthError::UnknownApiKey),
+            Credential::ApiKey(key) => match self.api_keys.find(key) {
+                Some(caller) => Ok(caller),
+                None => {
+                    budget.charge().await;
+                    Err(AuthError::UnknownApiKey)
+                }
+            },
             Credential::Bearer(token) => {
                 // Routed by the unverified `iss`; the chosen verifier then checks everything,
                 // `iss` included, so a lie only picks a verifier that refuses it.
@@ -245,8 +314,11 @@ impl Authenticator {
                     (Some(dev), Some(dev::DEV_ISSUER)) => dev,
                     _ => self.bearer.as_ref().ok_or(AuthError::NoIssuer)?,
                 };
-                let verified = verifier.verify(token).await.map_err(AuthError::Invalid)?;
-                Ok(verified.caller.clone())
+                match verifier.verify(token, budget).await {
+                    Ok(verified) => Ok(verified.caller.clone()),
+                    Err(Rejection::OverBudget(wait)) => Err(AuthError::OverBudget(wait)),
+                    Err(rejection) => Err(AuthError::Invalid(rejection)),
+                }
             }
         }
     }
@@ -343,16 +415,17 @@ pub async fn authenticate(
     auth: &Authenticator,
     route: &RoutePlan,
     req: &HttpRequest,
+    budget: &impl FailureBudget,
 ) -> Result<(), Problem> {
     if route.access == Access::Public {
         return Ok(());
     }
-    let caller = match auth.authenticate(req.headers()).await {
+    let caller = match auth.authenticate(req.headers(), budget).await {
         Ok(caller) => caller,
         // No header credential: the session cookie, if the browser sent one.
         Err(AuthError::Missing) if auth.sessions.as_ref().is_some_and(|s| s.has_cookie(req)) => {
             match &auth.sessions {
-                Some(s) => s.authenticate(req, auth.bearer()).await?,
+                Some(s) => s.authenticate(req, auth.bearer(), budget).await?,
                 None => return Err(AuthError::Missing.problem()),
             }
         }

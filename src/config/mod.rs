@@ -203,6 +203,10 @@ pub struct RawAuth {
     /// Clock skew tolerated on `exp` / `nbf`, e.g. `"30s"`.
     #[serde(deserialize_with = "lenient::string")]
     pub leeway: String,
+    /// How long the last good signing keys keep serving while the issuer cannot be reached
+    /// (transport or HTTP failures only), e.g. `"6h"`. After that every token is refused.
+    #[serde(deserialize_with = "lenient::string")]
+    pub jwks_max_stale: String,
     /// Accept a plain-HTTP issuer that is not on loopback. Refused in production.
     pub dangerous_allow_http_issuer: bool,
     /// Built-in development token issuer.
@@ -221,6 +225,7 @@ impl Default for RawAuth {
             algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
             roles_claim: "roles".into(),
             leeway: "30s".into(),
+            jwks_max_stale: "6h".into(),
             dangerous_allow_http_issuer: false,
             dev: None,
             session: None,

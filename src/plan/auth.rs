@@ -30,6 +30,8 @@ pub struct AuthPlan {
     pub roles_claim: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// How long the last good issuer keys serve while the issuer is unreachable.
+    pub jwks_max_stale: Duration,
     /// Whether the development issuer is on.
     pub dev_issuer: bool,
     /// Browser login, when declared.
@@ -320,6 +322,11 @@ fn compile_session(
     })
 }
 
+/// Shortest `auth.jwks_max_stale`: one periodic refresh interval.
+pub const MIN_JWKS_MAX_STALE: Duration = Duration::from_secs(300);
+/// Longest `auth.jwks_max_stale`.
+pub const MAX_JWKS_MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
+
 /// Checks `[auth]`: issuer, audience, algorithms, roles claim, leeway, dev issuer, session and API keys.
 pub fn compile_auth(
     raw: &RawAuth,
@@ -410,6 +417,20 @@ pub fn compile_auth(
             Duration::ZERO
         }
     };
+    let jwks_max_stale = match units::duration(&raw.jwks_max_stale) {
+        Ok(t) if (MIN_JWKS_MAX_STALE..=MAX_JWKS_MAX_STALE).contains(&t) => t,
+        Ok(t) => {
+            d.error(
+                "auth.jwks_max_stale",
+                "must be between 5m (one refresh interval) and 7d: beyond that, keys the issuer revoked during an outage would stay trusted",
+            );
+            t.clamp(MIN_JWKS_MAX_STALE, MAX_JWKS_MAX_STALE)
+        }
+        Err(e) => {
+            d.error("auth.jwks_max_stale", e);
+            MIN_JWKS_MAX_STALE
+        }
+    };
     let dev_issuer = raw.dev.as_ref().is_some_and(|dev| dev.enabled);
     if dev_issuer {
         d.refuse_in_production(
@@ -420,7 +441,11 @@ pub fn compile_auth(
             ),
             Diagnostic::new(
                 "auth.dev.enabled",
-                "development token issuer is on (refused under NESTFLUX_PROFILE=production)",
+                if issuer.is_some() {
+                    "development token issuer is on next to auth.issuer (refused under NESTFLUX_PROFILE=production): its tokens carry any role asked for, but their subjects are `dev:<sub>`, so they never own a provider user's rows"
+                } else {
+                    "development token issuer is on (refused under NESTFLUX_PROFILE=production)"
+                },
             ),
         );
     }
@@ -434,6 +459,7 @@ pub fn compile_auth(
         algorithms,
         roles_claim,
         leeway,
+        jwks_max_stale,
         dev_issuer,
         session,
         api_keys: compile_api_keys(&raw.api_keys, roles, d),

@@ -57,9 +57,25 @@ pub enum LimitBackend {
 pub struct RateLimitsPlan {
     /// Where the buckets live.
     pub backend: LimitBackend,
-    /// Every policy, by name.
+    /// Every policy, by name (with the built-in `auth_failures` when none is declared).
     pub policies: BTreeMap<PolicyName, RatePolicy>,
+    /// Whether `auth_failures` is the built-in default rather than declared.
+    pub default_auth_failures: bool,
 }
+
+impl RateLimitsPlan {
+    /// The policies the file declares (the built-in `auth_failures` not counted).
+    pub fn declared(&self) -> usize {
+        self.policies.len() - usize::from(self.default_auth_failures)
+    }
+}
+
+/// The policy charged with each failed authentication (by client ip); once a client has
+/// spent it, its new tokens are refused with 429 before any signature is checked.
+pub const AUTH_FAILURES: &str = "auth_failures";
+
+/// `auth_failures` when the file declares none: 30 failures at once, then one a second.
+const DEFAULT_AUTH_FAILURES: (u32, Duration, u32) = (60, Duration::from_secs(60), 30);
 
 impl RateLimitsPlan {
     /// The policy named `global`, counted on every request before authentication.
@@ -126,6 +142,12 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
                 "the global policy runs before authentication, so it can only count by \"ip\"",
             );
         }
+        if name == AUTH_FAILURES && key != LimitKey::Ip {
+            d.error(
+                format!("{path}.key"),
+                "failed authentications have no user to count by, so this policy can only count by \"ip\"",
+            );
+        }
         let rates = [
             (p.per_second, 1u64, "per_second"),
             (p.per_minute, 60, "per_minute"),
@@ -180,5 +202,57 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             },
         );
     }
-    RateLimitsPlan { backend, policies }
+    // Failed authentications always have a budget: flooding forged tokens must not buy
+    // unlimited signature checks.
+    let auth_failures = PolicyName(AUTH_FAILURES.into());
+    let default_auth_failures = !raw.policies.contains_key(AUTH_FAILURES);
+    if default_auth_failures {
+        let (count, window, burst) = DEFAULT_AUTH_FAILURES;
+        if let (Some(quota), Some(burst)) = (NonZeroU32::new(count), NonZeroU32::new(burst)) {
+            policies.insert(
+                auth_failures.clone(),
+                RatePolicy {
+                    name: auth_failures,
+                    key: LimitKey::Ip,
+                    period: window / count,
+                    quota,
+                    window,
+                    burst,
+                },
+            );
+        }
+    }
+    RateLimitsPlan {
+        backend,
+        policies,
+        default_auth_failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawRateLimits;
+
+    fn compile(toml_text: &str) -> (RateLimitsPlan, Diagnostics) {
+        let raw: RawRateLimits = toml::from_str(toml_text).unwrap();
+        let mut d = Diagnostics::default();
+        (compile_rate_limits(&raw, &mut d), d)
+    }
+
+    #[test]
+    fn auth_failures_is_built_in_and_counts_by_ip_only() {
+        let (plan, d) = compile("");
+        assert!(d.errors.is_empty());
+        assert!(plan.default_auth_failures);
+        assert_eq!(plan.declared(), 0);
+        let p = &plan.policies[&PolicyName(AUTH_FAILURES.into())];
+        assert_eq!((p.key, p.burst.get()), (LimitKey::Ip, 30));
+        let (plan, d) = compile("[auth_failures]\nper_minute = 10\nburst = 3\n");
+        assert!(d.errors.is_empty());
+        assert!(!plan.default_auth_failures);
+        assert_eq!(plan.declared(), 1);
+        let (_, d) = compile("[auth_failures]\nkey = \"user\"\nper_minute = 10\n");
+        assert_eq!(d.errors[0].path, "rate_limits.auth_failures.key");
+    }
 }

@@ -387,7 +387,13 @@ pub fn compile_routes(
 
         let rate_limit = r.rate_limit.as_ref().and_then(|name| {
             let name = PolicyName(name.clone());
-            if cx.limits.policies.contains_key(&name) {
+            if name.0 == super::ratelimit::AUTH_FAILURES {
+                d.error(
+                    format!("{at}.rate_limit"),
+                    "auth_failures counts failed authentications only; a route cannot use it",
+                );
+                None
+            } else if cx.limits.policies.contains_key(&name) {
                 Some(name)
             } else {
                 d.error(

@@ -488,26 +488,13 @@ fn rotation_killed_midway_then_rerun_leaves_every_value_readable_with_only_the_n
 
 #[test]
 fn the_http_listener_redirects_to_the_configured_https_origin() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let ca = common::TestCa::new();
+    let port = common::free_port();
     let p = Project::new(&format!(
         "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nredirect_http = \"127.0.0.1:{port}\"\npublic_host = \"api.example.test\"\n{}",
         common::MINIMAL
     ));
-    p.write("server.pem", &leaf.pem());
-    p.write("server.key", &leaf_key.serialize_pem());
+    ca.install(&p);
     let s = p.serve(&[]);
     assert!(s.url.starts_with("https://"), "{}", s.url);
     // The redirect listener binds after the HTTPS one has logged that it listens.
@@ -535,8 +522,7 @@ fn the_http_listener_redirects_to_the_configured_https_origin() {
         "[server]\nbind = \"0.0.0.0:8443\"\n[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nredirect_http = \"0.0.0.0:8080\"\n{}",
         common::MINIMAL
     ));
-    p.write("server.pem", &leaf.pem());
-    p.write("server.key", &leaf_key.serialize_pem());
+    ca.install(&p);
     let out = p.run(&["check"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls.public_host"));

@@ -58,13 +58,7 @@ pub fn require_node() {
     );
 }
 
-/// A free TCP port on 127.0.0.1 (released before use; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use crate::common::free_port;
 
 pub fn now() -> u64 {
     SystemTime::now()

@@ -15,9 +15,6 @@ use crate::auth::jwt::{self, Rejection};
 
 /// Longest `sub` accepted.
 const MAX_SUBJECT_BYTES: usize = 1024;
-/// Subject prefixes NestFlux gives its own callers (API keys, the development issuer):
-/// a provider's user may not take one.
-const RESERVED_SUBJECT_PREFIXES: [&str; 2] = ["apikey:", "dev:"];
 
 /// Why an ID token was refused. Logged; the browser only learns that login failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,7 +125,8 @@ pub async fn verify(
         Some(Value::String(s))
             if !s.is_empty()
                 && s.len() <= MAX_SUBJECT_BYTES
-                && !RESERVED_SUBJECT_PREFIXES.iter().any(|p| s.starts_with(p)) =>
+                // `apikey:`/`dev:` name NestFlux's own callers: a provider's user may not.
+                && !crate::auth::is_reserved_subject(s) =>
         {
             s.clone()
         }

@@ -334,7 +334,7 @@ impl Sessions {
                     cookies: Vec::new(),
                 })
             }
-            Err(Failure::Ended) => Ok(Status {
+            Err(Failure::Ended | Failure::Unknown) => Ok(Status {
                 session: None,
                 cookies: clear(),
             }),

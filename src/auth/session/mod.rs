@@ -54,7 +54,7 @@ use sha2::{Digest, Sha256};
 use super::jwks::Jwks;
 use super::jwt::BearerVerifier;
 use super::roles::RoleMapper;
-use super::{Caller, CallerKind};
+use super::{Caller, CallerKind, FailureBudget};
 use crate::crypto::{Aad, KeyRing};
 use crate::plan::Plan;
 use crate::plan::auth::SessionPlan;
@@ -81,9 +81,13 @@ const MAX_CODE_LEN: usize = 4096;
 /// Why a request's session cannot be used.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// No such session, expired, logged out, or its refresh was refused: log in again.
+    /// Expired, logged out, or its refresh was refused: log in again.
     #[error("the session has ended")]
     Ended,
+    /// The cookie names no session (never issued here, or long gone): a failed
+    /// authentication, charged to the client's budget.
+    #[error("no such session")]
+    Unknown,
     /// A cookie-authenticated unsafe request from a foreign origin.
     #[error("{0}")]
     Csrf(csrf::Refused),
@@ -217,16 +221,21 @@ impl Sessions {
     /// Authenticates a request by its session cookie (called when it carries no
     /// `Authorization` or `X-API-Key`): CSRF check for unsafe methods, then the session,
     /// refreshed if due.
+    ///
+    /// A cookie that names no session is a failed authentication charged to `budget`; the
+    /// budget never refuses a cookie by itself (that would lock out every session user
+    /// behind the address of one guesser), and a guess costs one lookup by primary key.
     pub async fn authenticate(
         &self,
         req: &HttpRequest,
         bearer: Option<&BearerVerifier>,
+        budget: &impl FailureBudget,
     ) -> Result<Arc<Caller>, Problem> {
         let result = async {
             csrf::check(req, &self.plan.origin, &self.cors_origins).map_err(Failure::Csrf)?;
             let id = match cookie::read(req, self.plan.session_cookie()) {
                 cookie::Read::One(id) => id,
-                _ => return Err(Failure::Ended),
+                _ => return Err(Failure::Unknown),
             };
             self.current(&id, bearer, true).await
         }
@@ -235,6 +244,9 @@ impl Sessions {
             Ok(row) => Ok(Arc::new(self.caller(&row))),
             Err(f) => {
                 tracing::debug!(target: "nestflux::auth", reason = %f, "session not accepted");
+                if matches!(f, Failure::Unknown) {
+                    budget.charge().await;
+                }
                 Err(self.problem(&f))
             }
         }
@@ -251,7 +263,7 @@ impl Sessions {
         let key = sha256(id);
         let id_hash = hex(&key);
         let now = now_ms();
-        let mut row = self.load(&id_hash).await?.ok_or(Failure::Ended)?;
+        let mut row = self.load(&id_hash).await?.ok_or(Failure::Unknown)?;
         // Expired, or made by a provider this configuration no longer trusts.
         let foreign = !self.jwks.accepted_issuers().contains(&row.issuer);
         if foreign || row.idle_expires_at <= now || row.absolute_expires_at <= now {
@@ -325,7 +337,7 @@ impl Sessions {
                 .header(header::RETRY_AFTER, HeaderValue::from_static("5"))
         };
         match f {
-            Failure::Ended => Problem::new(
+            Failure::Ended | Failure::Unknown => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "the session has ended: log in again",
