@@ -49,6 +49,8 @@ pub struct Opts {
     pub tls: bool,
     /// More lines for `[auth.session]`.
     pub session_extra: &'static str,
+    /// More tables at the end of the file.
+    pub extra: &'static str,
 }
 
 impl Default for Opts {
@@ -65,6 +67,7 @@ impl Default for Opts {
             keys: true,
             tls: false,
             session_extra: "",
+            extra: "",
         }
     }
 }
@@ -138,7 +141,8 @@ method = "GET"
 path = "/health"
 action = "health"
 public = true
-{notes}"#,
+{notes}
+{extra}"#,
         workers = opts.workers,
         audience = opts.audience,
         idle = opts.idle,
@@ -146,6 +150,7 @@ public = true
         login_timeout = opts.login_timeout,
         scheme = if opts.tls { "https" } else { "http" },
         session_extra = opts.session_extra,
+        extra = opts.extra,
     )
 }
 
@@ -1057,6 +1062,31 @@ fn the_dangerous_insecure_cookie_drops_secure_and_the_prefix() {
             .log_when(|l| l.contains("dangerous_insecure_cookie"))
             .contains("development only")
     );
+}
+
+#[test]
+fn forged_session_cookies_spend_the_auth_failures_budget_but_never_lock_out_a_session() {
+    let rig = Rig::start(Opts {
+        extra: "[rate_limits.auth_failures]\nper_minute = 1\nburst = 3\n",
+        ..Opts::default()
+    });
+    let browser = rig.logged_in("alice");
+    for i in 0..3 {
+        let mut forger = Agent::new();
+        forger.jar.insert(SESSION.into(), format!("{i}").repeat(43));
+        let res = get(&forger, &rig.url("/api/me"));
+        assert_problem(res, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // The budget is spent: a bearer token never seen gets 429 unchecked …
+    let token = rig.provider().token(AUD);
+    let res = client()
+        .get(rig.url("/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "auth-failures");
+    // … while a real session from the same address goes on working.
+    assert_eq!(json(get(&browser, &rig.url("/api/me")))["subject"], "alice");
 }
 
 #[test]
