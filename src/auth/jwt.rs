@@ -289,7 +289,7 @@ impl BearerVerifier {
 }
 
 /// Size and alphabet, before anything is decoded.
-fn precheck(token: &str) -> Result<(), Rejection> {
+pub(crate) fn precheck(token: &str) -> Result<(), Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Rejection::Oversized);
     }
@@ -308,7 +308,7 @@ fn precheck(token: &str) -> Result<(), Rejection> {
     }
 }
 
-fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
+pub(crate) fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
     if !allowed.contains(&h.alg) {
         return Err(Rejection::Algorithm);
     }
@@ -336,7 +336,7 @@ fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn classify(kind: &ErrorKind) -> Rejection {
+pub(crate) fn classify(kind: &ErrorKind) -> Rejection {
     match kind {
         ErrorKind::InvalidSignature => Rejection::Signature,
         ErrorKind::ExpiredSignature => Rejection::Expired,

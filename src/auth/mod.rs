@@ -1,15 +1,20 @@
 //! Who is calling: the [`Caller`] every later stage (rate limits, authorization, actions,
-//! audit) reads from the request extensions, proven by a bearer JWT from the OIDC issuer
-//! or by a declared API key — or a 401 problem.
+//! audit) reads from the request extensions, proven by a bearer JWT from the OIDC issuer,
+//! by a declared API key, or by the browser session cookie — or a 401 problem.
 //!
 //! Credentials: `Authorization: Bearer <jwt>`, `Authorization: Bearer nfk_…` (API key) or
-//! `X-API-Key: nfk_…`; exactly one of them. Tokens and keys are never logged.
+//! `X-API-Key: nfk_…`; exactly one of them. Only a request with none of those is
+//! authenticated by its session cookie (`[auth.session]`): an explicit credential is a
+//! deliberate choice of the client, while the cookie rides along on every request of the
+//! browser, so the header wins and the cookie is then ignored. Tokens, keys and session
+//! ids are never logged.
 
 pub mod api_key;
 pub mod dev;
 pub mod jwks;
 pub mod jwt;
 pub mod roles;
+pub mod session;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,15 +40,18 @@ pub enum CallerKind {
     Dev,
     /// A declared API key, by name.
     ApiKey(String),
+    /// The browser session cookie of `[auth.session]`.
+    Session,
 }
 
 impl CallerKind {
-    /// `bearer`, `dev` or `api_key`.
+    /// `bearer`, `dev`, `api_key` or `session`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Bearer => "bearer",
             Self::Dev => "dev",
             Self::ApiKey(_) => "api_key",
+            Self::Session => "session",
         }
     }
 }
@@ -171,6 +179,9 @@ pub enum SetupError {
     /// The development issuer's key could not be loaded.
     #[error("development issuer: {0}")]
     Dev(String),
+    /// Browser login could not be set up.
+    #[error("browser login: {0}")]
+    Session(String),
 }
 
 /// Bearer verification and API keys, built once and shared by every worker.
@@ -179,6 +190,8 @@ pub struct Authenticator {
     /// The development issuer's verifier: same checks, a fixed key from the database.
     dev: Option<BearerVerifier>,
     api_keys: ApiKeys,
+    /// Browser login, when `[auth.session]` is declared.
+    sessions: Option<Arc<session::Sessions>>,
 }
 
 impl Authenticator {
@@ -189,6 +202,7 @@ impl Authenticator {
                 bearer: None,
                 dev: None,
                 api_keys: ApiKeys::default(),
+                sessions: None,
             });
         };
         let bearer = match (&auth.issuer, &auth.audience) {
@@ -196,13 +210,7 @@ impl Authenticator {
                 if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
                     return Err(SetupError::NoCryptoProvider);
                 }
-                // The plan only admits asymmetric algorithms; HS* and `none` never get here.
-                let allowed: Vec<_> = auth
-                    .algorithms
-                    .iter()
-                    .filter_map(|a| jsonwebtoken::Algorithm::from_str(a).ok())
-                    .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
-                    .collect();
+                let allowed = allowed_algorithms(auth);
                 let jwks = Arc::new(
                     Jwks::new(issuer.clone(), allowed.clone())?.with_max_stale(auth.jwks_max_stale),
                 );
@@ -217,6 +225,7 @@ impl Authenticator {
             bearer,
             dev: None,
             api_keys: ApiKeys::new(&auth.api_keys),
+            sessions: None,
         })
     }
 
@@ -242,16 +251,37 @@ impl Authenticator {
             self.dev = Some(verifier.with_users(store.clone()));
         }
         self.bearer = self.bearer.map(|b| b.with_users(store.clone()));
+        // Sessions verify ID tokens with the bearer verifier's key cache.
+        if let (Some(auth), Some(bearer)) = (&plan.auth, &self.bearer)
+            && let Some(session) = &auth.session
+        {
+            self.sessions = Some(Arc::new(session::Sessions::new(
+                plan,
+                session,
+                bearer.jwks().clone(),
+                allowed_algorithms(auth),
+                store.clone(),
+            )?));
+        }
         Ok(self)
     }
 
-    /// Starts fetching and refreshing the issuer's keys in the background. The server
-    /// serves meanwhile, even while the provider is unreachable.
+    /// Starts fetching and refreshing the issuer's keys in the background (the server
+    /// serves meanwhile, even while the provider is unreachable), and the sweeper of
+    /// expired sessions.
     pub fn start(&self) -> Result<(), SetupError> {
         if let Some(b) = &self.bearer {
             b.jwks().spawn_refresher()?;
         }
+        if let Some(s) = &self.sessions {
+            s.spawn_sweeper()?;
+        }
         Ok(())
+    }
+
+    /// Browser login, when `[auth.session]` is declared.
+    pub fn sessions(&self) -> Option<&Arc<session::Sessions>> {
+        self.sessions.as_ref()
     }
 
     /// The bearer verifier, when an issuer is configured.
@@ -311,6 +341,16 @@ fn verifier_config(
             plan.roles.closures.keys().cloned(),
         ),
     }
+}
+
+/// The algorithm allow-list as jsonwebtoken's type. The plan only admits asymmetric
+/// algorithms; HS* and `none` never get here.
+fn allowed_algorithms(auth: &crate::plan::auth::AuthPlan) -> Vec<jsonwebtoken::Algorithm> {
+    auth.algorithms
+        .iter()
+        .filter_map(|a| jsonwebtoken::Algorithm::from_str(a).ok())
+        .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+        .collect()
 }
 
 /// The `iss` a token claims, read without verification, only to pick a verifier.
@@ -380,10 +420,20 @@ pub async fn authenticate(
     if route.access == Access::Public {
         return Ok(());
     }
-    let caller = auth.authenticate(req.headers(), budget).await.map_err(|e| {
-        tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
-        e.problem()
-    })?;
+    let caller = match auth.authenticate(req.headers(), budget).await {
+        Ok(caller) => caller,
+        // No header credential: the session cookie, if the browser sent one.
+        Err(AuthError::Missing) if auth.sessions.as_ref().is_some_and(|s| s.has_cookie(req)) => {
+            match &auth.sessions {
+                Some(s) => s.authenticate(req, auth.bearer(), budget).await?,
+                None => return Err(AuthError::Missing.problem()),
+            }
+        }
+        Err(e) => {
+            tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
+            return Err(e.problem());
+        }
+    };
     req.extensions_mut().insert(Caller::clone(&caller));
     Ok(())
 }

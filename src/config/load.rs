@@ -16,6 +16,12 @@ use super::RawConfig;
 /// Variables that steer the process rather than name a config key.
 const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
 
+/// Keys only the environment may set: secrets.
+const ENV_ONLY: &[&str] = &["auth.session.client_secret"];
+
+/// The name of the environment layer in figment's metadata.
+const ENV_LAYER: &str = "environment variable(s) NESTFLUX_*";
+
 /// Where the configuration came from, for summaries (key names only, never values).
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSource {
@@ -86,6 +92,19 @@ pub fn load_from(
             return Err(LoadError::Parse(unknown.join("\n")));
         }
     }
+    // A secret written in the file travels with it (repositories, backups, `cat`): only the
+    // environment may set these keys.
+    for key in ENV_ONLY {
+        if figment
+            .find_metadata(key)
+            .is_some_and(|m| m.name != ENV_LAYER)
+        {
+            let var = format!("NESTFLUX_{}", key.replace('.', "__").to_ascii_uppercase());
+            return Err(LoadError::Parse(format!(
+                "{key}: a secret must not be written in the file; set {var} or {var}_FILE"
+            )));
+        }
+    }
     let raw: RawConfig = figment
         .extract()
         .map_err(|e| LoadError::Parse(format_figment(e)))?;
@@ -145,7 +164,7 @@ impl EnvLayer {
 
 impl Provider for EnvLayer {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable(s) NESTFLUX_*")
+        Metadata::named(ENV_LAYER)
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {

@@ -272,7 +272,18 @@ pub struct RawSession {
     /// A session ends this long after login whatever its use, e.g. `"12h"`.
     #[serde(deserialize_with = "lenient::string")]
     pub absolute_timeout: String,
-    /// Send the session cookie without `Secure` (plain HTTP). Refused in production.
+    /// Scopes asked for at login (`openid` is always asked for); add `offline_access` where
+    /// the provider issues refresh tokens only for it (Authentik).
+    pub scopes: Vec<String>,
+    /// Where the provider sends the browser after logout; must be registered with it.
+    /// Defaults to the origin of `redirect_url` with path `/`.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub post_logout_redirect_url: Option<String>,
+    /// Time a started login may take to come back to the callback, e.g. `"10m"`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub login_timeout: String,
+    /// Send the session cookie without `Secure` and without the `__Host-` prefix, for a
+    /// plain-HTTP `redirect_url` that is not on loopback. Refused in production.
     pub dangerous_insecure_cookie: bool,
 }
 
@@ -284,6 +295,9 @@ impl Default for RawSession {
             redirect_url: String::new(),
             idle_timeout: "30m".into(),
             absolute_timeout: "12h".into(),
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            post_logout_redirect_url: None,
+            login_timeout: "10m".into(),
             dangerous_insecure_cookie: false,
         }
     }

@@ -121,14 +121,44 @@ pub struct SessionPlan {
     pub client_id: String,
     /// The client secret of a confidential client.
     pub client_secret: Option<String>,
-    /// The callback URL.
+    /// The callback URL; its path is the callback route.
     pub redirect_url: url::Url,
+    /// The server's own origin (that of `redirect_url`), as browsers send it in `Origin`.
+    pub origin: String,
     /// Idle time after which a session ends.
     pub idle_timeout: Duration,
     /// Time after login at which a session ends.
     pub absolute_timeout: Duration,
-    /// Cookie without `Secure` (plain-HTTP redirect URL): development only.
+    /// Time a started login may take to come back.
+    pub login_timeout: Duration,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// Where the provider sends the browser after logout.
+    pub post_logout_redirect_url: url::Url,
+    /// `dangerous_insecure_cookie`: cookies without `Secure` and without the `__Host-`
+    /// prefix. Development only.
     pub insecure_cookie: bool,
+}
+
+impl SessionPlan {
+    /// The session cookie's name: `__Host-nestflux_session` (Secure, Path=/, no Domain),
+    /// or `nestflux_session` with `dangerous_insecure_cookie`.
+    pub fn session_cookie(&self) -> &'static str {
+        if self.insecure_cookie {
+            "nestflux_session"
+        } else {
+            "__Host-nestflux_session"
+        }
+    }
+
+    /// The short-lived cookie binding a pending login to the browser that started it.
+    pub fn login_cookie(&self) -> &'static str {
+        if self.insecure_cookie {
+            "nestflux_login"
+        } else {
+            "__Host-nestflux_login"
+        }
+    }
 }
 
 impl fmt::Debug for SessionPlan {
@@ -142,6 +172,154 @@ impl fmt::Debug for SessionPlan {
             .field("redirect_url", &self.redirect_url.as_str())
             .finish_non_exhaustive()
     }
+}
+
+/// Checks `[auth.session]`. The cookie rule: an `https://` callback gets the
+/// `__Host-`/`Secure` cookie; so does a plain-HTTP callback on loopback (browsers treat
+/// `http://127.0.0.1` and `http://localhost` as secure contexts), outside production only;
+/// any other plain-HTTP callback needs `dangerous_insecure_cookie = true` (a cookie without
+/// `Secure`), which production refuses.
+fn compile_session(
+    s: &crate::config::RawSession,
+    has_issuer: bool,
+    profile: Profile,
+    d: &mut Diagnostics,
+) -> Option<SessionPlan> {
+    if !has_issuer {
+        d.error(
+            "auth.session",
+            "browser sessions need auth.issuer (the OIDC provider to log in with)",
+        );
+    }
+    if s.client_id.is_empty() {
+        d.error("auth.session.client_id", "required");
+    }
+    let redirect_url = match url::Url::parse(&s.redirect_url) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+        {
+            Some(u)
+        }
+        _ => {
+            d.error(
+                "auth.session.redirect_url",
+                format!(
+                    "`{}` is not an absolute http(s) URL without query or fragment, e.g. https://api.example.com/auth/callback",
+                    s.redirect_url
+                ),
+            );
+            None
+        }
+    };
+    let duration = |key: &str, text: &str, d: &mut Diagnostics| {
+        units::duration(text)
+            .map_err(|e| d.error(format!("auth.session.{key}"), e))
+            .ok()
+            .filter(|t| {
+                let ok = !t.is_zero();
+                if !ok {
+                    d.error(format!("auth.session.{key}"), "must be greater than zero");
+                }
+                ok
+            })
+    };
+    let idle = duration("idle_timeout", &s.idle_timeout, d);
+    let absolute = duration("absolute_timeout", &s.absolute_timeout, d);
+    let login_timeout = duration("login_timeout", &s.login_timeout, d);
+    if let (Some(i), Some(a)) = (idle, absolute)
+        && i > a
+    {
+        d.error("auth.session.idle_timeout", "longer than absolute_timeout");
+    }
+    if login_timeout.is_some_and(|t| t > Duration::from_secs(3600)) {
+        d.error(
+            "auth.session.login_timeout",
+            "at most 1h: a pending login is a half-open door",
+        );
+    }
+    let mut scopes = Vec::new();
+    for (i, scope) in s.scopes.iter().enumerate() {
+        let ok = !scope.is_empty()
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !ok {
+            d.error(
+                format!("auth.session.scopes[{i}]"),
+                format!("`{scope}` is not a scope token"),
+            );
+        } else if scope != "openid" && !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    let post_logout = match &s.post_logout_redirect_url {
+        Some(text) => match url::Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+            _ => {
+                d.error(
+                    "auth.session.post_logout_redirect_url",
+                    format!("`{text}` is not an absolute http(s) URL"),
+                );
+                None
+            }
+        },
+        None => redirect_url.as_ref().and_then(|u| u.join("/").ok()),
+    };
+    let redirect_url = redirect_url?;
+    let plain_http = redirect_url.scheme() == "http";
+    let loopback = is_loopback_host(&redirect_url);
+    if plain_http {
+        let refused = Diagnostic::new(
+            "auth.session.redirect_url",
+            "plain-HTTP session cookies are refused in production: serve the callback over https://",
+        );
+        if loopback {
+            d.refuse_in_production(profile, refused, Diagnostic::new(
+                "auth.session.redirect_url",
+                "plain-HTTP callback on loopback: the cookie stays __Host-/Secure (browsers treat loopback as a secure context); development only",
+            ));
+        } else if s.dangerous_insecure_cookie {
+            d.refuse_in_production(profile, refused, Diagnostic::new(
+                "auth.session.dangerous_insecure_cookie",
+                "the session cookie travels without Secure over plain HTTP: anyone on the network path can take over sessions; development only",
+            ));
+        } else if profile == Profile::Production {
+            d.errors.push(refused);
+        } else {
+            d.error(
+                "auth.session.redirect_url",
+                "a plain-HTTP callback off loopback cannot keep a Secure cookie: use https://, or for a development setup set auth.session.dangerous_insecure_cookie = true",
+            );
+        }
+    }
+    // (A plain-HTTP callback off loopback already said all there is to say above.)
+    if s.dangerous_insecure_cookie && (loopback || !plain_http) {
+        d.refuse_in_production(
+            profile,
+            Diagnostic::new("auth.session.dangerous_insecure_cookie", "refused in production"),
+            Diagnostic::new(
+                "auth.session.dangerous_insecure_cookie",
+                "session cookies without Secure and without the __Host- prefix, although this callback does not need that: development only",
+            ),
+        );
+    }
+    Some(SessionPlan {
+        client_id: s.client_id.clone(),
+        client_secret: s.client_secret.clone(),
+        origin: redirect_url.origin().ascii_serialization(),
+        redirect_url,
+        idle_timeout: idle?,
+        absolute_timeout: absolute?,
+        login_timeout: login_timeout?,
+        scopes,
+        post_logout_redirect_url: post_logout?,
+        insecure_cookie: s.dangerous_insecure_cookie,
+    })
 }
 
 /// Shortest `auth.jwks_max_stale`: one periodic refresh interval.
@@ -271,50 +449,10 @@ pub fn compile_auth(
             ),
         );
     }
-    let session = raw.session.as_ref().and_then(|s| {
-        if issuer.is_none() {
-            d.error("auth.session", "browser sessions need auth.issuer (the OIDC provider to log in with)");
-        }
-        if s.client_id.is_empty() {
-            d.error("auth.session.client_id", "required");
-        }
-        let redirect_url = match url::Url::parse(&s.redirect_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
-            _ => {
-                d.error("auth.session.redirect_url", format!("`{}` is not an absolute http(s) URL", s.redirect_url));
-                None
-            }
-        };
-        let idle = units::duration(&s.idle_timeout).map_err(|e| d.error("auth.session.idle_timeout", e)).ok();
-        let absolute =
-            units::duration(&s.absolute_timeout).map_err(|e| d.error("auth.session.absolute_timeout", e)).ok();
-        if let (Some(i), Some(a)) = (idle, absolute)
-            && i > a
-        {
-            d.error("auth.session.idle_timeout", "longer than absolute_timeout");
-        }
-        let redirect_url = redirect_url?;
-        let plain_http = redirect_url.scheme() == "http";
-        let insecure_cookie = plain_http || s.dangerous_insecure_cookie;
-        if insecure_cookie {
-            d.refuse_in_production(
-                profile,
-                Diagnostic::new(
-                    "auth.session.redirect_url",
-                    "plain-HTTP session cookies are refused in production: serve the callback over https://",
-                ),
-                Diagnostic::new("auth.session", "session cookie without `Secure` (plain HTTP): development only"),
-            );
-        }
-        Some(SessionPlan {
-            client_id: s.client_id.clone(),
-            client_secret: s.client_secret.clone(),
-            redirect_url,
-            idle_timeout: idle?,
-            absolute_timeout: absolute?,
-            insecure_cookie,
-        })
-    });
+    let session = raw
+        .session
+        .as_ref()
+        .and_then(|s| compile_session(s, issuer.is_some(), profile, d));
     AuthPlan {
         issuer,
         audience: raw.audience.clone(),

@@ -137,7 +137,23 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         auth: auth.as_ref(),
         roles: &roles,
     };
-    let routes = routes::compile_routes(&raw.routes, &cx, &mut d);
+    let mut routes = routes::compile_routes(&raw.routes, &cx, &mut d);
+    if let Some(session) = auth.as_ref().and_then(|a| a.session.as_ref()) {
+        routes::add_session_routes(&mut routes, session, &mut d);
+        if encryption.key_ids.is_empty() {
+            d.refuse_in_production(
+                profile,
+                Diagnostic::new(
+                    "auth.session",
+                    "browser sessions keep their tokens encrypted, but NESTFLUX_ENCRYPTION__KEYS is not set",
+                ),
+                Diagnostic::new(
+                    "auth.session",
+                    "NESTFLUX_ENCRYPTION__KEYS is not set: /auth/login answers 503 until it is",
+                ),
+            );
+        }
+    }
     if raw.routes.is_empty() {
         d.warn("routes", "no routes declared: every request will get 404");
     }
@@ -175,9 +191,6 @@ impl Plan {
                 message: format!("{what} is not enforced by this build of nestflux"),
             })
         };
-        if self.auth.as_ref().is_some_and(|a| a.session.is_some()) {
-            note("auth.session".into(), "browser login");
-        }
         if matches!(
             self.rate_limits.backend,
             ratelimit::LimitBackend::Redis { .. }

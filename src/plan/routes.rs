@@ -33,6 +33,14 @@ pub enum Action {
     Delete,
     /// Serves the OpenAPI document of the plan.
     OpenApi,
+    /// Browser login: redirects to the provider (built in with `[auth.session]`).
+    Login,
+    /// The provider's redirect back: code exchange, then the session cookie (built in).
+    Callback,
+    /// Ends the browser session here and at the provider (built in).
+    Logout,
+    /// The browser session's state, for front ends (built in).
+    Session,
 }
 
 impl Action {
@@ -63,6 +71,10 @@ impl Action {
             Self::Update => "update",
             Self::Delete => "delete",
             Self::OpenApi => "openapi",
+            Self::Login => "login",
+            Self::Callback => "callback",
+            Self::Logout => "logout",
+            Self::Session => "session",
         }
     }
 
@@ -71,6 +83,14 @@ impl Action {
         matches!(
             self,
             Self::List | Self::Get | Self::Create | Self::Update | Self::Delete
+        )
+    }
+
+    /// The browser-login routes `[auth.session]` brings.
+    pub fn is_session(self) -> bool {
+        matches!(
+            self,
+            Self::Login | Self::Callback | Self::Logout | Self::Session
         )
     }
 
@@ -84,6 +104,7 @@ impl Action {
             Self::Create => Method::POST,
             Self::Update => Method::PATCH,
             Self::Delete => Method::DELETE,
+            Self::Logout => Method::POST,
             _ => Method::GET,
         }
     }
@@ -118,7 +139,8 @@ impl fmt::Display for Access {
 /// One compiled route.
 #[derive(Debug, Clone)]
 pub struct RoutePlan {
-    /// Position in the file, for messages: `routes[3]`.
+    /// Position in the file, for messages: `routes[3]` ([`BUILT_IN`] for routes that come
+    /// with a feature, such as the browser login's).
     pub index: usize,
     /// The HTTP method.
     pub method: Method,
@@ -136,6 +158,80 @@ pub struct RoutePlan {
     pub body_schema: Option<String>,
     /// Summary for the OpenAPI document.
     pub summary: Option<String>,
+}
+
+/// The `index` of routes no `[[routes]]` entry declares.
+pub const BUILT_IN: usize = usize::MAX;
+
+/// Where the browser login starts (`?return_to=`).
+pub const LOGIN_PATH: &str = "/auth/login";
+/// Where the browser session ends (POST).
+pub const LOGOUT_PATH: &str = "/auth/logout";
+/// Where front ends read the browser session's state.
+pub const SESSION_PATH: &str = "/auth/session";
+
+/// Adds the routes `[auth.session]` brings: `GET /auth/login`, `GET <redirect_url path>`,
+/// `POST /auth/logout`, `GET /auth/session`, all public (they read the session cookie
+/// themselves). A declared route in one of their places is an error.
+pub fn add_session_routes(
+    routes: &mut Vec<RoutePlan>,
+    session: &super::auth::SessionPlan,
+    d: &mut Diagnostics,
+) {
+    let callback = session.redirect_url.path().to_string();
+    match check_path(&callback, "auth.session.redirect_url", d) {
+        Some(params) if params.is_empty() => {}
+        Some(_) => {
+            d.error(
+                "auth.session.redirect_url",
+                "the callback path cannot have {parameters}",
+            );
+            return;
+        }
+        None => return,
+    }
+    let built_in = [
+        (Action::Login, LOGIN_PATH.to_string()),
+        (Action::Callback, callback),
+        (Action::Logout, LOGOUT_PATH.to_string()),
+        (Action::Session, SESSION_PATH.to_string()),
+    ];
+    let mut added: Vec<RoutePlan> = Vec::new();
+    for (action, path) in built_in {
+        let method = action.method();
+        let shape = normalise(&path);
+        let taken = routes
+            .iter()
+            .chain(&added)
+            .find(|r| r.method == method && normalise(&r.path) == shape);
+        if let Some(r) = taken {
+            let at = if r.index == BUILT_IN {
+                "auth.session.redirect_url".to_string()
+            } else {
+                format!("routes[{}]", r.index)
+            };
+            d.error(
+                at,
+                format!(
+                    "{method} {path} is the browser login's {} route ([auth.session])",
+                    action.name()
+                ),
+            );
+            continue;
+        }
+        added.push(RoutePlan {
+            index: BUILT_IN,
+            method,
+            path,
+            action,
+            resource: None,
+            access: Access::Public,
+            rate_limit: None,
+            body_schema: None,
+            summary: None,
+        });
+    }
+    routes.extend(added);
 }
 
 /// What routes are checked against.

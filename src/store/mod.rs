@@ -12,6 +12,7 @@
 //! crud      get, list, create, update, delete of one resource       (dialect, table)
 //! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
 //! users     the users table; dev_keys: the development issuer's keys
+//! sessions  browser sessions and pending logins (refresh claimed and stored by compare-and-swap)
 //! open      the one way `serve`, `migrate` and `keys rotate` open a database
 //! ```
 
@@ -21,6 +22,7 @@ pub mod ddl;
 pub mod dev_keys;
 pub mod dialect;
 pub mod rotate;
+pub mod sessions;
 pub mod table;
 pub mod users;
 

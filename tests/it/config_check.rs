@@ -37,7 +37,7 @@ fn reference_file_compiles() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ok (profile development): 8 routes, 3 roles, 2 rate-limit policies, 1 schemas, 1 resources"), "{stdout}");
+    assert!(stdout.contains("ok (profile development): 12 routes, 3 roles, 2 rate-limit policies, 1 schemas, 1 resources"), "{stdout}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 // Tests may unwrap: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent;
 mod common;
 mod fixtures;
 mod oidc;
@@ -15,6 +16,7 @@ mod regression;
 
 mod auth_attacks;
 mod auth_oidc;
+mod browser;
 mod config_check;
 mod encryption;
 mod http_core;
@@ -22,3 +24,4 @@ mod openapi;
 mod ratelimit;
 mod rbac;
 mod resources;
+mod sessions;
