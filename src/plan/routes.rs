@@ -94,6 +94,12 @@ impl Action {
         )
     }
 
+    /// GET actions that change nothing, so `HEAD` may run them too. The login and callback
+    /// steps store and consume one-time login state: a prefetching `HEAD` must not.
+    pub fn answers_head(self) -> bool {
+        !matches!(self, Self::Login | Self::Callback)
+    }
+
     /// Actions that read a JSON request body.
     pub fn takes_body(self) -> bool {
         matches!(self, Self::Create | Self::Update)

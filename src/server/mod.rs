@@ -124,7 +124,10 @@ fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
         let mut allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
         // HEAD is answered wherever GET is declared (RFC 9110 §9.3.2): the same pipeline and
         // headers, and actix sends no body.
-        let head = routes.iter().find(|r| r.method == Method::GET).copied();
+        let head = routes
+            .iter()
+            .find(|r| r.method == Method::GET && r.action.answers_head())
+            .copied();
         let head = head.filter(|_| !routes.iter().any(|r| r.method == Method::HEAD));
         if head.is_some() {
             allow.push(Method::HEAD.to_string());

@@ -846,6 +846,29 @@ fn forged_tokens_spend_a_budget_then_are_refused_unchecked() {
     );
 }
 
+/// Broke (found merging browser login with HEAD support): `HEAD /auth/callback` ran the
+/// callback and used up the one-time login `state` (a link prefetcher could break a login);
+/// login and callback answer only GET.
+#[test]
+fn head_never_runs_the_login_steps() {
+    let port = common::free_port();
+    let p = Project::new(&format!(
+        "[auth]\nissuer = \"http://127.0.0.1:{port}\"\naudience = \"nestflux\"\n\
+         [auth.session]\nclient_id = \"web\"\nredirect_url = \"http://127.0.0.1:{port}/auth/callback\"\n{MINIMAL}"
+    ));
+    let s = p.serve(&[(
+        "NESTFLUX_ENCRYPTION__KEYS",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )]);
+    for path in ["/auth/login", "/auth/callback?code=x&state=y"] {
+        let res = client().head(s.url(path)).send().unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(res.headers()["allow"], "GET", "{path}");
+    }
+    let res = client().head(s.url("/auth/session")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
