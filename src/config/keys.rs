@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 /// Keys kept out of the published schema (secrets belong in the environment) but accepted.
-const HIDDEN_KEYS: &[&str] = &["client_secret", "keys"];
+const HIDDEN_KEYS: &[&str] = &["client_secret", "keys", "redis_password"];
 
 /// Paths of every key the schema does not know.
 pub fn unknown(value: &Value, schema: &Value) -> Vec<String> {

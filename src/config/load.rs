@@ -17,7 +17,11 @@ use super::RawConfig;
 const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
 
 /// Keys only the environment may set: secrets.
-const ENV_ONLY: &[&str] = &["auth.session.client_secret"];
+const ENV_ONLY: &[&str] = &["auth.session.client_secret", "rate_limits.redis_password"];
+
+/// URL keys the file may set only without a password: (key, the password's own variable).
+const URL_WITHOUT_PASSWORD: &[(&str, &str)] =
+    &[("rate_limits.redis_url", "NESTFLUX_RATE_LIMITS__REDIS_PASSWORD")];
 
 /// The name of the environment layer in figment's metadata.
 const ENV_LAYER: &str = "environment variable(s) NESTFLUX_*";
@@ -102,6 +106,24 @@ pub fn load_from(
             let var = format!("NESTFLUX_{}", key.replace('.', "__").to_ascii_uppercase());
             return Err(LoadError::Parse(format!(
                 "{key}: a secret must not be written in the file; set {var} or {var}_FILE"
+            )));
+        }
+    }
+    for (key, password_var) in URL_WITHOUT_PASSWORD {
+        let from_file = figment
+            .find_metadata(key)
+            .is_some_and(|m| m.name != ENV_LAYER);
+        let has_password = figment
+            .find_value(key)
+            .ok()
+            .and_then(|v| v.into_string())
+            .and_then(|u| url::Url::parse(&u).ok())
+            .is_some_and(|u| u.password().is_some());
+        if from_file && has_password {
+            // Never echo the URL: it holds the password.
+            let var = format!("NESTFLUX_{}", key.replace('.', "__").to_ascii_uppercase());
+            return Err(LoadError::Parse(format!(
+                "{key}: a password must not be written in the file; set {var} (or {var}_FILE), or {password_var} (or {password_var}_FILE) beside a URL without one"
             )));
         }
     }

@@ -318,10 +318,28 @@ pub struct RawRole {
 pub struct RawRateLimits {
     /// `memory` (default) or `redis`.
     pub backend: Option<String>,
-    /// Redis URL when `backend = "redis"`; prefer `NESTFLUX_RATE_LIMITS__REDIS_URL`.
+    /// Redis URL when `backend = "redis"` (`redis://host:6379/0`, TLS with `rediss://`). A
+    /// password must not be written in the file: set `NESTFLUX_RATE_LIMITS__REDIS_URL`, or
+    /// `NESTFLUX_RATE_LIMITS__REDIS_PASSWORD(_FILE)` beside a password-less URL.
     #[serde(skip_serializing)]
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub redis_url: Option<String>,
+    /// The Redis password. Only from `NESTFLUX_RATE_LIMITS__REDIS_PASSWORD(_FILE)`.
+    #[schemars(skip)]
+    #[serde(skip_serializing)]
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub redis_password: Option<String>,
+    /// Longest a request waits for Redis before the `on_backend_error` fallback decides,
+    /// e.g. `"50ms"` (the default).
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub redis_timeout: Option<String>,
+    /// What decides while Redis is unreachable or slow: `local` (the default: this
+    /// instance's own in-memory limits), `deny` (503 with `Retry-After`) or `allow`.
+    pub on_backend_error: Option<String>,
+    /// Test only: shifts this instance's clock as the rate limiter sees it, e.g. `"-90s"`
+    /// or `"+1h"`. Refused in production.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub dangerous_clock_offset: Option<String>,
     /// Named policies; `global` applies to every request before authentication.
     #[serde(flatten)]
     pub policies: BTreeMap<String, RawRatePolicy>,

@@ -120,7 +120,7 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         .as_ref()
         .map(|a| auth::compile_auth(a, &raw.roles, profile, &mut d));
     let roles = roles::compile_roles(&raw.roles, &mut d);
-    let rate_limits = ratelimit::compile_rate_limits(&raw.rate_limits, &mut d);
+    let rate_limits = ratelimit::compile_rate_limits(&raw.rate_limits, profile, &mut d);
     let encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
     let schemas = crate::validate::compile_schemas(&raw.schemas, &mut d);
     let resources = data::compile_resources(
@@ -191,12 +191,6 @@ impl Plan {
                 message: format!("{what} is not enforced by this build of nestflux"),
             })
         };
-        if matches!(
-            self.rate_limits.backend,
-            ratelimit::LimitBackend::Redis { .. }
-        ) {
-            note("rate_limits.backend".into(), "the redis rate-limit backend");
-        }
         for r in &self.routes {
             // Authentication and authorization are enforced for every route; what remains
             // is whether the action itself exists yet.

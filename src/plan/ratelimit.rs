@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::diag::Diagnostics;
+use super::Profile;
+use super::diag::{Diagnostic, Diagnostics};
 use super::is_name;
 use crate::config::RawRateLimits;
 
@@ -46,11 +47,58 @@ pub enum LimitBackend {
     /// In this process.
     Memory,
     /// In Redis, shared by every instance.
-    Redis {
-        /// The Redis URL (may hold a password).
-        url: String,
-    },
+    Redis(RedisPlan),
 }
+
+/// `backend = "redis"`, checked. The URL may hold a password and stays out of `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPlan {
+    /// `redis://` or `rediss://`, with the password from the environment applied.
+    pub url: String,
+    /// Longest a request waits for Redis before [`OnBackendError`] decides.
+    pub timeout: Duration,
+    /// What decides while Redis is unreachable or slow.
+    pub on_error: OnBackendError,
+}
+
+impl std::fmt::Debug for RedisPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPlan")
+            .field("url", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .finish()
+    }
+}
+
+/// `on_backend_error`: who decides while the shared backend cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendError {
+    /// This instance's own in-memory buckets (limits hold per instance).
+    Local,
+    /// 503 with `Retry-After`.
+    Deny,
+    /// Let the request through uncounted.
+    Allow,
+}
+
+impl OnBackendError {
+    /// The name used in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// Default `redis_timeout`.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Longest time a Redis bucket may take to refill: its state is kept in whole nanoseconds
+/// that Redis's Lua (IEEE doubles) represents exactly only below 2^53 ns (104 days).
+pub const MAX_REDIS_REFILL: Duration = Duration::from_secs(90 * 86_400);
 
 /// `[rate_limits]`, checked.
 #[derive(Debug, Clone)]
@@ -61,6 +109,9 @@ pub struct RateLimitsPlan {
     pub policies: BTreeMap<PolicyName, RatePolicy>,
     /// Whether `auth_failures` is the built-in default rather than declared.
     pub default_auth_failures: bool,
+    /// `dangerous_clock_offset` in nanoseconds (test only; refused in production): how far
+    /// this instance's clock is moved as the rate limiter sees it.
+    pub clock_offset_ns: i64,
 }
 
 impl RateLimitsPlan {
@@ -85,34 +136,49 @@ impl RateLimitsPlan {
 }
 
 /// Checks `[rate_limits]`: backend and policies.
-pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimitsPlan {
+pub fn compile_rate_limits(
+    raw: &RawRateLimits,
+    profile: Profile,
+    d: &mut Diagnostics,
+) -> RateLimitsPlan {
     let backend = match raw.backend.as_deref().unwrap_or("memory") {
-        "memory" => LimitBackend::Memory,
-        "redis" => match &raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                LimitBackend::Redis { url: url.clone() }
-            }
-            Some(_) => {
-                d.error(
-                    "rate_limits.redis_url",
-                    "must start with redis:// or rediss://",
+        "memory" => {
+            if raw.redis_url.is_some() || raw.on_backend_error.is_some() || raw.redis_timeout.is_some() {
+                d.warn(
+                    "rate_limits",
+                    "redis_url, redis_timeout and on_backend_error are ignored unless backend = \"redis\"",
                 );
-                LimitBackend::Memory
             }
-            None => {
-                d.error(
-                    "rate_limits.redis_url",
-                    "required with backend = \"redis\" (NESTFLUX_RATE_LIMITS__REDIS_URL)",
-                );
-                LimitBackend::Memory
-            }
-        },
+            LimitBackend::Memory
+        }
+        "redis" => compile_redis(raw, d).map_or(LimitBackend::Memory, LimitBackend::Redis),
         other => {
             d.error(
                 "rate_limits.backend",
                 format!("`{other}`: expected \"memory\" or \"redis\""),
             );
             LimitBackend::Memory
+        }
+    };
+    let clock_offset_ns = match raw.dangerous_clock_offset.as_deref() {
+        None => 0,
+        Some(text) => {
+            let path = "rate_limits.dangerous_clock_offset";
+            d.refuse_in_production(
+                profile,
+                Diagnostic::new(path, "refused in production (a test-only clock shift)"),
+                Diagnostic::new(
+                    path,
+                    "this instance's clock is shifted for the rate limiter (test only)",
+                ),
+            );
+            match signed_duration(text) {
+                Ok(ns) => ns,
+                Err(e) => {
+                    d.error(path, e);
+                    0
+                }
+            }
         }
     };
     let mut policies = BTreeMap::new();
@@ -222,11 +288,125 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             );
         }
     }
+    if matches!(backend, LimitBackend::Redis(_)) {
+        for p in policies.values() {
+            if p.period.saturating_mul(p.burst.get()) > MAX_REDIS_REFILL {
+                d.error(
+                    format!("rate_limits.{}", p.name.0),
+                    "with backend = \"redis\" a bucket must refill within 90 days (burst × the time per request)",
+                );
+            }
+        }
+    }
     RateLimitsPlan {
         backend,
         policies,
         default_auth_failures,
+        clock_offset_ns,
     }
+}
+
+/// Checks the Redis URL, its password (only from the environment) and the fallback. The
+/// URL is never echoed: it may hold a password.
+fn compile_redis(raw: &RawRateLimits, d: &mut Diagnostics) -> Option<RedisPlan> {
+    let path = "rate_limits.redis_url";
+    let Some(text) = raw.redis_url.as_deref() else {
+        d.error(
+            path,
+            "required with backend = \"redis\" (NESTFLUX_RATE_LIMITS__REDIS_URL)",
+        );
+        return None;
+    };
+    let mut url = match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") => u,
+        _ => {
+            d.error(
+                path,
+                "must be a redis://HOST[:PORT][/DB] or rediss://HOST[:PORT][/DB] URL",
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    if url.host_str().is_none_or(str::is_empty) {
+        d.error(path, "names no host");
+        ok = false;
+    }
+    if url.fragment().is_some() {
+        d.error(
+            path,
+            "a #fragment is not allowed (`#insecure` would turn off certificate checks)",
+        );
+        ok = false;
+    }
+    if let Some(password) = raw.redis_password.as_deref() {
+        if url.password().is_some() {
+            d.error(
+                "rate_limits.redis_password",
+                "the URL holds a password already: set it in one place",
+            );
+            ok = false;
+        } else if url.set_password(Some(password)).is_err() {
+            d.error(path, "cannot hold a password");
+            ok = false;
+        }
+    }
+    let timeout = match raw.redis_timeout.as_deref() {
+        None => DEFAULT_REDIS_TIMEOUT,
+        Some(t) => match super::units::duration(t) {
+            Ok(t) if t >= Duration::from_millis(1) && t <= Duration::from_secs(1) => t,
+            Ok(_) => {
+                d.error("rate_limits.redis_timeout", "must be between 1ms and 1s");
+                ok = false;
+                DEFAULT_REDIS_TIMEOUT
+            }
+            Err(e) => {
+                d.error("rate_limits.redis_timeout", e);
+                ok = false;
+                DEFAULT_REDIS_TIMEOUT
+            }
+        },
+    };
+    let on_error = match raw.on_backend_error.as_deref().unwrap_or("local") {
+        "local" => OnBackendError::Local,
+        "deny" => OnBackendError::Deny,
+        "allow" => {
+            d.warn(
+                "rate_limits.on_backend_error",
+                "\"allow\": while Redis is unreachable no rate limit holds (failed authentications stay limited per instance)",
+            );
+            OnBackendError::Allow
+        }
+        other => {
+            d.error(
+                "rate_limits.on_backend_error",
+                format!("`{other}`: expected \"local\", \"deny\" or \"allow\""),
+            );
+            ok = false;
+            OnBackendError::Local
+        }
+    };
+    ok.then(|| RedisPlan {
+        url: url.to_string(),
+        timeout,
+        on_error,
+    })
+}
+
+/// `"90s"`, `"+90s"` or `"-1h"` as signed nanoseconds.
+fn signed_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let d = super::units::duration(rest.trim())?;
+    if d > Duration::from_secs(30 * 86_400) {
+        return Err("must be within 30 days".into());
+    }
+    i64::try_from(d.as_nanos())
+        .map(|ns| sign * ns)
+        .map_err(|_| "too large".into())
 }
 
 #[cfg(test)]
@@ -237,7 +417,7 @@ mod tests {
     fn compile(toml_text: &str) -> (RateLimitsPlan, Diagnostics) {
         let raw: RawRateLimits = toml::from_str(toml_text).unwrap();
         let mut d = Diagnostics::default();
-        (compile_rate_limits(&raw, &mut d), d)
+        (compile_rate_limits(&raw, Profile::Development, &mut d), d)
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The limiter interface: where buckets live. In memory now; Redis (shared by a fleet)
-//! implements the same trait later.
+//! The limiter interface: where buckets live (this process's memory, or Redis shared by a
+//! fleet), and what a backend answers when it cannot decide.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,6 +29,13 @@ pub enum BackendError {
     /// The policy id is not one of the backend's.
     #[error("no rate-limit policy #{0}")]
     UnknownPolicy(usize),
+    /// The shared backend could not decide and `on_backend_error = "deny"`: 503.
+    #[error("the rate-limit backend is unavailable")]
+    Unavailable,
+    /// The shared backend could not decide and `on_backend_error = "allow"`: the request
+    /// passes uncounted, without `RateLimit` fields.
+    #[error("the rate-limit backend is unavailable (request allowed)")]
+    Undecided,
 }
 
 /// Where the buckets of every policy live.

@@ -87,7 +87,9 @@ async fn count_global(
     let ip = client_ip_of(limits, req);
     match limits.check(policy, &BucketKey::ip(ip)).await {
         Ok(applied) => {
-            record(req, applied);
+            if let Some(applied) = applied {
+                record(req, applied);
+            }
             Ok(())
         }
         Err(refusal) => {
@@ -121,7 +123,9 @@ pub async fn route(
     let key = BucketKey::for_request(kind, ip, req.extensions().get::<Caller>());
     match limits.check(policy, &key).await {
         Ok(applied) => {
-            record(req, applied);
+            if let Some(applied) = applied {
+                record(req, applied);
+            }
             Ok(())
         }
         Err(refusal) => {

@@ -10,7 +10,9 @@
 //! ```text
 //! client_ip  peer address, or the rightmost untrusted forwarded address via a trusted proxy
 //! key        what a bucket counts by (IPv4 address, IPv6 /64, user, API key)
-//! backend    the limiter interface; memory: governor + key cap + idle-key sweep
+//! backend    the limiter interface; memory: governor + key cap + idle-key sweep;
+//!            redis: one GCRA script on Redis's clock, shared by every instance, with a
+//!            circuit and the declared fallback while Redis cannot answer in time
 //! headers    RateLimit, RateLimit-Policy, Retry-After
 //! middleware the two enforcement points in the request pipeline
 //! ```
@@ -26,8 +28,10 @@ pub mod headers;
 pub mod key;
 pub mod memory;
 pub mod middleware;
+pub mod redis;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
@@ -35,16 +39,51 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 use crate::plan::Plan;
-use crate::plan::ratelimit::{LimitKey, PolicyName, RateLimitsPlan};
+use crate::plan::ratelimit::{LimitBackend, LimitKey, PolicyName, RateLimitsPlan};
 use crate::problem::Problem;
 
 pub use backend::{Backend, BackendError, PolicyId, Verdict};
 pub use client_ip::ClientIp;
 pub use key::BucketKey;
 pub use memory::MemoryBackend;
+pub use redis::RedisBackend;
+
+/// The backend a plan declares: this process's memory, or Redis.
+#[derive(Clone)]
+pub enum Buckets {
+    /// `backend = "memory"`.
+    Memory(MemoryBackend),
+    /// `backend = "redis"`.
+    Redis(RedisBackend),
+}
+
+impl Buckets {
+    /// The Redis backend, when that is the one declared.
+    pub fn redis(&self) -> Option<&RedisBackend> {
+        match self {
+            Self::Redis(r) => Some(r),
+            Self::Memory(_) => None,
+        }
+    }
+}
+
+impl Backend for Buckets {
+    fn check<'a>(
+        &'a self,
+        policy: PolicyId,
+        key: &'a BucketKey,
+    ) -> impl Future<Output = Result<Verdict, BackendError>> + Send + 'a {
+        async move {
+            match self {
+                Self::Memory(m) => m.check_now(policy, key),
+                Self::Redis(r) => r.check(policy, key).await,
+            }
+        }
+    }
+}
 
 /// Every compiled policy, the trusted proxies and the backend holding the buckets.
-pub struct RateLimits<B: Backend = MemoryBackend> {
+pub struct RateLimits<B: Backend = Buckets> {
     policies: Vec<Policy>,
     by_name: HashMap<PolicyName, PolicyId>,
     global: Option<PolicyId>,
@@ -68,12 +107,24 @@ struct Policy {
     item: String,
 }
 
-impl RateLimits<MemoryBackend> {
-    /// The limits a plan declares, on the in-memory backend (swept in the background).
-    pub fn from_plan(plan: &Plan) -> Self {
+impl RateLimits<Buckets> {
+    /// The limits a plan declares, on the backend it declares (Redis connects lazily and
+    /// needs a Tokio runtime; the memory backend is swept in the background).
+    pub fn from_plan(plan: &Plan) -> Result<Self, redis::RedisSetupError> {
         let policies: Vec<_> = plan.rate_limits.policies.values().cloned().collect();
-        let backend = MemoryBackend::new(&policies);
-        Self::new(&plan.rate_limits, &plan.server.trusted_proxies, backend)
+        let backend = match &plan.rate_limits.backend {
+            LimitBackend::Memory => Buckets::Memory(MemoryBackend::new(&policies)),
+            LimitBackend::Redis(r) => Buckets::Redis(RedisBackend::new(
+                r,
+                &policies,
+                plan.rate_limits.clock_offset_ns,
+            )?),
+        };
+        Ok(Self::new(
+            &plan.rate_limits,
+            &plan.server.trusted_proxies,
+            backend,
+        ))
     }
 }
 
@@ -143,9 +194,14 @@ impl<B: Backend> RateLimits<B> {
         client_ip::resolve(peer, headers, &self.trusted)
     }
 
-    /// Counts one request; `Ok` carries the `RateLimit` item to send, `Err` the answer
-    /// (429 when refused, 503 when the backend cannot decide).
-    pub async fn check(&self, policy: PolicyId, key: &BucketKey) -> Result<Applied, Refusal> {
+    /// Counts one request; `Ok` carries the `RateLimit` item to send (`None` when the
+    /// backend could not decide and the declared fallback lets the request through),
+    /// `Err` the answer (429 when refused, 503 when the backend cannot decide).
+    pub async fn check(
+        &self,
+        policy: PolicyId,
+        key: &BucketKey,
+    ) -> Result<Option<Applied>, Refusal> {
         let name = self
             .policies
             .get(policy.0)
@@ -158,7 +214,7 @@ impl<B: Backend> RateLimits<B> {
                     item: headers::limit_item(name, &verdict),
                 };
                 if verdict.allowed {
-                    Ok(applied)
+                    Ok(Some(applied))
                 } else {
                     Err(Refusal {
                         problem: too_many_requests(verdict.retry_after),
@@ -166,10 +222,19 @@ impl<B: Backend> RateLimits<B> {
                     })
                 }
             }
+            Err(BackendError::Undecided) => Ok(None),
             Err(e) => {
-                tracing::error!(policy = name, error = %e, "rate limiting: backend failed");
+                // The Redis backend logs its own outage once; anything else is a fault.
+                if !matches!(e, BackendError::Unavailable) {
+                    tracing::error!(policy = name, error = %e, "rate limiting: backend failed");
+                }
                 Err(Refusal {
-                    problem: Problem::for_status(StatusCode::SERVICE_UNAVAILABLE).header(
+                    problem: Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the rate limiter cannot decide right now; retry shortly",
+                    )
+                    .header(
                         actix_web::http::header::RETRY_AFTER,
                         actix_web::http::header::HeaderValue::from_static("1"),
                     ),
@@ -218,6 +283,7 @@ impl<B: Backend> RateLimits<B> {
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "rate limiting: backend failed"),
+            // (The Redis backend answers `auth_failures` locally while it is unreachable.)
         }
     }
 

@@ -32,6 +32,11 @@ use crate::actions::AppState;
 pub async fn run(plan: Plan) -> Result<(), StartError> {
     let plan = Arc::new(plan);
     let state = web::Data::new(state::build(plan.clone())?);
+    if let Some(redis) = state.limits.backend().redis() {
+        // A Redis that is down at startup is not fatal: the declared fallback decides and
+        // the backend keeps trying.
+        redis.connect(std::time::Duration::from_secs(2)).await;
+    }
     let app_plan = plan.clone();
     // The global rate limit reads only its own state.
     let limits = web::Data::from(state.limits.clone());

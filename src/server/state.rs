@@ -25,6 +25,9 @@ pub enum StartError {
     /// Authentication could not be set up.
     #[error("authentication: {0}")]
     Auth(#[from] crate::auth::SetupError),
+    /// The rate-limit backend could not be set up.
+    #[error("rate limiting: {0}")]
+    RateLimits(#[from] crate::ratelimit::redis::RedisSetupError),
 }
 
 /// Builds the shared state from a compiled plan: opens the database, sets up
@@ -38,7 +41,7 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         tracing::info!("{c}");
     }
     let (store, resources) = (opened.store, opened.resources);
-    let limits = Arc::new(RateLimits::from_plan(&plan));
+    let limits = Arc::new(RateLimits::from_plan(&plan)?);
     let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
     // The key refresher runs on its own thread: the server serves while the provider
     // is still unreachable.
