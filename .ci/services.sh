@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite talks to, on 127.0.0.1 only. Idempotent.
-# Source it (`. .ci/services.sh`) to get TEST_POSTGRES_URL exported.
+# Source it (`. .ci/services.sh`) to get TEST_POSTGRES_URL and TEST_REDIS_URL exported.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,6 +17,12 @@ apt_install() {
 apt_install postgresql openssl curl
 TEST_POSTGRES_URL=$(.ci/pg_up.sh | tail -n 1)
 export TEST_POSTGRES_URL
+
+# Redis (Debian package) on 127.0.0.1:56379 for the shared rate limits; the tests that stop
+# or freeze Redis start their own redis-server from the same package on free ports.
+apt_install redis-server
+TEST_REDIS_URL=$(.ci/redis_up.sh | tail -n 1)
+export TEST_REDIS_URL
 
 # openapi-spec-validator (PyPI) judges the generated OpenAPI 3.1 document.
 python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator

@@ -18,6 +18,10 @@ pub const DEV_ISSUER: &str = "urn:nestflux:dev-issuer";
 /// The `aud` of development tokens when `[auth]` names no audience.
 pub const DEFAULT_AUDIENCE: &str = "nestflux";
 
+/// The PostgreSQL advisory lock held while the first development key is created
+/// (`nfdevkey` in ASCII).
+const DEV_KEY_LOCK: i64 = 0x6e66_6465_766b_6579;
+
 /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
@@ -91,8 +95,13 @@ impl DevKey {
         Ok(Self::from_seed(kid, seed))
     }
 
-    /// The newest stored key, or a new one stored now.
+    /// The newest stored key, or a new one stored now. On PostgreSQL the look-and-create
+    /// runs under an advisory lock, so instances starting together create one key, once.
     pub fn load_or_create(conn: &mut Conn) -> Result<Self, DevError> {
+        conn.with_advisory_lock(DEV_KEY_LOCK, |c| Ok(Self::load_or_create_unlocked(c)))?
+    }
+
+    fn load_or_create_unlocked(conn: &mut Conn) -> Result<Self, DevError> {
         let rows = dev_keys::load(conn)?;
         if let Some(row) = rows.into_iter().next() {
             return Self::from_pem(row.kid, &row.private_pem);

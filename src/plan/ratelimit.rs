@@ -420,6 +420,102 @@ mod tests {
         (compile_rate_limits(&raw, Profile::Development, &mut d), d)
     }
 
+    fn redis(extra: &str) -> (RateLimitsPlan, Diagnostics) {
+        compile(&format!(
+            "backend = \"redis\"\nredis_url = \"redis://cache.internal:6379/2\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn redis_defaults_and_declared_fallbacks() {
+        let (plan, d) = redis("");
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let LimitBackend::Redis(r) = &plan.backend else {
+            panic!("{:?}", plan.backend)
+        };
+        assert_eq!(
+            (r.timeout, r.on_error),
+            (DEFAULT_REDIS_TIMEOUT, OnBackendError::Local)
+        );
+        assert!(!format!("{r:?}").contains("cache.internal"));
+        let (plan, d) = redis("redis_timeout = \"20ms\"\non_backend_error = \"deny\"");
+        assert!(d.errors.is_empty());
+        let LimitBackend::Redis(r) = &plan.backend else {
+            panic!()
+        };
+        assert_eq!(
+            (r.timeout, r.on_error),
+            (Duration::from_millis(20), OnBackendError::Deny)
+        );
+        let (_, d) = redis("on_backend_error = \"allow\"");
+        assert!(d.errors.is_empty());
+        assert_eq!(d.warnings[0].path, "rate_limits.on_backend_error");
+        for (extra, path) in [
+            ("on_backend_error = \"open\"", "rate_limits.on_backend_error"),
+            ("redis_timeout = \"2s\"", "rate_limits.redis_timeout"),
+            ("redis_timeout = \"0ms\"", "rate_limits.redis_timeout"),
+        ] {
+            let (plan, d) = redis(extra);
+            assert_eq!(d.errors[0].path, path, "{extra}");
+            assert_eq!(plan.backend, LimitBackend::Memory);
+        }
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_never_echoed() {
+        for url in [
+            "http://cache:6379",
+            "redis://",
+            "rediss://cache:6379/0#insecure",
+            "not a url s3cret",
+        ] {
+            let (_, d) = compile(&format!("backend = \"redis\"\nredis_url = \"{url}\""));
+            assert_eq!(d.errors.len(), 1, "{url}: {:?}", d.errors);
+            assert_eq!(d.errors[0].path, "rate_limits.redis_url");
+            assert!(!d.errors[0].message.contains("cache"), "{:?}", d.errors);
+            assert!(!d.errors[0].message.contains("s3cret"), "{:?}", d.errors);
+        }
+        let (_, d) = compile("backend = \"redis\"");
+        assert_eq!(d.errors[0].path, "rate_limits.redis_url");
+        // The password from the environment joins a password-less URL, once.
+        let (plan, d) = redis("redis_password = \"p@ss:word\"");
+        assert!(d.errors.is_empty());
+        let LimitBackend::Redis(r) = &plan.backend else {
+            panic!()
+        };
+        let url = url::Url::parse(&r.url).unwrap();
+        assert_eq!(url.password(), Some("p%40ss%3Aword"));
+        let (_, d) = compile(
+            "backend = \"redis\"\nredis_url = \"redis://:a@cache/0\"\nredis_password = \"b\"",
+        );
+        assert_eq!(d.errors[0].path, "rate_limits.redis_password");
+    }
+
+    #[test]
+    fn redis_buckets_must_refill_within_90_days() {
+        let (_, d) = redis("[slow]\nper_hour = 1\nburst = 2161");
+        assert_eq!(d.errors[0].path, "rate_limits.slow", "{:?}", d.errors);
+        let (_, d) = redis("[slow]\nper_hour = 1\nburst = 2160");
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        // The memory backend has no such bound.
+        let (_, d) = compile("[slow]\nper_hour = 1\nburst = 100000");
+        assert!(d.errors.is_empty());
+    }
+
+    #[test]
+    fn the_clock_offset_is_signed_and_refused_in_production() {
+        let (plan, d) = compile("dangerous_clock_offset = \"-90s\"");
+        assert_eq!(plan.clock_offset_ns, -90_000_000_000);
+        assert_eq!(d.warnings[0].path, "rate_limits.dangerous_clock_offset");
+        let (plan, _) = compile("dangerous_clock_offset = \"+1h\"");
+        assert_eq!(plan.clock_offset_ns, 3_600_000_000_000);
+        let raw: RawRateLimits = toml::from_str("dangerous_clock_offset = \"1h\"").unwrap();
+        let mut d = Diagnostics::default();
+        compile_rate_limits(&raw, Profile::Production, &mut d);
+        assert_eq!(d.errors[0].path, "rate_limits.dangerous_clock_offset");
+        assert_eq!(d.errors[0].message, "refused in production (a test-only clock shift)");
+    }
+
     #[test]
     fn auth_failures_is_built_in_and_counts_by_ip_only() {
         let (plan, d) = compile("");

@@ -235,6 +235,19 @@ impl RedisBackend {
         }
     }
 
+    /// Counts one request in Redis only (no timeout, no fallback), returning Redis's clock
+    /// at the decision too: for comparing with the memory backend and for benchmarks.
+    pub async fn check_in_redis(
+        &self,
+        policy: PolicyId,
+        key: &BucketKey,
+    ) -> Result<(Verdict, Duration), redis::RedisError> {
+        let bucket = self.inner.policies.get(policy.0).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no such policy"))
+        })?;
+        self.inner.eval_at(bucket, key).await
+    }
+
     /// While the circuit is open: one background try at a time, no sooner than the pause.
     fn probe_if_due(&self) {
         let c = &self.inner.circuit;
@@ -264,6 +277,17 @@ impl RedisBackend {
 
 impl Inner {
     async fn eval(&self, bucket: &Bucket, key: &BucketKey) -> Result<Verdict, redis::RedisError> {
+        let (verdict, redis_now) = self.eval_at(bucket, key).await?;
+        self.watch_skew(redis_now);
+        Ok(verdict)
+    }
+
+    /// The script's verdict and Redis's clock when it decided (since the Unix epoch).
+    async fn eval_at(
+        &self,
+        bucket: &Bucket,
+        key: &BucketKey,
+    ) -> Result<(Verdict, Duration), redis::RedisError> {
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self
             .script
@@ -278,20 +302,22 @@ impl Inner {
                 "unexpected reply from the rate-limit script",
             )));
         };
-        self.watch_skew(secs, micros);
         let ns = |n: i64| Duration::from_nanos(u64::try_from(n).unwrap_or(0));
-        Ok(Verdict {
+        let verdict = Verdict {
             allowed: allowed == 1,
             remaining: u32::try_from(remaining).unwrap_or(0),
             reset: ns(reset),
             retry_after: ns(retry),
-        })
+        };
+        let redis_now = Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+        Ok((verdict, redis_now))
     }
 
     /// Reports (once per change) how far this instance's clock is from Redis's. Nothing
     /// depends on it: the buckets use Redis's clock only.
-    fn watch_skew(&self, redis_secs: i64, redis_micros: i64) {
-        let redis_ns = i128::from(redis_secs) * 1_000_000_000 + i128::from(redis_micros) * 1000;
+    fn watch_skew(&self, redis_now: Duration) {
+        let redis_ns = redis_now.as_nanos() as i128;
         let skew_ns = instance_now_ns(self.clock_offset_ns) - redis_ns;
         let skewed = skew_ns.unsigned_abs() > SKEW_REPORTED.as_nanos();
         if skewed != self.skewed.swap(skewed, Ordering::Relaxed) {
@@ -398,6 +424,88 @@ pub fn redis_key(prefix: &str, key: &BucketKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ratelimit::{LimitKey, PolicyName};
+    use governor::clock::FakeRelativeClock;
+    use std::num::NonZeroU32;
+
+    /// The Redis the suite may use (`TEST_REDIS_URL`, set by `.ci/services.sh`), or a loud
+    /// skip where there is none.
+    fn redis_url() -> Option<String> {
+        let url = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+        if url.is_none() {
+            eprintln!("SKIPPED: TEST_REDIS_URL is not set (see .ci/services.sh)");
+        }
+        url
+    }
+
+    fn policy(name: &str, period: Duration, burst: u32) -> RatePolicy {
+        RatePolicy {
+            name: PolicyName(name.into()),
+            key: LimitKey::Ip,
+            period,
+            quota: NonZeroU32::MIN,
+            window: Duration::from_secs(60),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    /// The same requests at the same instants get the same verdicts from both backends:
+    /// each Redis decision reports Redis's clock, and the memory backend's fake clock is
+    /// moved to that instant before it decides.
+    #[tokio::test]
+    async fn redis_and_memory_agree_to_the_nanosecond() {
+        let Some(url) = redis_url() else { return };
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let policies = [
+            policy(&format!("a{run}"), Duration::from_millis(40), 3),
+            // A third of a second: not a whole number of microseconds.
+            policy(&format!("b{run}"), Duration::from_secs(1) / 3, 2),
+            policy(&format!("c{run}"), Duration::from_millis(7), 1),
+            policy(&format!("d{run}"), Duration::from_millis(25), 6),
+        ];
+        let plan = RedisPlan {
+            url,
+            timeout: Duration::from_secs(1),
+            on_error: OnBackendError::Deny,
+        };
+        let redis = RedisBackend::new(&plan, &policies, 0).unwrap();
+        let clock = FakeRelativeClock::default();
+        let memory = MemoryBackend::with_clock(&policies, clock.clone(), 1000);
+        let keys = [
+            BucketKey::V4(1),
+            BucketKey::V6(2),
+            BucketKey::User("alice".into()),
+        ];
+        let mut start: Option<Duration> = None;
+        let mut moved = Duration::ZERO;
+        let mut compared = (0, 0);
+        // Bursts, then pauses of varied length (some shorter, some longer than a period).
+        let pauses = [0u64, 0, 0, 0, 3, 11, 0, 0, 29, 41, 0, 5, 90, 0, 0, 0, 17, 350, 0, 0];
+        for (step, pause) in pauses.iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
+            for (p, _) in policies.iter().enumerate() {
+                for key in &keys {
+                    let (from_redis, at) = redis.check_in_redis(PolicyId(p), key).await.unwrap();
+                    let origin = *start.get_or_insert(at);
+                    let elapsed = at - origin;
+                    clock.advance(elapsed - moved);
+                    moved = elapsed;
+                    let from_memory = memory.check_now(PolicyId(p), key).unwrap();
+                    assert_eq!(
+                        from_redis, from_memory,
+                        "step {step}, policy {p}, key {key:?}, at +{elapsed:?}"
+                    );
+                    if from_redis.allowed {
+                        compared.0 += 1;
+                    } else {
+                        compared.1 += 1;
+                    }
+                }
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(compared.0 > 20 && compared.1 > 20, "{compared:?}");
+    }
 
     #[test]
     fn keys_name_the_policy_and_the_client() {

@@ -108,6 +108,26 @@ impl Conn {
         rows.map_err(StoreError::from)
     }
 
+    /// Runs `f` holding the PostgreSQL session advisory lock `key`, so one process at a time
+    /// does it across every instance on the database; others wait for their turn. SQLite
+    /// runs `f` as is (one file, one writer at a time already). The lock is released when
+    /// `f` returns, or by PostgreSQL if the connection dies.
+    pub fn with_advisory_lock<T>(
+        &mut self,
+        key: i64,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.is_postgres() {
+            return f(self);
+        }
+        self.batch(&format!("SELECT pg_advisory_lock({key})"))?;
+        let out = f(self);
+        let unlocked = self.batch(&format!("SELECT pg_advisory_unlock({key})"));
+        let out = out?;
+        unlocked?;
+        Ok(out)
+    }
+
     /// Runs statements without parameters (DDL, transaction control).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         match self {

@@ -173,25 +173,10 @@ impl Store {
             }
         };
         let store = Self { pools };
-        let applied = store.migrate_internal()?;
+        let applied = store
+            .conn()?
+            .with_advisory_lock(SCHEMA_LOCK, migrate_internal)?;
         Ok((store, applied))
-    }
-
-    fn migrate_internal(&self) -> Result<Vec<String>, StoreError> {
-        let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
-            StoreError::Database(format!("migrations: {e}"))
-        };
-        let versions = match self.conn()? {
-            Conn::Sqlite(mut c) => {
-                names(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(fail)?)
-            }
-            #[cfg(feature = "postgres")]
-            Conn::Pg(mut c) => names(
-                c.run_pending_migrations(POSTGRES_MIGRATIONS)
-                    .map_err(fail)?,
-            ),
-        };
-        Ok(versions)
     }
 
     /// A pooled connection; waits at most `database.busy_timeout`.
@@ -229,6 +214,26 @@ impl Store {
     }
 }
 
+/// The PostgreSQL advisory lock held while the schema changes (internal migrations, then
+/// the declared resources' DDL): instances starting together on one database take turns,
+/// and each later one finds the work done. (`nestflux` in ASCII.)
+pub const SCHEMA_LOCK: i64 = 0x6e65_7374_666c_7578;
+
+fn migrate_internal(conn: &mut Conn) -> Result<Vec<String>, StoreError> {
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+        StoreError::Database(format!("migrations: {e}"))
+    };
+    let versions = match conn {
+        Conn::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(fail)?),
+        #[cfg(feature = "postgres")]
+        Conn::Pg(c) => names(
+            c.run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map_err(fail)?,
+        ),
+    };
+    Ok(versions)
+}
+
 fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
     versions.into_iter().map(|v| v.to_string()).collect()
 }
@@ -262,7 +267,9 @@ pub struct Opened {
 pub fn open(plan: &Plan) -> Result<Opened, StoreError> {
     let (store, migrations) = Store::open(&plan.database)?;
     let tables = tables(plan);
-    let changes = ddl::sync(&mut store.conn()?, &tables)?;
+    let changes = store
+        .conn()?
+        .with_advisory_lock(SCHEMA_LOCK, |c| ddl::sync(c, &tables))?;
     let pg = store.is_postgres();
     let resources = tables
         .into_iter()

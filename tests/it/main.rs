@@ -12,6 +12,7 @@ mod agent;
 mod common;
 mod fixtures;
 mod oidc;
+mod redis_server;
 mod regression;
 
 mod auth_attacks;
@@ -24,4 +25,5 @@ mod openapi;
 mod ratelimit;
 mod rbac;
 mod resources;
+mod scaleout;
 mod sessions;

@@ -885,6 +885,58 @@ fn concurrent_refresh_on(db: Db) {
     assert_eq!(rig.refreshes(), 2, "{}\n{}", rig.server.log(), second.log());
 }
 
+#[test]
+fn a_session_made_on_one_instance_works_on_the_other_and_a_logout_there_ends_it_everywhere() {
+    for db in backends() {
+        session_across_instances(db);
+    }
+}
+
+fn session_across_instances(db: Db) {
+    // With the suite's Redis, the two instances share their rate limits as well.
+    let redis = crate::redis_server::available("session_across_instances (Redis part)")
+        .then(crate::redis_server::Redis::start);
+    let extra: &'static str = match &redis {
+        Some(r) => Box::leak(
+            format!(
+                "[rate_limits]\nbackend = \"redis\"\nredis_url = \"{}\"\n\n[rate_limits.global]\nper_second = 50\nburst = 200\n",
+                r.url()
+            )
+            .into_boxed_str(),
+        ),
+        None => "",
+    };
+    let rig = Rig::start(Opts {
+        db,
+        extra,
+        ..Opts::default()
+    });
+    let second = serve(&rig.project, free_port(), &rig.opts);
+    // Made on the first instance, used on the second.
+    let mut browser = rig.logged_in("alice");
+    let me = json(get(&browser, &second.url("/api/me")));
+    assert_eq!(me["subject"], "alice", "{me}");
+    let cookie = browser.cookie_header();
+    // Logout on the second instance.
+    let res = browser
+        .with(client().post(second.url("/auth/logout")))
+        .header("origin", SPA)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{}", second.log());
+    browser.absorb(&res);
+    // The old cookie opens nothing anywhere, at once: no instance keeps a session past its row.
+    for url in [rig.url("/api/me"), second.url("/api/me")] {
+        let res = client().get(&url).header("cookie", &cookie).send().unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{url}");
+    }
+    assert_eq!(rig.sessions_in_db(), 0);
+    if let Some(r) = &redis {
+        // The global limit was counted in Redis, by both instances.
+        assert!(r.cli(&["KEYS", "nestflux:rl:global:*"]).contains("127.0.0.1"));
+    }
+}
+
 /// `n` GETs released at once, spread over `urls`; their statuses.
 fn burst(agent: &Agent, urls: &[String], n: usize) -> Vec<StatusCode> {
     let barrier = Arc::new(Barrier::new(n));
