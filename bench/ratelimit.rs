@@ -107,6 +107,7 @@ fn main() {
         backend: LimitBackend::Memory,
         policies,
         default_auth_failures: false,
+        clock_offset_ns: 0,
     };
     let trusted = ["10.0.0.0/8".parse().unwrap()];
     let limits = RateLimits::new(

@@ -39,8 +39,13 @@ fn median(mut runs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let Some(url) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) else {
-        eprintln!("redis bench SKIPPED: set TEST_REDIS_URL to a running Redis (see .ci/services.sh)");
+    let Some(url) = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!(
+            "redis bench SKIPPED: set TEST_REDIS_URL to a running Redis (see .ci/services.sh)"
+        );
         return;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +64,10 @@ async fn run(url: String) {
         on_error: OnBackendError::Deny,
     };
     let redis = RedisBackend::new(&plan, &policies, 0).unwrap();
-    assert!(redis.connect(Duration::from_secs(2)).await, "Redis did not answer");
+    assert!(
+        redis.connect(Duration::from_secs(2)).await,
+        "Redis did not answer"
+    );
     let memory = MemoryBackend::new(&policies);
     let key = |i: u32| BucketKey::V4(i % KEYS);
 
@@ -131,7 +139,10 @@ async fn run(url: String) {
     let down_ns = median(runs);
 
     println!("rate-limit decision cost, one machine (2 cores), Redis on 127.0.0.1, {KEYS} keys");
-    println!("{:<52} {:>12} {:>14}", "backend", "per decision", "vs memory");
+    println!(
+        "{:<52} {:>12} {:>14}",
+        "backend", "per decision", "vs memory"
+    );
     let row = |label: &str, ns: f64| {
         let per = if ns >= 1000.0 {
             format!("{:.1} µs", ns / 1000.0)

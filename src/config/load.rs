@@ -20,8 +20,10 @@ const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
 const ENV_ONLY: &[&str] = &["auth.session.client_secret", "rate_limits.redis_password"];
 
 /// URL keys the file may set only without a password: (key, the password's own variable).
-const URL_WITHOUT_PASSWORD: &[(&str, &str)] =
-    &[("rate_limits.redis_url", "NESTFLUX_RATE_LIMITS__REDIS_PASSWORD")];
+const URL_WITHOUT_PASSWORD: &[(&str, &str)] = &[(
+    "rate_limits.redis_url",
+    "NESTFLUX_RATE_LIMITS__REDIS_PASSWORD",
+)];
 
 /// The name of the environment layer in figment's metadata.
 const ENV_LAYER: &str = "environment variable(s) NESTFLUX_*";

@@ -143,7 +143,10 @@ pub fn compile_rate_limits(
 ) -> RateLimitsPlan {
     let backend = match raw.backend.as_deref().unwrap_or("memory") {
         "memory" => {
-            if raw.redis_url.is_some() || raw.on_backend_error.is_some() || raw.redis_timeout.is_some() {
+            if raw.redis_url.is_some()
+                || raw.on_backend_error.is_some()
+                || raw.redis_timeout.is_some()
+            {
                 d.warn(
                     "rate_limits",
                     "redis_url, redis_timeout and on_backend_error are ignored unless backend = \"redis\"",
@@ -451,7 +454,10 @@ mod tests {
         assert!(d.errors.is_empty());
         assert_eq!(d.warnings[0].path, "rate_limits.on_backend_error");
         for (extra, path) in [
-            ("on_backend_error = \"open\"", "rate_limits.on_backend_error"),
+            (
+                "on_backend_error = \"open\"",
+                "rate_limits.on_backend_error",
+            ),
             ("redis_timeout = \"2s\"", "rate_limits.redis_timeout"),
             ("redis_timeout = \"0ms\"", "rate_limits.redis_timeout"),
         ] {
@@ -513,7 +519,10 @@ mod tests {
         let mut d = Diagnostics::default();
         compile_rate_limits(&raw, Profile::Production, &mut d);
         assert_eq!(d.errors[0].path, "rate_limits.dangerous_clock_offset");
-        assert_eq!(d.errors[0].message, "refused in production (a test-only clock shift)");
+        assert_eq!(
+            d.errors[0].message,
+            "refused in production (a test-only clock shift)"
+        );
     }
 
     #[test]

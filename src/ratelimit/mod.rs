@@ -31,7 +31,6 @@ pub mod middleware;
 pub mod redis;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
@@ -68,16 +67,10 @@ impl Buckets {
 }
 
 impl Backend for Buckets {
-    fn check<'a>(
-        &'a self,
-        policy: PolicyId,
-        key: &'a BucketKey,
-    ) -> impl Future<Output = Result<Verdict, BackendError>> + Send + 'a {
-        async move {
-            match self {
-                Self::Memory(m) => m.check_now(policy, key),
-                Self::Redis(r) => r.check(policy, key).await,
-            }
+    async fn check(&self, policy: PolicyId, key: &BucketKey) -> Result<Verdict, BackendError> {
+        match self {
+            Self::Memory(m) => m.check_now(policy, key),
+            Self::Redis(r) => r.check(policy, key).await,
         }
     }
 }

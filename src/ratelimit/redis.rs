@@ -178,7 +178,11 @@ impl RedisBackend {
     pub async fn connect(&self, wait: Duration) -> bool {
         let mut conn = self.inner.conn.clone();
         let load = async {
-            self.inner.script.prepare_invoke().load_async(&mut conn).await?;
+            self.inner
+                .script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await?;
             Ok::<_, redis::RedisError>(())
         };
         match tokio::time::timeout(wait, load).await {
@@ -242,9 +246,10 @@ impl RedisBackend {
         policy: PolicyId,
         key: &BucketKey,
     ) -> Result<(Verdict, Duration), redis::RedisError> {
-        let bucket = self.inner.policies.get(policy.0).ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::Client, "no such policy"))
-        })?;
+        let bucket =
+            self.inner.policies.get(policy.0).ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Client, "no such policy"))
+            })?;
         self.inner.eval_at(bucket, key).await
     }
 
@@ -329,7 +334,10 @@ impl Inner {
                     skew_ms as f64 / 1000.0
                 );
             } else {
-                tracing::info!(skew_ms, "rate limiting: this instance's clock agrees with Redis's again");
+                tracing::info!(
+                    skew_ms,
+                    "rate limiting: this instance's clock agrees with Redis's again"
+                );
             }
         }
     }
@@ -368,7 +376,11 @@ impl Inner {
         c.pause_ms.store(pause, Ordering::Release);
         c.next_probe_ms
             .store(c.since_epoch_ms() + pause, Ordering::Release);
-        tracing::debug!(reason = why, next_try_ms = pause, "rate limiting: Redis still unreachable");
+        tracing::debug!(
+            reason = why,
+            next_try_ms = pause,
+            "rate limiting: Redis still unreachable"
+        );
     }
 
     /// A try succeeded: Redis decides again (logged once).
@@ -431,7 +443,9 @@ mod tests {
     /// The Redis the suite may use (`TEST_REDIS_URL`, set by `.ci/services.sh`), or a loud
     /// skip where there is none.
     fn redis_url() -> Option<String> {
-        let url = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+        let url = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
         if url.is_none() {
             eprintln!("SKIPPED: TEST_REDIS_URL is not set (see .ci/services.sh)");
         }
@@ -480,7 +494,9 @@ mod tests {
         let mut moved = Duration::ZERO;
         let mut compared = (0, 0);
         // Bursts, then pauses of varied length (some shorter, some longer than a period).
-        let pauses = [0u64, 0, 0, 0, 3, 11, 0, 0, 29, 41, 0, 5, 90, 0, 0, 0, 17, 350, 0, 0];
+        let pauses = [
+            0u64, 0, 0, 0, 3, 11, 0, 0, 29, 41, 0, 5, 90, 0, 0, 0, 17, 350, 0, 0,
+        ];
         for (step, pause) in pauses.iter().enumerate() {
             tokio::time::sleep(Duration::from_millis(*pause)).await;
             for (p, _) in policies.iter().enumerate() {

@@ -154,7 +154,10 @@ fn a_skewed_instance_clock_changes_nothing_redis_time_decides() {
     let redis = Redis::start();
     // Four an hour: nothing refills during the test, so every field is exact.
     let p = Project::new(&config(&redis.url(), "local", "per_hour = 4", ""));
-    let (a, b) = two(&p, &[("NESTFLUX_RATE_LIMITS__DANGEROUS_CLOCK_OFFSET", "-1h")]);
+    let (a, b) = two(
+        &p,
+        &[("NESTFLUX_RATE_LIMITS__DANGEROUS_CLOCK_OFFSET", "-1h")],
+    );
     let seen = alternate(&a, &b, 8);
     assert_eq!(
         statuses(&seen),
@@ -202,8 +205,9 @@ fn a_skewed_instance_clock_changes_nothing_redis_time_decides() {
 
 #[test]
 fn redis_stopped_mid_test_each_fallback_as_declared_then_shared_again() {
-    if !redis_server::available("redis_stopped_mid_test_each_fallback_as_declared_then_shared_again")
-    {
+    if !redis_server::available(
+        "redis_stopped_mid_test_each_fallback_as_declared_then_shared_again",
+    ) {
         return;
     }
     for mode in ["local", "deny", "allow"] {
@@ -223,12 +227,19 @@ fn stopped_and_back(mode: &str) {
     all.extend(seen);
 
     redis.stop();
-    let (on_a, on_b) = ((0..5).map(|_| hit(&a)).collect::<Vec<_>>(), (0..5).map(|_| hit(&b)).collect::<Vec<_>>());
+    let (on_a, on_b) = (
+        (0..5).map(|_| hit(&a)).collect::<Vec<_>>(),
+        (0..5).map(|_| hit(&b)).collect::<Vec<_>>(),
+    );
     for seen in [&on_a, &on_b] {
         match mode {
             // Each instance counts alone: its own three, then 429 with its own fields.
             "local" => {
-                assert_eq!(statuses(seen), [200, 200, 200, 429, 429], "{mode}: {seen:?}");
+                assert_eq!(
+                    statuses(seen),
+                    [200, 200, 200, 429, 429],
+                    "{mode}: {seen:?}"
+                );
                 assert_eq!(seen[0].ratelimit.as_deref(), Some(r#""global";r=2;t=1200"#));
                 assert_eq!(
                     seen[3].problem.as_deref(),
@@ -240,7 +251,10 @@ fn stopped_and_back(mode: &str) {
                 for s in seen {
                     assert_eq!(s.status, StatusCode::SERVICE_UNAVAILABLE, "{s:?}");
                     assert_eq!(s.retry_after.as_deref(), Some("1"));
-                    assert_eq!(s.problem.as_deref(), Some("urn:nestflux:problem:unavailable"));
+                    assert_eq!(
+                        s.problem.as_deref(),
+                        Some("urn:nestflux:problem:unavailable")
+                    );
                     assert_eq!(s.ratelimit, None);
                 }
             }
@@ -260,21 +274,33 @@ fn stopped_and_back(mode: &str) {
     for s in [&a, &b] {
         let log = s.log_when(|l| l.contains(DOWN));
         assert_eq!(lines(&log, DOWN), 1, "{mode}: {log}");
-        assert!(log.contains(&format!("on_backend_error = \\\"{mode}\\\"")), "{log}");
+        assert!(
+            log.contains(&format!("on_backend_error = \\\"{mode}\\\"")),
+            "{log}"
+        );
     }
 
     // Redis back (new and empty): each instance notices by itself, once.
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(a.log().contains(BACK) && b.log().contains(BACK)) {
-        assert!(Instant::now() < deadline, "{mode}: not resumed\n{}\n{}", a.log(), b.log());
+        assert!(
+            Instant::now() < deadline,
+            "{mode}: not resumed\n{}\n{}",
+            a.log(),
+            b.log()
+        );
         all.push(hit(&a));
         all.push(hit(&b));
         std::thread::sleep(Duration::from_millis(50));
     }
     redis.cli(&["FLUSHALL"]);
     let seen = alternate(&a, &b, 6);
-    assert_eq!(statuses(&seen), [200, 200, 200, 429, 429, 429], "{mode} after");
+    assert_eq!(
+        statuses(&seen),
+        [200, 200, 200, 429, 429, 429],
+        "{mode} after"
+    );
     all.extend(seen);
     for s in [&a, &b] {
         assert_eq!(lines(&s.log(), BACK), 1, "{mode}: {}", s.log());
@@ -282,7 +308,8 @@ fn stopped_and_back(mode: &str) {
     }
     // Never a 500.
     assert!(
-        all.iter().all(|s| s.status.as_u16() < 500 || (mode == "deny" && s.status == StatusCode::SERVICE_UNAVAILABLE)),
+        all.iter().all(|s| s.status.as_u16() < 500
+            || (mode == "deny" && s.status == StatusCode::SERVICE_UNAVAILABLE)),
         "{mode}: {:?}",
         statuses(&all)
     );
@@ -303,7 +330,10 @@ fn a_frozen_redis_is_timed_out_and_the_local_limits_decide() {
     redis.thaw();
     assert_eq!(statuses(&seen), [200, 200, 429, 429], "{seen:?}");
     let log = s.log_when(|l| l.contains(DOWN));
-    assert!(log.contains("no answer within redis_timeout (50 ms)"), "{log}");
+    assert!(
+        log.contains("no answer within redis_timeout (50 ms)"),
+        "{log}"
+    );
     // Thawed: Redis decides again, and remembers the one request it counted.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !s.log().contains(BACK) {
@@ -330,7 +360,10 @@ fn the_redis_password_comes_only_from_the_environment_and_is_never_printed() {
         err.contains("rate_limits.redis_url: a password must not be written in the file; set NESTFLUX_RATE_LIMITS__REDIS_URL"),
         "{err}"
     );
-    assert!(err.contains("NESTFLUX_RATE_LIMITS__REDIS_PASSWORD"), "{err}");
+    assert!(
+        err.contains("NESTFLUX_RATE_LIMITS__REDIS_PASSWORD"),
+        "{err}"
+    );
     assert!(!err.contains(PASSWORD), "{err}");
     // Nor is the password key itself accepted from the file.
     let p = Project::new(&config(
@@ -342,15 +375,28 @@ fn the_redis_password_comes_only_from_the_environment_and_is_never_printed() {
     let out = p.run(&["check"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("rate_limits.redis_password: a secret must not be written in the file"), "{err}");
+    assert!(
+        err.contains("rate_limits.redis_password: a secret must not be written in the file"),
+        "{err}"
+    );
     assert!(!err.contains(PASSWORD), "{err}");
     // Certificate checks cannot be turned off through the URL.
-    let p = Project::new(&config("rediss://127.0.0.1:6379/0#insecure", "local", "per_hour = 2", ""));
+    let p = Project::new(&config(
+        "rediss://127.0.0.1:6379/0#insecure",
+        "local",
+        "per_hour = 2",
+        "",
+    ));
     let out = p.run(&["check"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rate_limits.redis_url: a #fragment is not allowed"), "{err}");
+    assert!(
+        err.contains("rate_limits.redis_url: a #fragment is not allowed"),
+        "{err}"
+    );
 
-    if !redis_server::available("the_redis_password_comes_only_from_the_environment_and_is_never_printed") {
+    if !redis_server::available(
+        "the_redis_password_comes_only_from_the_environment_and_is_never_printed",
+    ) {
         return;
     }
     let redis = Redis::start_with(Some(PASSWORD));
@@ -371,16 +417,25 @@ fn the_redis_password_comes_only_from_the_environment_and_is_never_printed() {
     assert!(log.contains(DOWN), "{log}");
     for s in [&a, &b, &c] {
         let log = s.log();
-        assert!(!log.contains(PASSWORD) && !log.contains("wrong-password-xyz"), "{log}");
+        assert!(
+            !log.contains(PASSWORD) && !log.contains("wrong-password-xyz"),
+            "{log}"
+        );
     }
-    let out = p.run(&["check"], &[("NESTFLUX_RATE_LIMITS__REDIS_URL", url.as_str())]);
+    let out = p.run(
+        &["check"],
+        &[("NESTFLUX_RATE_LIMITS__REDIS_URL", url.as_str())],
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(!text.contains(PASSWORD) && !text.contains("not yet enforced"), "{text}");
+    assert!(
+        !text.contains(PASSWORD) && !text.contains("not yet enforced"),
+        "{text}"
+    );
 }
 
 /// Two instances on one PostgreSQL and one Redis, started at the same moment on an empty
@@ -458,9 +513,15 @@ public = true
         }
         diesel::sql_query(sql).get_result::<N>(db).unwrap().n
     };
-    assert_eq!(count(&mut db, "SELECT count(*) AS n FROM nestflux_dev_keys"), 1);
     assert_eq!(
-        count(&mut db, "SELECT count(*) AS n FROM __diesel_schema_migrations"),
+        count(&mut db, "SELECT count(*) AS n FROM nestflux_dev_keys"),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) AS n FROM __diesel_schema_migrations"
+        ),
         2
     );
     // One token from the one key, good on both instances.
@@ -495,7 +556,10 @@ public = true
         .collect();
     let statuses: Vec<StatusCode> = writes.into_iter().map(|h| h.join().unwrap()).collect();
     let refills = started.elapsed().as_secs() * n / 60;
-    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count() as u64;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count() as u64;
     assert!((n..=n + refills).contains(&created), "{statuses:?}");
     assert!(
         statuses
@@ -503,7 +567,10 @@ public = true
             .all(|s| *s == StatusCode::CREATED || *s == StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
-    assert_eq!(count(&mut db, "SELECT count(*) AS n FROM notes") as u64, created);
+    assert_eq!(
+        count(&mut db, "SELECT count(*) AS n FROM notes") as u64,
+        created
+    );
     // AUDIT (issue 14, built with the audit log): once it lands, assert here that these
     // concurrent writes through both instances leave `nestflux audit verify` clean.
 }
