@@ -393,12 +393,13 @@ fn serves_https_with_hsts_when_tls_is_configured() {
 
 #[test]
 fn serve_refuses_declared_but_unenforced_sections() {
+    // The audit action is the one section this build parses but does not enforce yet.
     let p = Project::new(&format!(
-        "[rate_limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n{MINIMAL}"
+        "[auth.dev]\nenabled = true\n[roles.auditor]\npermissions = [\"audit:read\"]\n[[routes]]\nmethod = \"GET\"\npath = \"/audit\"\naction = \"audit\"\npermission = \"audit:read\"\n{MINIMAL}"
     ));
     let err = p.try_serve(&[]).err().expect("serve must refuse");
     assert!(
-        err.contains("rate_limits.backend: the redis rate-limit backend is not enforced"),
+        err.contains("routes[0].action: action audit is not enforced"),
         "{err}"
     );
     assert!(err.contains("refusing to serve"), "{err}");
