@@ -39,14 +39,24 @@ impl Readiness {
     }
 }
 
-/// Answers `health`: 200 with `ok` or `degraded` and the state of each dependency.
+/// Answers `health`: 200 with `ok` or `degraded` and the state of each dependency. With
+/// `backend = "redis"`, `checks.rate_limits` says whether Redis decides right now (read
+/// from the backend's circuit: no extra round trip).
 pub async fn health(state: &AppState) -> HttpResponse {
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let database = state.readiness.database(state).await;
-    let status = if database { "ok" } else { "degraded" };
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), json!(word(database)));
+    let mut healthy = database;
+    if let Some(redis) = state.limits.backend().redis() {
+        let up = redis.is_healthy();
+        checks.insert("rate_limits".into(), json!(word(up)));
+        healthy &= up;
+    }
     HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .json(json!({
-            "status": status,
-            "checks": { "database": if database { "ok" } else { "unavailable" } },
+            "status": if healthy { "ok" } else { "degraded" },
+            "checks": checks,
         }))
 }

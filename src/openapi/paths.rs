@@ -152,7 +152,17 @@ impl Builder<'_> {
         if route.action == Action::Logout {
             refer("403", "Forbidden");
         }
-        if route.action.needs_resource() || matches!(route.action, Action::Login | Action::Callback)
+        // With Redis and `on_backend_error = "deny"`, a rate-limited route answers 503 while
+        // Redis cannot decide.
+        let limiter_may_refuse = limited
+            && matches!(
+                &self.plan.rate_limits.backend,
+                crate::plan::ratelimit::LimitBackend::Redis(r)
+                    if r.on_error == crate::plan::ratelimit::OnBackendError::Deny
+            );
+        if route.action.needs_resource()
+            || matches!(route.action, Action::Login | Action::Callback)
+            || limiter_may_refuse
         {
             refer("503", "ServiceUnavailable");
         }

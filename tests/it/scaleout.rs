@@ -53,10 +53,23 @@ fn hit(s: &Server) -> Seen {
     }
 }
 
-/// `[rate_limits]` on Redis with a `global` policy, and the health route.
+/// `GET /health` for the client at `ip`, reported by the trusted proxy at 127.0.0.1.
+fn health(s: &Server, ip: &str) -> Response {
+    client()
+        .get(s.url("/health"))
+        .header("x-forwarded-for", ip)
+        .send()
+        .unwrap()
+}
+
+/// `[rate_limits]` on Redis with a `global` policy, and the health route; 127.0.0.1 is a
+/// trusted proxy (so a test can speak for another client address).
 fn config(redis_url: &str, mode: &str, policy: &str, extra: &str) -> String {
     format!(
-        r#"[database]
+        r#"[server]
+trusted_proxies = ["127.0.0.1/32"]
+
+[database]
 url = "sqlite://data/app.db"
 
 [rate_limits]
@@ -270,6 +283,17 @@ fn stopped_and_back(mode: &str) {
     }
     all.extend(on_a);
     all.extend(on_b);
+    // Health says so, for a client with budget left (another address, through the
+    // trusted proxy); in `deny` every rate-limited request is refused, health included.
+    let res = health(&a, "198.51.100.7");
+    if mode == "deny" {
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    } else {
+        assert_eq!(res.status(), StatusCode::OK);
+        let health: Value = res.json().unwrap();
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert_eq!(health["checks"]["rate_limits"], "unavailable", "{health}");
+    }
     // Loud, and once: one line on entering the degraded state, per instance.
     for s in [&a, &b] {
         let log = s.log_when(|l| l.contains(DOWN));
@@ -295,6 +319,9 @@ fn stopped_and_back(mode: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     redis.cli(&["FLUSHALL"]);
+    let health: Value = health(&a, "198.51.100.8").json().unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["checks"]["rate_limits"], "ok", "{health}");
     let seen = alternate(&a, &b, 6);
     assert_eq!(
         statuses(&seen),
