@@ -367,6 +367,32 @@ fn without_rate_limits_or_identity_no_429_and_no_schemes() {
 }
 
 #[test]
+fn a_redis_limit_that_denies_when_redis_is_down_documents_a_503() {
+    // Printing the document never connects to Redis (nothing listens on port 1).
+    let with = |mode: &str| {
+        let p = Project::new(&format!(
+            r#"[rate_limits]
+backend = "redis"
+redis_url = "redis://127.0.0.1:1/0"
+on_backend_error = "{mode}"
+
+[rate_limits.global]
+per_minute = 60
+{MINIMAL}{DOCUMENT}"#
+        ));
+        parse(&printed(&p, &[]))["paths"]["/health"]["get"]["responses"].clone()
+    };
+    let deny = with("deny");
+    assert!(deny.get("429").is_some(), "{deny}");
+    assert!(deny.get("503").is_some(), "{deny}");
+    for mode in ["local", "allow"] {
+        let other = with(mode);
+        assert!(other.get("429").is_some(), "{mode}: {other}");
+        assert!(other.get("503").is_none(), "{mode}: {other}");
+    }
+}
+
+#[test]
 fn served_document_is_the_printed_one_with_the_secure_headers() {
     let (key, hash) = common::new_api_key("docs");
     let p = Project::new(&notes_config(&hash));
