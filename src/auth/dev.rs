@@ -163,7 +163,7 @@ impl DevKey {
         }
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
+        header.typ = Some("at+jwt".into());
         let key = EncodingKey::from_ed_der(self.pkcs8().as_slice());
         jsonwebtoken::encode(&header, &Value::Object(claims), &key)
             .map_err(|e| DevError::Sign(e.to_string()))

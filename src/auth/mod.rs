@@ -336,6 +336,8 @@ fn verifier_config(
         allowed,
         audience,
         leeway_secs: auth.leeway.as_secs(),
+        require_access_token_typ: auth.require_access_token_typ,
+        allowed_clients: auth.allowed_clients.clone(),
         roles: roles::RoleMapper::new(
             auth.roles_claim.clone(),
             plan.roles.closures.keys().cloned(),

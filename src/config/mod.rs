@@ -207,6 +207,12 @@ pub struct RawAuth {
     /// (transport or HTTP failures only), e.g. `"6h"`. After that every token is refused.
     #[serde(deserialize_with = "lenient::string")]
     pub jwks_max_stale: String,
+    /// Accept only tokens whose header says `typ: at+jwt` (RFC 9068 access tokens). Off by
+    /// default: Keycloak and Authentik access tokens say `JWT`.
+    pub require_access_token_typ: bool,
+    /// Clients whose access tokens are accepted, by the `azp` claim. Empty (the default):
+    /// any `azp`; otherwise a token naming another client is refused.
+    pub allowed_clients: Vec<String>,
     /// Accept a plain-HTTP issuer that is not on loopback. Refused in production.
     pub dangerous_allow_http_issuer: bool,
     /// Built-in development token issuer.
@@ -226,6 +232,8 @@ impl Default for RawAuth {
             roles_claim: "roles".into(),
             leeway: "30s".into(),
             jwks_max_stale: "6h".into(),
+            require_access_token_typ: false,
+            allowed_clients: Vec::new(),
             dangerous_allow_http_issuer: false,
             dev: None,
             session: None,

@@ -30,8 +30,12 @@ pub struct AuthPlan {
     pub roles_claim: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
-    /// How long the last good issuer keys serve while the issuer is unreachable.
+    /// How long the last good issuer keys serve while it is unreachable.
     pub jwks_max_stale: Duration,
+    /// Only `typ: at+jwt` tokens (RFC 9068).
+    pub require_access_token_typ: bool,
+    /// Accepted `azp` values; empty: any.
+    pub allowed_clients: Vec<String>,
     /// Whether the development issuer is on.
     pub dev_issuer: bool,
     /// Browser login, when declared.
@@ -431,6 +435,11 @@ pub fn compile_auth(
             MIN_JWKS_MAX_STALE
         }
     };
+    for (i, client) in raw.allowed_clients.iter().enumerate() {
+        if client.trim().is_empty() {
+            d.error(format!("auth.allowed_clients[{i}]"), "must not be empty");
+        }
+    }
     let dev_issuer = raw.dev.as_ref().is_some_and(|dev| dev.enabled);
     if dev_issuer {
         d.refuse_in_production(
@@ -460,6 +469,8 @@ pub fn compile_auth(
         roles_claim,
         leeway,
         jwks_max_stale,
+        require_access_token_typ: raw.require_access_token_typ,
+        allowed_clients: raw.allowed_clients.clone(),
         dev_issuer,
         session,
         api_keys: compile_api_keys(&raw.api_keys, roles, d),
