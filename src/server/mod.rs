@@ -8,7 +8,6 @@ pub mod envelope;
 pub mod json;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -19,7 +18,6 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
 use crate::plan::Plan;
-use crate::plan::routes::RoutePlan;
 use crate::problem::Problem;
 use crate::request_id;
 
@@ -114,11 +112,8 @@ fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
 
 /// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
 fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
-    let mut by_path: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
-    for r in &plan.routes {
-        by_path.entry(r.path.as_str()).or_default().push(r);
-    }
-    for (path, routes) in by_path {
+    // The order `check` lints overlaps against and `explain` matches with.
+    for (path, routes) in crate::plan::routes::registration_order(&plan.routes) {
         let allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
         let allow =
             HeaderValue::from_str(&allow.join(", ")).unwrap_or(HeaderValue::from_static("GET"));
@@ -154,7 +149,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 /// Runs one route: body, then the action; a panic becomes a 500 problem, never a dropped
 /// connection or a leaked message.
 async fn handle(
-    route: Arc<RoutePlan>,
+    route: Arc<crate::plan::routes::RoutePlan>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
