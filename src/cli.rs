@@ -204,7 +204,7 @@ fn fail(message: &str) -> ExitCode {
 struct Failed {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
-    source: Option<ConfigSource>,
+    source: Option<Box<ConfigSource>>,
 }
 
 /// Loads and compiles `path` under `NESTFLUX_PROFILE`, gathering every problem: a bad
@@ -235,14 +235,14 @@ fn compile_file(path: &Path) -> Result<(Plan, ConfigSource), Failed> {
         Ok(plan) => Err(Failed {
             errors,
             warnings: plan.warnings,
-            source: Some(loaded.source),
+            source: Some(Box::new(loaded.source)),
         }),
         Err(e) => {
             errors.extend(e.errors);
             Err(Failed {
                 errors,
                 warnings: e.warnings,
-                source: Some(loaded.source),
+                source: Some(Box::new(loaded.source)),
             })
         }
     }
@@ -250,7 +250,7 @@ fn compile_file(path: &Path) -> Result<(Plan, ConfigSource), Failed> {
 
 /// A file that could not be read at all, as a diagnostic (and, for a syntax error, the
 /// text and span to show it in).
-fn load_failure(path: &Path, e: LoadError) -> (Diagnostic, Option<ConfigSource>) {
+fn load_failure(path: &Path, e: LoadError) -> (Diagnostic, Option<Box<ConfigSource>>) {
     match e {
         LoadError::Syntax {
             text,
@@ -266,7 +266,7 @@ fn load_failure(path: &Path, e: LoadError) -> (Diagnostic, Option<ConfigSource>)
             let message = format!("not valid TOML: {}", message.trim());
             (
                 Diagnostic::new("", message).with_code(Code::Syntax),
-                Some(source),
+                Some(Box::new(source)),
             )
         }
         LoadError::File { .. } | LoadError::SecretFile { .. } => (
@@ -284,7 +284,7 @@ fn color(stream: &impl IsTerminal) -> bool {
 /// Prints a failure to stderr: warnings, errors (each with its place), then the count.
 fn report_failure(path: &Path, f: &Failed) {
     let c = color(&std::io::stderr());
-    let src = f.source.as_ref();
+    let src = f.source.as_deref();
     eprint!(
         "{}",
         report::human_all(&f.warnings, Severity::Warning, src, c)
@@ -346,7 +346,7 @@ fn check(path: &Path, format: Format) -> ExitCode {
         Ok(ok) => ok,
         Err(f) => {
             if format == Format::Json {
-                let src = f.source.as_ref();
+                let src = f.source.as_deref();
                 for (list, sev) in [
                     (&f.warnings, Severity::Warning),
                     (&f.errors, Severity::Error),
@@ -425,6 +425,9 @@ fn explain(
         Some(Ok(v)) => Some(v),
         Some(Err(e)) => return fail(&format!("--body is not JSON: {e}")),
     };
+    for u in plan.unenforced() {
+        eprintln!("note: `nestflux serve` refuses this file: {u}");
+    }
     let path_only = target
         .split(['?', '#'])
         .next()
@@ -553,11 +556,14 @@ fn serve(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     }
     match attach_dev_key(&mut plan) {
-        Ok(warnings) => {
+        Ok(warnings) if !warnings.is_empty() => {
             for w in warnings {
                 tracing::warn!(target: "nestflux::encryption", "{w}");
             }
+            // Said louder just now.
+            plan.warnings.retain(|w| w.code != Code::EncryptionKeys);
         }
+        Ok(_) => {}
         Err(e) => return fail(&format!("development encryption key: {e}")),
     }
     for w in &plan.warnings {

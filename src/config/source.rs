@@ -249,10 +249,11 @@ impl ConfigSource {
         }
         let mut at = path;
         while let Some(up) = parent(at) {
+            // A parent table: its header (its value span); an implicit one: its key.
             if let Some(span) = self
                 .map
                 .get(up)
-                .and_then(|s| s.key.clone().or(s.value.clone()))
+                .and_then(|s| s.value.clone().or(s.key.clone()))
             {
                 return Origin::File(span);
             }

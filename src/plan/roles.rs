@@ -302,21 +302,22 @@ pub fn lint_segments(
                     .filter(|n| n.resource == p.resource || n.resource == Segment::Any)
                     .filter_map(|n| name_of(&n.action))
                     .collect();
-                if !actions.is_empty() && !actions.contains(&action) {
-                    if let Some(meant) = crate::suggest::closest(&action, &actions) {
-                        let fixed = Permission {
-                            action: Segment::Name(meant),
-                            ..p.clone()
-                        };
-                        d.push_warning(
-                            Diagnostic::new(
-                                path,
-                                format!("no route or field of `{res}` needs the action `{action}`"),
-                            )
-                            .with_code(Code::UnknownPermission)
-                            .with_suggestion(Some(fixed.to_string())),
-                        );
-                    }
+                if !actions.is_empty()
+                    && !actions.contains(&action)
+                    && let Some(meant) = crate::suggest::closest(&action, &actions)
+                {
+                    let fixed = Permission {
+                        action: Segment::Name(meant),
+                        ..p.clone()
+                    };
+                    d.push_warning(
+                        Diagnostic::new(
+                            path,
+                            format!("no route or field of `{res}` needs the action `{action}`"),
+                        )
+                        .with_code(Code::UnknownPermission)
+                        .with_suggestion(Some(fixed.to_string())),
+                    );
                 }
             }
         }

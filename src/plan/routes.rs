@@ -393,20 +393,6 @@ pub fn registration_order(routes: &[RoutePlan]) -> Vec<(&str, Vec<&RoutePlan>)> 
     by_path.into_iter().collect()
 }
 
-/// Whether a path pattern matches a request path the way Actix does: static segments
-/// exactly, each `{param}` one non-empty segment.
-pub fn pattern_matches(pattern: &str, path: &str) -> bool {
-    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
-    p.len() == q.len()
-        && p.iter().zip(&q).all(|(a, b)| {
-            if a.starts_with('{') {
-                !b.is_empty()
-            } else {
-                a == b
-            }
-        })
-}
-
 /// A request path both patterns match, if any (`/a/{id}` and `/a/search` → `/a/search`).
 fn common_path(a: &str, b: &str) -> Option<String> {
     let (x, y): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
@@ -550,4 +536,33 @@ fn normalise(path: &str) -> String {
         .map(|s| if s.starts_with('{') { "{}" } else { s })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::dev::ResourceDef;
+
+    #[test]
+    fn overlaps_are_judged_as_actix_matches() {
+        for (a, b, both) in [
+            ("/a/{id}", "/a/b", Some("/a/b")),
+            ("/a/{id}", "/a/{x}", Some("/a/{id}")),
+            ("/{x}/b", "/a/{y}", Some("/a/b")),
+            ("/a/{id}", "/a/{id}/b", None),
+            ("/a/b", "/a/c", None),
+            ("/", "/a", None),
+        ] {
+            let found = common_path(a, b);
+            assert_eq!(found.as_deref(), both, "{a} {b}");
+            // The witness really is a request path Actix sends to both patterns.
+            if let Some(p) = found {
+                let concrete = p.replace("{id}", "1");
+                assert!(ResourceDef::new(a).is_match(&concrete), "{a} {concrete}");
+                assert!(ResourceDef::new(b).is_match(&concrete), "{b} {concrete}");
+            }
+        }
+        assert!(covers("/a/{id}", "/a/b") && covers("/a/{id}", "/a/{x}"));
+        assert!(!covers("/a/b", "/a/{id}"));
+    }
 }

@@ -17,6 +17,8 @@ mod auth_attacks;
 mod auth_oidc;
 mod config_check;
 mod encryption;
+mod explain;
+mod first_run;
 mod http_core;
 mod openapi;
 mod ratelimit;
