@@ -109,7 +109,7 @@ fn file_name(source: &ConfigSource) -> String {
     source.path.display().to_string()
 }
 
-/// One diagnostic as cargo-like text (with a trailing newline). `color` adds ANSI styles.
+/// One diagnostic as cargo-like text, followed by a blank line. `color` adds ANSI styles.
 pub fn human(
     d: &Diagnostic,
     severity: Severity,
@@ -154,8 +154,9 @@ pub fn human(
     } else {
         Renderer::plain()
     };
+    // A blank line between diagnostics, as cargo prints them.
     let mut out = renderer.render(&report);
-    out.push('\n');
+    out.push_str("\n\n");
     out
 }
 
