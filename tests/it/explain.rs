@@ -232,3 +232,34 @@ fn tokens_and_api_keys_are_verified_as_served() {
         "{text}"
     );
 }
+
+/// A provider's token is verified against the provider's keys, fetched once from its
+/// discovery document, exactly as `serve` verifies it (the real `oidc-provider`).
+#[test]
+fn a_provider_token_is_verified_against_the_providers_keys() {
+    use crate::oidc::{AUD, Provider, free_port, nestflux_config};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let (_, hash) = new_api_key("ci");
+    let p = Project::new(&nestflux_config(&provider.issuer(), AUD, &hash));
+    let token = provider.token(AUD);
+    let (code, text) = explain(&p, &["GET", "/api/me/reports", "--token", &token]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(
+            "bearer token of auth.issuer, verified: subject \"nestflux-svc\", roles service"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "needs reports:read: granted to service by `reports:read` declared on roles.service"
+        ),
+        "{text}"
+    );
+    // The same token on a route its roles do not open: 403, and who would have it.
+    let (code, text) = explain(&p, &["GET", "/api/me/admin", "--token", &token]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("granted by: admin (`*:*`)"), "{text}");
+    provider.stop();
+}

@@ -126,3 +126,39 @@ fn production_refuses_the_same_start_and_says_why() {
         "production created a development key"
     );
 }
+
+/// With PostgreSQL the development key lives beside the config file (the database server's
+/// disk is not the service's), and `explain` verifies a development token against the key
+/// stored in PostgreSQL on a read-only connection.
+#[cfg(feature = "postgres")]
+#[test]
+fn with_postgres_the_key_lives_beside_the_config_file() {
+    let url = crate::resources::pg::fresh_schema();
+    let db = [("NESTFLUX_DATABASE__URL", url.as_str())];
+    let p = Project::new(ROOT);
+    let out = p.run(&["token", "--sub", "alice", "--role", "editor"], &db);
+    assert!(out.status.success(), "{out:?}");
+    let alice = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let s = p.serve(&db);
+    let res = client()
+        .post(s.url("/api/notes"))
+        .bearer_auth(&alice)
+        .json(&json!({"title": "pg", "secret": "kept in postgres"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "{}", s.log());
+    drop(s);
+    assert!(p.path().join("nestflux.dev-key").exists());
+    assert!(!p.path().join("nestflux.db.dev-key").exists());
+    let out = p.run(&["explain", "POST", "/api/notes", "--token", &alice], &db);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("development token, verified against the stored key: subject \"alice\""),
+        "{text}"
+    );
+}
