@@ -8,7 +8,8 @@
 //! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
 //! ```
 //!
-//! `problem`, `request_id` and `suggest` are shared by every layer and depend on none.
+//! `problem`, `request_id` and `suggest` are shared by every layer and depend on none;
+//! `explain` sits beside `actions`, walking one request through the same layers unserved.
 
 pub mod actions;
 pub mod auth;

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use figment::providers::{Format, Toml};
+use figment::providers::Serialized;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use toml_edit::ImDocument;
@@ -88,16 +88,18 @@ pub fn load_from(
         Err(e) => return Err(file_error(e.to_string())),
     }
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    // One read of the file: the spans and the values come from the same text.
-    let doc = ImDocument::parse(text.as_str()).map_err(|e| LoadError::Syntax {
+    // One read and one parse of the file: the spans and the values come from the same text.
+    let doc = ImDocument::parse(text.clone()).map_err(|e| LoadError::Syntax {
         text: text.clone(),
         message: e.message().to_string(),
         span: e.span(),
     })?;
-    let map = SourceMap::of(&doc);
+    let file: Dict = toml_edit::de::from_document(toml_edit::de::Deserializer::from(doc.clone()))
+        .map_err(|e| LoadError::Merge(e.to_string()))?;
+    let map = SourceMap::of(doc);
 
     let env = EnvLayer::collect(vars)?;
-    let figment = Figment::new().merge(Toml::string(&text)).merge(&env);
+    let figment = Figment::new().merge(Serialized::defaults(file)).merge(&env);
     let merged: serde_json::Value = figment
         .extract()
         .map_err(|e| LoadError::Merge(e.to_string()))?;
@@ -186,7 +188,7 @@ impl Provider for &EnvLayer {
             };
             let nested = figment::util::nest(&e.key, value);
             if let Some(dict) = nested.into_dict() {
-                figment = figment.merge(figment::providers::Serialized::defaults(dict));
+                figment = figment.merge(Serialized::defaults(dict));
             }
         }
         let dict: Dict = figment.extract()?;

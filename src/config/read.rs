@@ -61,7 +61,8 @@ const HIDDEN_KEYS: &[(&str, &str)] = &[("session", "client_secret"), ("encryptio
 /// Reads sections and keeps the issues.
 pub struct Reader<'a> {
     source: &'a ConfigSource,
-    schema: Value,
+    /// The file's JSON Schema, built the first time an unknown key needs suggestions.
+    schema: Option<Value>,
     issues: Vec<Issue>,
 }
 
@@ -145,10 +146,9 @@ fn remove(value: &mut Value, segs: &[Seg]) -> bool {
 impl<'a> Reader<'a> {
     /// A reader reporting against `source` (for telling file keys from variables).
     pub fn new(source: &'a ConfigSource) -> Self {
-        let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
         Self {
             source,
-            schema,
+            schema: None,
             issues: Vec::new(),
         }
     }
@@ -366,8 +366,11 @@ impl<'a> Reader<'a> {
     }
 
     /// The keys the table at `path` accepts, from the file's JSON Schema.
-    fn expected(&self, path: &str) -> Vec<String> {
-        super::keys::expected(&self.schema, path)
+    fn expected(&mut self, path: &str) -> Vec<String> {
+        let schema = self.schema.get_or_insert_with(|| {
+            serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default()
+        });
+        super::keys::expected(schema, path)
     }
 }
 

@@ -3,10 +3,10 @@
 //! variables that set keys. Diagnostics use it to print `FILE:LINE:COL` with the line and a
 //! caret, or the name of the variable.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use toml_edit::{ImDocument, Item, Table, Value};
 
@@ -19,10 +19,13 @@ pub struct Spans {
     pub value: Option<Range<usize>>,
 }
 
-/// Key path → spans, for every key, table, array element and inline table of the file.
+/// Key path → spans: the parsed file, looked up on demand (a file of hundreds of keys is
+/// compiled far more often than it has something to point at).
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
-    spans: BTreeMap<String, Spans>,
+    doc: Option<Arc<ImDocument<String>>>,
+    /// One path with a fixed span, for a file that does not parse.
+    single: Option<(String, Range<usize>)>,
 }
 
 /// The first line of `span` in `text` (a table's span covers its whole body; its header
@@ -35,96 +38,142 @@ fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
     span.start..end
 }
 
+enum Seg<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+/// `routes[2].permission` → `routes`, `[2]`, `permission`.
+fn segments(path: &str) -> Option<Vec<Seg<'_>>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            out.push(Seg::Key(name));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let (i, after) = r.split_once(']')?;
+            out.push(Seg::Index(i.parse().ok()?));
+            rest = after;
+        }
+    }
+    Some(out)
+}
+
+/// A place in the parsed document.
+enum Node<'d> {
+    Item(&'d Item),
+    /// A table of an array of tables.
+    Table(&'d Table),
+    /// An array element or an inline table's value.
+    Value(&'d Value),
+}
+
 impl SourceMap {
-    /// Walks a parsed document.
-    pub fn of(doc: &ImDocument<&str>) -> Self {
-        let mut map = Self::default();
-        map.table(doc.as_table(), "", doc.raw());
-        map
+    /// The map of a parsed document.
+    pub fn of(doc: ImDocument<String>) -> Self {
+        Self {
+            doc: Some(Arc::new(doc)),
+            single: None,
+        }
     }
 
     /// A map of one path, for a file that does not parse: the parser's error span.
     pub fn single(path: &str, span: Range<usize>) -> Self {
-        let mut map = Self::default();
-        map.insert(path, Some(span.clone()), Some(span));
-        map
-    }
-
-    /// The spans of exactly `path`, if the file declares it.
-    pub fn get(&self, path: &str) -> Option<&Spans> {
-        self.spans.get(path)
-    }
-
-    fn table(&mut self, t: &Table, prefix: &str, text: &str) {
-        for (k, item) in t.iter() {
-            let path = join(prefix, k);
-            let key = t.key(k).and_then(toml_edit::Key::span);
-            self.item(item, key, &path, text);
+        Self {
+            doc: None,
+            single: Some((path.to_string(), span)),
         }
     }
 
-    fn item(&mut self, item: &Item, key: Option<Range<usize>>, path: &str, text: &str) {
-        match item {
-            Item::None => {}
-            Item::Value(v) => {
-                self.insert(path, key, v.span());
-                self.value(v, path);
-            }
-            Item::Table(t) => {
-                // A table's header stands for both; an implicit table (`[auth.dev]` without
-                // `[auth]`) has no header, so its key segment is used.
+    /// The parsed document, when the file parsed.
+    pub fn document(&self) -> Option<&ImDocument<String>> {
+        self.doc.as_deref()
+    }
+
+    /// The spans of exactly `path`, if the file declares it.
+    pub fn get(&self, path: &str) -> Option<Spans> {
+        if let Some((p, span)) = &self.single {
+            return (p == path).then(|| Spans {
+                key: Some(span.clone()),
+                value: Some(span.clone()),
+            });
+        }
+        let doc = self.doc.as_deref()?;
+        let text = doc.raw();
+        let mut node = Node::Table(doc.as_table());
+        let mut key: Option<Range<usize>> = None;
+        let segs = segments(path)?;
+        if segs.is_empty() {
+            return None;
+        }
+        for seg in segs {
+            node = match (seg, node) {
+                (Seg::Key(k), Node::Item(Item::Table(t)) | Node::Table(t)) => {
+                    let (k, item) = t.get_key_value(k)?;
+                    key = k.span();
+                    Node::Item(item)
+                }
+                (
+                    Seg::Key(k),
+                    Node::Item(Item::Value(Value::InlineTable(t)))
+                    | Node::Value(Value::InlineTable(t)),
+                ) => {
+                    let (k, item) = t.get_key_value(k)?;
+                    key = k.span();
+                    match item {
+                        Item::Value(v) => Node::Value(v),
+                        other => Node::Item(other),
+                    }
+                }
+                (Seg::Index(i), Node::Item(Item::ArrayOfTables(a))) => {
+                    key = None;
+                    Node::Table(a.get(i)?)
+                }
+                (
+                    Seg::Index(i),
+                    Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)),
+                ) => {
+                    key = None;
+                    Node::Value(a.get(i)?)
+                }
+                _ => return None,
+            };
+        }
+        let spans = match node {
+            Node::Item(Item::None) => return None,
+            Node::Item(Item::Value(v)) => Spans {
+                key: key.or_else(|| v.span()),
+                value: v.span(),
+            },
+            Node::Item(Item::Table(t)) => {
+                // An implicit table (`[auth.dev]` without `[auth]`) has no header: its key.
                 let header = t
                     .span()
                     .map(|s| first_line(text, s))
                     .or_else(|| key.clone());
-                self.insert(path, key.or_else(|| header.clone()), header);
-                self.table(t, path, text);
-            }
-            Item::ArrayOfTables(a) => {
-                self.insert(path, key, a.span());
-                for (i, t) in a.iter().enumerate() {
-                    let here = format!("{path}[{i}]");
-                    let header = t.span().map(|s| first_line(text, s));
-                    self.insert(&here, header.clone(), header);
-                    self.table(t, &here, text);
+                Spans {
+                    key: key.or_else(|| header.clone()),
+                    value: header,
                 }
             }
-        }
-    }
-
-    fn value(&mut self, v: &Value, path: &str) {
-        match v {
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    let here = format!("{path}[{i}]");
-                    self.insert(&here, x.span(), x.span());
-                    self.value(x, &here);
+            Node::Item(Item::ArrayOfTables(a)) => Spans {
+                key: key.or_else(|| a.span()),
+                value: a.span(),
+            },
+            Node::Table(t) => {
+                let header = t.span().map(|s| first_line(text, s));
+                Spans {
+                    key: header.clone(),
+                    value: header,
                 }
             }
-            Value::InlineTable(t) => {
-                for (k, x) in t.iter() {
-                    let here = join(path, k);
-                    self.insert(&here, t.key(k).and_then(toml_edit::Key::span), x.span());
-                    self.value(x, &here);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn insert(&mut self, path: &str, key: Option<Range<usize>>, value: Option<Range<usize>>) {
-        // A key declared twice is a parse error, so the first span is the only one.
-        self.spans
-            .entry(path.to_string())
-            .or_insert(Spans { key, value });
-    }
-}
-
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
+            Node::Value(v) => Spans {
+                key: key.or_else(|| v.span()),
+                value: v.span(),
+            },
+        };
+        Some(spans)
     }
 }
 
@@ -300,8 +349,7 @@ rate_limit = "write"
 
     #[test]
     fn every_key_has_its_span() {
-        let doc = ImDocument::parse(TEXT).unwrap();
-        let map = SourceMap::of(&doc);
+        let map = SourceMap::of(ImDocument::parse(TEXT.to_string()).unwrap());
         let s = map.get("server.bind").unwrap();
         assert_eq!(at(TEXT, s.key.clone()), "bind");
         assert_eq!(at(TEXT, s.value.clone()), "\"127.0.0.1:8080\"");
@@ -337,10 +385,9 @@ rate_limit = "write"
 
     #[test]
     fn origins_prefer_the_environment_then_the_nearest_declared_key() {
-        let doc = ImDocument::parse(TEXT).unwrap();
         let source = ConfigSource {
             text: TEXT.into(),
-            map: SourceMap::of(&doc),
+            map: SourceMap::of(ImDocument::parse(TEXT.to_string()).unwrap()),
             env: vec![EnvEntry {
                 key: "auth.leeway".into(),
                 var: "NESTFLUX_AUTH__LEEWAY".into(),

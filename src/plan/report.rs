@@ -228,11 +228,10 @@ mod tests {
     use crate::config::SourceMap;
 
     fn source(text: &str) -> ConfigSource {
-        let doc = toml_edit::ImDocument::parse(text).unwrap();
         ConfigSource {
             path: "nestflux.toml".into(),
             text: text.into(),
-            map: SourceMap::of(&doc),
+            map: SourceMap::of(toml_edit::ImDocument::parse(text.to_string()).unwrap()),
             ..ConfigSource::default()
         }
     }

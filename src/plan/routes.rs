@@ -425,11 +425,22 @@ fn covers(outer: &str, inner: &str) -> bool {
 pub fn lint_overlaps(routes: &[RoutePlan], d: &mut Diagnostics) {
     let order = registration_order(routes);
     let rank = |path: &str| order.iter().position(|(p, _)| *p == path).unwrap_or(0);
+    // Split once: a file of hundreds of routes compares every pair.
+    let segments: Vec<Vec<&str>> = routes.iter().map(|r| r.path.split('/').collect()).collect();
+    let param = |s: &str| s.starts_with('{');
     for (i, a) in routes.iter().enumerate() {
-        for b in &routes[i + 1..] {
-            if a.path == b.path || normalise(&a.path) == normalise(&b.path) && a.method == b.method
+        for (j, b) in routes.iter().enumerate().skip(i + 1) {
+            let (x, y) = (&segments[i], &segments[j]);
+            // Most pairs differ in length or in a static segment: no request matches both.
+            if a.path == b.path
+                || x.len() != y.len()
+                || !x.iter().zip(y).all(|(s, t)| param(s) || param(t) || s == t)
             {
                 continue;
+            }
+            let same_shape = x.iter().zip(y).all(|(s, t)| s == t || param(s) && param(t));
+            if same_shape && a.method == b.method {
+                continue; // a duplicate, reported while compiling
             }
             let Some(both) = common_path(&a.path, &b.path) else {
                 continue;
