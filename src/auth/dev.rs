@@ -111,6 +111,15 @@ impl DevKey {
         }
     }
 
+    /// The newest stored key, read without creating, migrating or writing anything (for
+    /// `nestflux explain`); `None` when no key was ever stored.
+    pub fn read_only(db: &crate::plan::data::DatabasePlan) -> Result<Option<Self>, DevError> {
+        match dev_keys::load_read_only(db)?.into_iter().next() {
+            Some(row) => Self::from_pem(row.kid, &row.private_pem).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Loads (or creates) the key through the pool.
     pub fn open(store: &Store) -> Result<Self, DevError> {
         Self::load_or_create(&mut store.conn()?)

@@ -1,14 +1,20 @@
 //! Raw configuration: serde types that mirror `nestflux.toml` key for key, and nothing more.
 //!
 //! These types only parse. Every check, every cross-reference and every conversion into
-//! typed values happens in [`crate::plan`]. Unknown keys are refused here
-//! (`deny_unknown_fields`), so a typo such as `permision` can never silently open a route.
+//! typed values happens in [`crate::plan`]. Unknown keys are collected while reading (every
+//! one of them, with the nearest valid name) and refused by the compile step, so a typo
+//! such as `permision` can never silently open a route; the JSON Schema says so too
+//! (`additionalProperties: false`).
 
 mod keys;
 mod lenient;
 mod load;
+pub mod read;
+pub mod source;
 
-pub use load::{ConfigSource, LoadError, load};
+pub use load::{CONTROL_VARS, LoadError, Loaded, load, load_from, var_for};
+pub use read::{Issue, IssueKind};
+pub use source::{ConfigSource, EnvEntry, Origin, SourceMap};
 
 use std::collections::BTreeMap;
 
@@ -17,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawConfig {
     /// Listening socket, limits, TLS and proxies.
     pub server: RawServer,
@@ -45,7 +52,8 @@ pub struct RawConfig {
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawServer {
     /// Socket address to listen on, e.g. `127.0.0.1:8080`.
     pub bind: String,
@@ -82,7 +90,7 @@ impl Default for RawServer {
 
 /// `[server.tls]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM certificate chain, leaf first.
     pub cert: String,
@@ -100,7 +108,8 @@ pub struct RawTls {
 
 /// `[database]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawDatabase {
     /// `sqlite://path` (embedded) or `postgres://user@host/db`.
     pub url: String,
@@ -123,7 +132,8 @@ impl Default for RawDatabase {
 
 /// `[headers]`: one key per secure header. Absent keeps Helmet's default, `""` removes it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawHeaders {
     /// `Content-Security-Policy`.
     pub content_security_policy: Option<String>,
@@ -155,7 +165,8 @@ pub struct RawHeaders {
 
 /// `[cors]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawCors {
     /// Allowed origins, e.g. `https://app.example.com`; `"*"` allows any (never with credentials).
     pub origins: Vec<String>,
@@ -187,7 +198,8 @@ impl Default for RawCors {
 
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawAuth {
     /// OIDC issuer URL: discovery document and JWKS come from here.
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -244,7 +256,8 @@ impl Default for RawAuth {
 
 /// `[auth.api_keys.NAME]`: a key is declared by its hash, never by the key itself.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawApiKey {
     /// `sha256:<64 hex>` of the key, as printed by `nestflux keys api-key NAME`.
     pub hash: String,
@@ -254,7 +267,8 @@ pub struct RawApiKey {
 
 /// `[auth.dev]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawDevIssuer {
     /// Turn the development issuer on (`nestflux token`). Refused in production.
     pub enabled: bool,
@@ -262,7 +276,8 @@ pub struct RawDevIssuer {
 
 /// `[auth.session]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawSession {
     /// The OIDC client id.
     #[serde(deserialize_with = "lenient::string")]
@@ -313,7 +328,8 @@ impl Default for RawSession {
 
 /// `[roles.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRole {
     /// Roles whose permissions this role also has.
     pub inherits: Vec<String>,
@@ -337,7 +353,8 @@ pub struct RawRateLimits {
 
 /// `[rate_limits.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRatePolicy {
     /// `ip`, `user` (falls back to ip for anonymous callers) or `api_key`.
     pub key: Option<String>,
@@ -353,7 +370,8 @@ pub struct RawRatePolicy {
 
 /// `[encryption]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawEncryption {
     /// `kid:base64,…`; the first encrypts, all decrypt. Only from `NESTFLUX_ENCRYPTION__KEYS(_FILE)`.
     #[schemars(skip)]
@@ -364,7 +382,8 @@ pub struct RawEncryption {
 
 /// One field of a `[schemas.NAME]` table.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawField {
     /// `string`, `integer`, `number`, `boolean`, `enum`, `array` or `object`; absent with `ref`.
     #[serde(rename = "type")]
@@ -424,7 +443,8 @@ pub struct RawField {
 
 /// `[resources.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawResource {
     /// The schema that describes one record.
     pub schema: String,
@@ -440,7 +460,8 @@ pub struct RawResource {
 
 /// `[[routes]]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRoute {
     /// HTTP method in uppercase, e.g. `GET`.
     pub method: String,

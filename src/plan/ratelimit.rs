@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::diag::Diagnostics;
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::is_name;
 use crate::config::RawRateLimits;
 
@@ -100,7 +100,8 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
                 LimitBackend::Memory
             }
             None => {
-                d.error(
+                d.error_with(
+                    Code::MissingKey,
                     "rate_limits.redis_url",
                     "required with backend = \"redis\" (NESTFLUX_RATE_LIMITS__REDIS_URL)",
                 );
@@ -108,9 +109,12 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             }
         },
         other => {
-            d.error(
-                "rate_limits.backend",
-                format!("`{other}`: expected \"memory\" or \"redis\""),
+            d.push_error(
+                Diagnostic::new(
+                    "rate_limits.backend",
+                    format!("`{other}`: expected \"memory\" or \"redis\""),
+                )
+                .with_suggestion(crate::suggest::closest(other, ["memory", "redis"])),
             );
             LimitBackend::Memory
         }
@@ -119,7 +123,8 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
     for (name, p) in &raw.policies {
         let path = format!("rate_limits.{name}");
         if !is_name(name) {
-            d.error(
+            d.error_with(
+                Code::InvalidName,
                 &path,
                 "policy names are lowercase letters, digits, `_` or `-`",
             );
@@ -129,15 +134,19 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             "user" => LimitKey::User,
             "api_key" => LimitKey::ApiKey,
             other => {
-                d.error(
-                    format!("{path}.key"),
-                    format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                d.push_error(
+                    Diagnostic::new(
+                        format!("{path}.key"),
+                        format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                    )
+                    .with_suggestion(crate::suggest::closest(other, ["ip", "user", "api_key"])),
                 );
                 LimitKey::Ip
             }
         };
         if name == "global" && key != LimitKey::Ip {
-            d.error(
+            d.error_with(
+                Code::Conflict,
                 format!("{path}.key"),
                 "the global policy runs before authentication, so it can only count by \"ip\"",
             );
@@ -163,11 +172,16 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
                 }
             },
             [] => {
-                d.error(&path, "declare one of per_second, per_minute or per_hour");
+                d.error_with(
+                    Code::MissingKey,
+                    &path,
+                    "declare one of per_second, per_minute or per_hour",
+                );
                 continue;
             }
             _ => {
-                d.error(
+                d.error_with(
+                    Code::Conflict,
                     &path,
                     "declare only one of per_second, per_minute or per_hour",
                 );

@@ -960,6 +960,98 @@ fn require_access_token_typ_refuses_plain_jwts() {
     assert_eq!(status(&plain), StatusCode::UNAUTHORIZED);
 }
 
+/// Broke (issue 17, low 10): a value read from a `…_FILE` variable was echoed in config
+/// errors (``auth.leeway: `<file content>` is not a duration``), and so were values of
+/// variables whose key can hold a secret. Now neither is; other variables still are.
+#[test]
+fn values_from_file_variables_and_secret_variables_are_never_echoed() {
+    let p = Project::new(MINIMAL);
+    let leeway = p.write("leeway", "soon-CONFIDENTIAL\n");
+    let workers = p.write("workers", "many-CONFIDENTIAL\n");
+    let out = p.run(
+        &["check", "--format", "json"],
+        &[
+            ("NESTFLUX_AUTH__LEEWAY_FILE", leeway.to_str().unwrap()),
+            ("NESTFLUX_SERVER__WORKERS_FILE", workers.to_str().unwrap()),
+            (
+                "NESTFLUX_DATABASE__URL",
+                "mysql://app:PASSWORD-CONFIDENTIAL@db/app",
+            ),
+            ("NESTFLUX_RATE_LIMITS__BACKEND", "redis"),
+            (
+                "NESTFLUX_RATE_LIMITS__REDIS_URL",
+                "http://:REDIS-CONFIDENTIAL@cache",
+            ),
+            ("NESTFLUX_SERVER__BIND", "localhost"),
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains("CONFIDENTIAL"),
+        "a secret was echoed:\n{text}"
+    );
+    for (path, var) in [
+        ("auth.leeway", "NESTFLUX_AUTH__LEEWAY_FILE"),
+        ("server.workers", "NESTFLUX_SERVER__WORKERS_FILE"),
+        ("database.url", "NESTFLUX_DATABASE__URL"),
+        ("rate_limits.redis_url", "NESTFLUX_RATE_LIMITS__REDIS_URL"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("\"path\":\"{path}\"")))
+            .unwrap_or_else(|| panic!("no diagnostic at {path}:\n{text}"));
+        assert!(line.contains(&format!("\"variable\":\"{var}\"")), "{line}");
+    }
+    // A variable whose key holds no secret is still quoted: it helps fix the mistake.
+    assert!(
+        text.contains("`localhost` is not a socket address"),
+        "{text}"
+    );
+}
+
+/// Broke: the same field listed twice in `encrypted` or `blind_index` passed `check`.
+#[test]
+fn duplicate_encrypted_or_blind_index_entries_are_refused() {
+    let (code, text) = check(
+        &format!(
+            "[schemas.P]\nemail = {{ type = \"string\" }}\n[resources.people]\nschema = \"P\"\nencrypted = [\"email\", \"email\"]\nblind_index = [\"email\", \"email\"]{MINIMAL}"
+        ),
+        &[(
+            "NESTFLUX_ENCRYPTION__KEYS",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )],
+    );
+    assert_eq!(code, 1, "{text}");
+    for e in [
+        "error[duplicate]: resources.people.encrypted[1]: \"email\" is listed twice",
+        "error[duplicate]: resources.people.blind_index[1]: \"email\" is listed twice",
+    ] {
+        assert!(text.contains(e), "missing `{e}` in:\n{text}");
+    }
+    assert!(text.contains("nestflux.toml:5:23"), "{text}");
+}
+
+/// Broke: `dangerous_insecure_cookie = true` with an https redirect URL reported its
+/// production error at `auth.session.redirect_url`, a key that was fine.
+#[test]
+fn the_insecure_cookie_error_points_at_the_dangerous_key() {
+    let (code, text) = check(
+        &format!(
+            "[auth]\nissuer = \"https://idp.example.com\"\naudience = \"a\"\n[auth.session]\nclient_id = \"c\"\nredirect_url = \"https://app.example.com/cb\"\ndangerous_insecure_cookie = true{MINIMAL}"
+        ),
+        &[("NESTFLUX_PROFILE", "production")],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("error[refused-in-production]: auth.session.dangerous_insecure_cookie: session cookies without `Secure` are refused in production"),
+        "{text}"
+    );
+    assert!(text.contains("nestflux.toml:7:29"), "{text}");
+    assert!(!text.contains("auth.session.redirect_url"), "{text}");
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;
