@@ -55,6 +55,8 @@ fn verifier(jwks_doc: &Value) -> BearerVerifier {
             allowed,
             audience: AUD.into(),
             leeway_secs: 30,
+            require_access_token_typ: false,
+            allowed_clients: Vec::new(),
             roles: RoleMapper::new(vec!["roles".into()], [RoleId("viewer".into())]),
         },
     )

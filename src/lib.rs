@@ -8,7 +8,8 @@
 //! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
 //! ```
 //!
-//! `problem` and `request_id` are shared by every layer and depend on none.
+//! `problem`, `request_id` and `suggest` are shared by every layer and depend on none;
+//! `explain` sits beside `actions`, walking one request through the same layers unserved.
 
 pub mod actions;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod crypto;
+pub mod explain;
 pub mod headers;
 pub mod logging;
 pub mod openapi;
@@ -26,4 +28,5 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod server;
 pub mod store;
+pub mod suggest;
 pub mod validate;

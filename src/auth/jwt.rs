@@ -69,6 +69,12 @@ pub enum Rejection {
     /// A claim is missing or has the wrong type.
     #[error("claims: {0}")]
     Claims(String),
+    /// An ID token (or another token kind) presented as an access token.
+    #[error("not an access token: {0}")]
+    NotAccessToken(&'static str),
+    /// An access token issued to a client that is not in `auth.allowed_clients`.
+    #[error("azp names a client that is not allowed")]
+    Client,
     /// The client spent its budget of failed authentications: not checked at all.
     #[error("client over its failed-authentication budget")]
     OverBudget(std::time::Duration),
@@ -95,6 +101,10 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Only `typ: at+jwt` headers (RFC 9068 access tokens).
+    pub require_access_token_typ: bool,
+    /// Accepted `azp` values; empty: any.
+    pub allowed_clients: Vec<String>,
     /// Reads the roles out of the verified claims.
     pub roles: RoleMapper,
 }
@@ -105,6 +115,8 @@ pub struct BearerVerifier {
     allowed: Vec<Algorithm>,
     validations: HashMap<Algorithm, Validation>,
     leeway_secs: u64,
+    require_access_token_typ: bool,
+    allowed_clients: Vec<String>,
     roles: RoleMapper,
     cache: Cache<[u8; 32], Arc<Verified>>,
     /// Recently refused tokens: (why, key epoch, when).
@@ -138,6 +150,8 @@ impl BearerVerifier {
             allowed: config.allowed,
             validations,
             leeway_secs: config.leeway_secs,
+            require_access_token_typ: config.require_access_token_typ,
+            allowed_clients: config.allowed_clients,
             roles: config.roles,
             cache: Cache::new(CACHE_ENTRIES),
             rejected: Cache::new(CACHE_ENTRIES),
@@ -223,6 +237,9 @@ impl BearerVerifier {
         precheck(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         check_header(&header, &self.allowed)?;
+        if self.require_access_token_typ && !is_access_token_typ(header.typ.as_deref()) {
+            return Err(Rejection::NotAccessToken("header typ is not at+jwt"));
+        }
         let kid = header.kid.as_deref();
         let epoch = self.jwks.epoch();
         let key = match self.jwks.current().lookup(kid, header.alg) {
@@ -246,6 +263,7 @@ impl BearerVerifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
+        check_access_token(&claims, &self.allowed_clients)?;
         let subject = match claims.get("sub") {
             // `apikey:` and `dev:` name other identity namespaces; no token may claim them.
             Some(Value::String(s))
@@ -336,6 +354,39 @@ pub(crate) fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Reje
     Ok(())
 }
 
+/// `typ: at+jwt` or `application/at+jwt` (RFC 9068 §2.1), any case.
+fn is_access_token_typ(typ: Option<&str>) -> bool {
+    typ.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.strip_prefix("application/").unwrap_or(&t) == "at+jwt"
+    })
+}
+
+/// Refuses tokens that are not access tokens, by their claims:
+/// - a payload `typ` other than `Bearer` (Keycloak marks its ID tokens `ID`, refresh tokens
+///   `Refresh`, logout tokens `Logout`);
+/// - a `nonce`, which only ID tokens carry, except Keycloak access tokens (`typ: Bearer`)
+///   from before version 25, which copied it;
+/// - an `azp` naming a client outside `allowed` (when the list is not empty).
+fn check_access_token(claims: &Map<String, Value>, allowed: &[String]) -> Result<(), Rejection> {
+    let payload_typ = claims.get("typ").and_then(Value::as_str);
+    if let Some(typ) = payload_typ
+        && !typ.eq_ignore_ascii_case("bearer")
+    {
+        return Err(Rejection::NotAccessToken("payload typ is not Bearer"));
+    }
+    if claims.contains_key("nonce") && payload_typ.is_none() {
+        return Err(Rejection::NotAccessToken("a nonce marks an ID token"));
+    }
+    if !allowed.is_empty()
+        && let Some(azp) = claims.get("azp")
+        && !azp.as_str().is_some_and(|a| allowed.iter().any(|c| c == a))
+    {
+        return Err(Rejection::Client);
+    }
+    Ok(())
+}
+
 pub(crate) fn classify(kind: &ErrorKind) -> Rejection {
     match kind {
         ErrorKind::InvalidSignature => Rejection::Signature,
@@ -377,6 +428,65 @@ mod tests {
         assert_eq!(precheck("a.b+/.c"), Err(Rejection::Malformed));
         assert_eq!(precheck("a.b=.c"), Err(Rejection::Malformed));
         assert_eq!(precheck("a.b.c"), Ok(()));
+    }
+
+    #[test]
+    fn only_access_tokens_pass_the_claim_rules() {
+        let claims = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let none: &[String] = &[];
+        // oidc-provider / RFC 9068 access tokens: no payload typ, no nonce.
+        assert_eq!(
+            check_access_token(&claims(serde_json::json!({"sub": "a"})), none),
+            Ok(())
+        );
+        // Keycloak access tokens say `typ: Bearer`; before Keycloak 25 they carried the nonce.
+        let keycloak_at = serde_json::json!({"typ": "Bearer", "azp": "spa", "nonce": "n"});
+        assert_eq!(
+            check_access_token(&claims(keycloak_at.clone()), none),
+            Ok(())
+        );
+        for (token, why) in [
+            (
+                serde_json::json!({"typ": "ID", "azp": "spa"}),
+                "Keycloak ID token",
+            ),
+            (
+                serde_json::json!({"typ": "Refresh"}),
+                "Keycloak refresh token",
+            ),
+            (
+                serde_json::json!({"nonce": "n", "aud": "web"}),
+                "OIDC ID token",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    check_access_token(&claims(token), none),
+                    Err(Rejection::NotAccessToken(_))
+                ),
+                "{why}"
+            );
+        }
+        let allowed = ["spa".to_string()];
+        assert_eq!(check_access_token(&claims(keycloak_at), &allowed), Ok(()));
+        let other = serde_json::json!({"typ": "Bearer", "azp": "other-app"});
+        assert_eq!(
+            check_access_token(&claims(other), &allowed),
+            Err(Rejection::Client)
+        );
+        // No azp at all (client_credentials at many providers): nothing to refuse.
+        assert_eq!(
+            check_access_token(&claims(serde_json::json!({})), &allowed),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn at_jwt_spellings() {
+        assert!(is_access_token_typ(Some("at+jwt")));
+        assert!(is_access_token_typ(Some("application/AT+JWT")));
+        assert!(!is_access_token_typ(Some("JWT")));
+        assert!(!is_access_token_typ(None));
     }
 
     #[test]

@@ -232,30 +232,22 @@ impl Authenticator {
     /// Accepts tokens of the development issuer, verified like any provider's against the
     /// stored key, and records every verified subject in the users table.
     pub fn attach_store(
-        mut self,
+        self,
         plan: &Plan,
         store: &crate::store::Store,
     ) -> Result<Self, SetupError> {
-        if let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) {
+        let mut me = self;
+        if plan.auth.as_ref().is_some_and(|a| a.dev_issuer) {
             let key = dev::DevKey::open(store).map_err(|e| SetupError::Dev(e.to_string()))?;
-            let issuer =
-                url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
-            let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
-            let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
-            let audience = auth
-                .audience
-                .clone()
-                .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into());
-            let config = verifier_config(plan, auth, allowed, audience);
-            let verifier = BearerVerifier::new(jwks, config).with_kind(CallerKind::Dev);
-            self.dev = Some(verifier.with_users(store.clone()));
+            me = me.with_dev_key(plan, &key)?;
         }
-        self.bearer = self.bearer.map(|b| b.with_users(store.clone()));
+        me.dev = me.dev.map(|d| d.with_users(store.clone()));
+        me.bearer = me.bearer.map(|b| b.with_users(store.clone()));
         // Sessions verify ID tokens with the bearer verifier's key cache.
-        if let (Some(auth), Some(bearer)) = (&plan.auth, &self.bearer)
+        if let (Some(auth), Some(bearer)) = (&plan.auth, &me.bearer)
             && let Some(session) = &auth.session
         {
-            self.sessions = Some(Arc::new(session::Sessions::new(
+            me.sessions = Some(Arc::new(session::Sessions::new(
                 plan,
                 session,
                 bearer.jwks().clone(),
@@ -263,6 +255,25 @@ impl Authenticator {
                 store.clone(),
             )?));
         }
+        Ok(me)
+    }
+
+    /// Accepts tokens of the development issuer signed by `key`, when `[auth.dev]` is on
+    /// (records no users: `nestflux explain` verifies without writing).
+    pub fn with_dev_key(mut self, plan: &Plan, key: &dev::DevKey) -> Result<Self, SetupError> {
+        let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) else {
+            return Ok(self);
+        };
+        let issuer =
+            url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
+        let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
+        let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
+        let audience = auth
+            .audience
+            .clone()
+            .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into());
+        let config = verifier_config(plan, auth, allowed, audience);
+        self.dev = Some(BearerVerifier::new(jwks, config).with_kind(CallerKind::Dev));
         Ok(self)
     }
 
@@ -336,6 +347,8 @@ fn verifier_config(
         allowed,
         audience,
         leeway_secs: auth.leeway.as_secs(),
+        require_access_token_typ: auth.require_access_token_typ,
+        allowed_clients: auth.allowed_clients.clone(),
         roles: roles::RoleMapper::new(
             auth.roles_claim.clone(),
             plan.roles.closures.keys().cloned(),

@@ -1,14 +1,20 @@
 //! Raw configuration: serde types that mirror `nestflux.toml` key for key, and nothing more.
 //!
 //! These types only parse. Every check, every cross-reference and every conversion into
-//! typed values happens in [`crate::plan`]. Unknown keys are refused here
-//! (`deny_unknown_fields`), so a typo such as `permision` can never silently open a route.
+//! typed values happens in [`crate::plan`]. Unknown keys are collected while reading (every
+//! one of them, with the nearest valid name) and refused by the compile step, so a typo
+//! such as `permision` can never silently open a route; the JSON Schema says so too
+//! (`additionalProperties: false`).
 
 mod keys;
 mod lenient;
 mod load;
+pub mod read;
+pub mod source;
 
-pub use load::{ConfigSource, LoadError, load};
+pub use load::{CONTROL_VARS, LoadError, Loaded, load, load_from, var_for};
+pub use read::{Issue, IssueKind};
+pub use source::{ConfigSource, EnvEntry, Origin, SourceMap};
 
 use std::collections::BTreeMap;
 
@@ -17,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawConfig {
     /// Listening socket, limits, TLS and proxies.
     pub server: RawServer,
@@ -45,7 +52,8 @@ pub struct RawConfig {
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawServer {
     /// Socket address to listen on, e.g. `127.0.0.1:8080`.
     pub bind: String,
@@ -82,7 +90,7 @@ impl Default for RawServer {
 
 /// `[server.tls]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM certificate chain, leaf first.
     pub cert: String,
@@ -100,7 +108,8 @@ pub struct RawTls {
 
 /// `[database]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawDatabase {
     /// `sqlite://path` (embedded) or `postgres://user@host/db`.
     pub url: String,
@@ -123,7 +132,8 @@ impl Default for RawDatabase {
 
 /// `[headers]`: one key per secure header. Absent keeps Helmet's default, `""` removes it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawHeaders {
     /// `Content-Security-Policy`.
     pub content_security_policy: Option<String>,
@@ -155,7 +165,8 @@ pub struct RawHeaders {
 
 /// `[cors]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawCors {
     /// Allowed origins, e.g. `https://app.example.com`; `"*"` allows any (never with credentials).
     pub origins: Vec<String>,
@@ -187,7 +198,8 @@ impl Default for RawCors {
 
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawAuth {
     /// OIDC issuer URL: discovery document and JWKS come from here.
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -207,6 +219,12 @@ pub struct RawAuth {
     /// (transport or HTTP failures only), e.g. `"6h"`. After that every token is refused.
     #[serde(deserialize_with = "lenient::string")]
     pub jwks_max_stale: String,
+    /// Accept only tokens whose header says `typ: at+jwt` (RFC 9068 access tokens). Off by
+    /// default: Keycloak and Authentik access tokens say `JWT`.
+    pub require_access_token_typ: bool,
+    /// Clients whose access tokens are accepted, by the `azp` claim. Empty (the default):
+    /// any `azp`; otherwise a token naming another client is refused.
+    pub allowed_clients: Vec<String>,
     /// Accept a plain-HTTP issuer that is not on loopback. Refused in production.
     pub dangerous_allow_http_issuer: bool,
     /// Built-in development token issuer.
@@ -226,6 +244,8 @@ impl Default for RawAuth {
             roles_claim: "roles".into(),
             leeway: "30s".into(),
             jwks_max_stale: "6h".into(),
+            require_access_token_typ: false,
+            allowed_clients: Vec::new(),
             dangerous_allow_http_issuer: false,
             dev: None,
             session: None,
@@ -236,7 +256,8 @@ impl Default for RawAuth {
 
 /// `[auth.api_keys.NAME]`: a key is declared by its hash, never by the key itself.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawApiKey {
     /// `sha256:<64 hex>` of the key, as printed by `nestflux keys api-key NAME`.
     pub hash: String,
@@ -246,7 +267,8 @@ pub struct RawApiKey {
 
 /// `[auth.dev]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawDevIssuer {
     /// Turn the development issuer on (`nestflux token`). Refused in production.
     pub enabled: bool,
@@ -254,7 +276,8 @@ pub struct RawDevIssuer {
 
 /// `[auth.session]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawSession {
     /// The OIDC client id.
     #[serde(deserialize_with = "lenient::string")]
@@ -305,7 +328,8 @@ impl Default for RawSession {
 
 /// `[roles.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRole {
     /// Roles whose permissions this role also has.
     pub inherits: Vec<String>,
@@ -319,12 +343,14 @@ pub struct RawRateLimits {
     /// `memory` (default) or `redis`.
     pub backend: Option<String>,
     /// Redis URL when `backend = "redis"` (`redis://host:6379/0`, TLS with `rediss://`). A
-    /// password must not be written in the file: set `NESTFLUX_RATE_LIMITS__REDIS_URL`, or
-    /// `NESTFLUX_RATE_LIMITS__REDIS_PASSWORD(_FILE)` beside a password-less URL.
+    /// password belongs in `NESTFLUX_RATE_LIMITS__REDIS_URL`, or in
+    /// `NESTFLUX_RATE_LIMITS__REDIS_PASSWORD(_FILE)` beside a password-less URL; one written
+    /// in the file is a `secret-in-file` warning in development, an error in production.
     #[serde(skip_serializing)]
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub redis_url: Option<String>,
-    /// The Redis password. Only from `NESTFLUX_RATE_LIMITS__REDIS_PASSWORD(_FILE)`.
+    /// The Redis password. Only from `NESTFLUX_RATE_LIMITS__REDIS_PASSWORD(_FILE)`: in the
+    /// file it is an error in every profile.
     #[schemars(skip)]
     #[serde(skip_serializing)]
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -347,7 +373,8 @@ pub struct RawRateLimits {
 
 /// `[rate_limits.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRatePolicy {
     /// `ip`, `user` (falls back to ip for anonymous callers) or `api_key`.
     pub key: Option<String>,
@@ -363,7 +390,8 @@ pub struct RawRatePolicy {
 
 /// `[encryption]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawEncryption {
     /// `kid:base64,…`; the first encrypts, all decrypt. Only from `NESTFLUX_ENCRYPTION__KEYS(_FILE)`.
     #[schemars(skip)]
@@ -374,7 +402,8 @@ pub struct RawEncryption {
 
 /// One field of a `[schemas.NAME]` table.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawField {
     /// `string`, `integer`, `number`, `boolean`, `enum`, `array` or `object`; absent with `ref`.
     #[serde(rename = "type")]
@@ -434,7 +463,8 @@ pub struct RawField {
 
 /// `[resources.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawResource {
     /// The schema that describes one record.
     pub schema: String,
@@ -450,7 +480,8 @@ pub struct RawResource {
 
 /// `[[routes]]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRoute {
     /// HTTP method in uppercase, e.g. `GET`.
     pub method: String,

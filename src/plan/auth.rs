@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::diag::{Diagnostic, Diagnostics};
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::roles::RoleId;
 use super::{Profile, is_loopback_host, is_name, units};
 use crate::config::{RawApiKey, RawAuth, RawRole};
@@ -30,8 +30,12 @@ pub struct AuthPlan {
     pub roles_claim: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
-    /// How long the last good issuer keys serve while the issuer is unreachable.
+    /// How long the last good issuer keys serve while it is unreachable.
     pub jwks_max_stale: Duration,
+    /// Only `typ: at+jwt` tokens (RFC 9068).
+    pub require_access_token_typ: bool,
+    /// Accepted `azp` values; empty: any.
+    pub allowed_clients: Vec<String>,
     /// Whether the development issuer is on.
     pub dev_issuer: bool,
     /// Browser login, when declared.
@@ -54,6 +58,10 @@ pub struct ApiKeyPlan {
 /// Prefix of the `hash` value of an API key.
 pub const API_KEY_HASH_PREFIX: &str = "sha256:";
 
+/// Every NestFlux API key starts with this (so a key pasted where its hash belongs is
+/// recognised).
+pub const API_KEY_PREFIX: &str = "nfk_";
+
 fn compile_api_keys(
     raw: &BTreeMap<String, RawApiKey>,
     roles: &BTreeMap<String, RawRole>,
@@ -63,15 +71,21 @@ fn compile_api_keys(
     for (name, key) in raw {
         let path = format!("auth.api_keys.{name}");
         if !is_name(name) {
-            d.error(
+            d.error_with(
+                Code::InvalidName,
                 &path,
                 "API key names are lowercase letters, digits, `_` or `-`, starting with a letter",
             );
         }
-        let sha256 = key
-            .hash
-            .strip_prefix(API_KEY_HASH_PREFIX)
-            .and_then(parse_hex32);
+        let sha256 = if key.hash.starts_with(API_KEY_PREFIX) {
+            // The key itself where its hash belongs: `plan::secrets` reports it (a warning in
+            // development, an error in production); in development it still works.
+            Some(sha256_of(&key.hash))
+        } else {
+            key.hash
+                .strip_prefix(API_KEY_HASH_PREFIX)
+                .and_then(parse_hex32)
+        };
         if sha256.is_none() {
             d.error(
                 format!("{path}.hash"),
@@ -80,14 +94,21 @@ fn compile_api_keys(
         }
         for (i, role) in key.roles.iter().enumerate() {
             if !roles.contains_key(role) {
-                d.error(
+                d.unknown(
+                    Code::UnknownRole,
                     format!("{path}.roles[{i}]"),
-                    format!("no role named \"{role}\""),
+                    "role",
+                    role,
+                    roles.keys(),
                 );
             }
         }
         if key.roles.is_empty() {
-            d.warn(&path, "has no roles: it can only call authenticated routes");
+            d.warn_with(
+                Code::Unused,
+                &path,
+                "has no roles: it can only call authenticated routes",
+            );
         }
         if let Some(sha256) = sha256 {
             out.push(ApiKeyPlan {
@@ -98,6 +119,12 @@ fn compile_api_keys(
         }
     }
     out
+}
+
+/// SHA-256 of an API key, as its declared `hash` holds it.
+pub fn sha256_of(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
@@ -301,7 +328,10 @@ fn compile_session(
     if s.dangerous_insecure_cookie && (loopback || !plain_http) {
         d.refuse_in_production(
             profile,
-            Diagnostic::new("auth.session.dangerous_insecure_cookie", "refused in production"),
+            Diagnostic::new(
+                "auth.session.dangerous_insecure_cookie",
+                "session cookies without `Secure` are refused in production",
+            ),
             Diagnostic::new(
                 "auth.session.dangerous_insecure_cookie",
                 "session cookies without Secure and without the __Host- prefix, although this callback does not need that: development only",
@@ -354,7 +384,8 @@ pub fn compile_auth(
                 Diagnostic::new("auth.dangerous_allow_http_issuer", "refused in production"),
                 Diagnostic::new("auth.dangerous_allow_http_issuer", "token keys are fetched over plain HTTP: anyone on the path can forge identities"),
             ),
-            "http" => d.error(
+            "http" => d.error_with(
+                Code::Insecure,
                 "auth.issuer",
                 "must be https:// (plain HTTP lets anyone on the path swap the signing keys); loopback http:// is allowed outside production",
             ),
@@ -363,13 +394,15 @@ pub fn compile_auth(
         Some(u)
     });
     if issuer.is_some() && raw.audience.as_deref().is_none_or(str::is_empty) {
-        d.error(
+        d.error_with(
+            Code::MissingKey,
             "auth.audience",
             "required with an issuer: tokens minted for another service must not work here",
         );
     }
     if raw.algorithms.is_empty() {
-        d.error(
+        d.error_with(
+            Code::MissingKey,
             "auth.algorithms",
             "list at least one algorithm, e.g. [\"RS256\", \"ES256\"]",
         );
@@ -378,18 +411,25 @@ pub fn compile_auth(
     for (i, alg) in raw.algorithms.iter().enumerate() {
         let path = format!("auth.algorithms[{i}]");
         if alg.eq_ignore_ascii_case("none") {
-            d.error(path, "`none` means unsigned tokens and is always refused");
+            d.error_with(
+                Code::Insecure,
+                path,
+                "`none` means unsigned tokens and is always refused",
+            );
         } else if alg.to_ascii_uppercase().starts_with("HS") {
-            d.error(path, format!("`{alg}` (shared-secret HMAC) is refused: anyone who can verify could mint tokens"));
+            d.error_with(Code::Insecure, path, format!("`{alg}` (shared-secret HMAC) is refused: anyone who can verify could mint tokens"));
         } else if ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
             algorithms.push(alg.clone());
         } else {
-            d.error(
-                path,
-                format!(
-                    "unknown algorithm `{alg}`; allowed: {}",
-                    ASYMMETRIC_ALGORITHMS.join(", ")
-                ),
+            d.push_error(
+                Diagnostic::new(
+                    path,
+                    format!(
+                        "unknown algorithm `{alg}`; allowed: {}",
+                        ASYMMETRIC_ALGORITHMS.join(", ")
+                    ),
+                )
+                .with_suggestion(crate::suggest::closest(alg, ASYMMETRIC_ALGORITHMS)),
             );
         }
     }
@@ -405,7 +445,8 @@ pub fn compile_auth(
     }
     let leeway = match units::duration(&raw.leeway) {
         Ok(l) if l > Duration::from_secs(300) => {
-            d.error(
+            d.error_with(
+                Code::Insecure,
                 "auth.leeway",
                 "at most 5m: a longer leeway keeps expired tokens alive",
             );
@@ -431,6 +472,11 @@ pub fn compile_auth(
             MIN_JWKS_MAX_STALE
         }
     };
+    for (i, client) in raw.allowed_clients.iter().enumerate() {
+        if client.trim().is_empty() {
+            d.error(format!("auth.allowed_clients[{i}]"), "must not be empty");
+        }
+    }
     let dev_issuer = raw.dev.as_ref().is_some_and(|dev| dev.enabled);
     if dev_issuer {
         d.refuse_in_production(
@@ -460,6 +506,8 @@ pub fn compile_auth(
         roles_claim,
         leeway,
         jwks_max_stale,
+        require_access_token_typ: raw.require_access_token_typ,
+        allowed_clients: raw.allowed_clients.clone(),
         dev_issuer,
         session,
         api_keys: compile_api_keys(&raw.api_keys, roles, d),
@@ -493,10 +541,12 @@ mod tests {
             [
                 "auth.api_keys.Bad Name",
                 "auth.api_keys.ghost.roles[0]",
-                "auth.api_keys.plain.hash",
                 "auth.api_keys.short.hash",
             ]
         );
+        // The key itself where the hash belongs works as its hash (plan::secrets reports it).
+        let plain = plans.iter().find(|p| p.name == "plain").unwrap();
+        assert_eq!(plain.sha256, sha256_of("nfk_the-key-itself"));
         let ci = plans.iter().find(|p| p.name == "ci").unwrap();
         assert_eq!(ci.sha256, [0xab; 32]);
         assert_eq!(ci.roles, [RoleId("viewer".into())]);

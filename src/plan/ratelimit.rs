@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::Profile;
-use super::diag::{Diagnostic, Diagnostics};
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::is_name;
 use crate::config::RawRateLimits;
 
@@ -156,9 +156,12 @@ pub fn compile_rate_limits(
         }
         "redis" => compile_redis(raw, d).map_or(LimitBackend::Memory, LimitBackend::Redis),
         other => {
-            d.error(
-                "rate_limits.backend",
-                format!("`{other}`: expected \"memory\" or \"redis\""),
+            d.push_error(
+                Diagnostic::new(
+                    "rate_limits.backend",
+                    format!("`{other}`: expected \"memory\" or \"redis\""),
+                )
+                .with_suggestion(crate::suggest::closest(other, ["memory", "redis"])),
             );
             LimitBackend::Memory
         }
@@ -188,7 +191,8 @@ pub fn compile_rate_limits(
     for (name, p) in &raw.policies {
         let path = format!("rate_limits.{name}");
         if !is_name(name) {
-            d.error(
+            d.error_with(
+                Code::InvalidName,
                 &path,
                 "policy names are lowercase letters, digits, `_` or `-`",
             );
@@ -198,15 +202,19 @@ pub fn compile_rate_limits(
             "user" => LimitKey::User,
             "api_key" => LimitKey::ApiKey,
             other => {
-                d.error(
-                    format!("{path}.key"),
-                    format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                d.push_error(
+                    Diagnostic::new(
+                        format!("{path}.key"),
+                        format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                    )
+                    .with_suggestion(crate::suggest::closest(other, ["ip", "user", "api_key"])),
                 );
                 LimitKey::Ip
             }
         };
         if name == "global" && key != LimitKey::Ip {
-            d.error(
+            d.error_with(
+                Code::Conflict,
                 format!("{path}.key"),
                 "the global policy runs before authentication, so it can only count by \"ip\"",
             );
@@ -232,11 +240,16 @@ pub fn compile_rate_limits(
                 }
             },
             [] => {
-                d.error(&path, "declare one of per_second, per_minute or per_hour");
+                d.error_with(
+                    Code::MissingKey,
+                    &path,
+                    "declare one of per_second, per_minute or per_hour",
+                );
                 continue;
             }
             _ => {
-                d.error(
+                d.error_with(
+                    Code::Conflict,
                     &path,
                     "declare only one of per_second, per_minute or per_hour",
                 );
@@ -314,7 +327,8 @@ pub fn compile_rate_limits(
 fn compile_redis(raw: &RawRateLimits, d: &mut Diagnostics) -> Option<RedisPlan> {
     let path = "rate_limits.redis_url";
     let Some(text) = raw.redis_url.as_deref() else {
-        d.error(
+        d.error_with(
+            Code::MissingKey,
             path,
             "required with backend = \"redis\" (NESTFLUX_RATE_LIMITS__REDIS_URL)",
         );
@@ -344,7 +358,8 @@ fn compile_redis(raw: &RawRateLimits, d: &mut Diagnostics) -> Option<RedisPlan> 
     }
     if let Some(password) = raw.redis_password.as_deref() {
         if url.password().is_some() {
-            d.error(
+            d.error_with(
+                Code::Conflict,
                 "rate_limits.redis_password",
                 "the URL holds a password already: set it in one place",
             );
@@ -381,9 +396,12 @@ fn compile_redis(raw: &RawRateLimits, d: &mut Diagnostics) -> Option<RedisPlan> 
             OnBackendError::Allow
         }
         other => {
-            d.error(
-                "rate_limits.on_backend_error",
-                format!("`{other}`: expected \"local\", \"deny\" or \"allow\""),
+            d.push_error(
+                Diagnostic::new(
+                    "rate_limits.on_backend_error",
+                    format!("`{other}`: expected \"local\", \"deny\" or \"allow\""),
+                )
+                .with_suggestion(crate::suggest::closest(other, ["local", "deny", "allow"])),
             );
             ok = false;
             OnBackendError::Local

@@ -9,7 +9,6 @@ pub mod envelope;
 pub mod json;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -20,7 +19,6 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
 use crate::plan::Plan;
-use crate::plan::routes::RoutePlan;
 use crate::problem::Problem;
 use crate::request_id;
 
@@ -121,11 +119,8 @@ fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
 
 /// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
 fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
-    let mut by_path: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
-    for r in &plan.routes {
-        by_path.entry(r.path.as_str()).or_default().push(r);
-    }
-    for (path, routes) in by_path {
+    // The order `check` lints overlaps against and `explain` matches with.
+    for (path, routes) in crate::plan::routes::registration_order(&plan.routes) {
         let mut allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
         // HEAD is answered wherever GET is declared (RFC 9110 §9.3.2): the same pipeline and
         // headers, and actix sends no body.
@@ -176,7 +171,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 /// Runs one route: body, then the action; a panic becomes a 500 problem, never a dropped
 /// connection or a leaked message.
 async fn handle(
-    route: Arc<RoutePlan>,
+    route: Arc<crate::plan::routes::RoutePlan>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

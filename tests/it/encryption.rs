@@ -236,31 +236,27 @@ fn missing_keys_fail_loudly() {
         "{err}"
     );
 
-    // Development: starts with a warning; the resource's routes answer 503, others serve.
+    // Development: starts with a loud warning and seals the fields with a development key
+    // kept beside the database (see first_run.rs); nothing answers 503.
     let s = p.serve(&[]);
+    let log = s.log_when(|l| l.contains("DEVELOPMENT ENCRYPTION KEY IN USE"));
+    assert!(log.contains("DEVELOPMENT ENCRYPTION KEY IN USE"), "{log}");
     assert!(
-        s.log().contains("NESTFLUX_ENCRYPTION__KEYS is not set"),
-        "{}",
-        s.log()
+        log.contains("Production refuses to start without NESTFLUX_ENCRYPTION__KEYS"),
+        "{log}"
     );
+    let res = client()
+        .post(s.url("/api/people"))
+        .json(&json!({"name": "x", "email": "x@example.com"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
     assert_eq!(
-        client().get(s.url("/health")).send().unwrap().status(),
+        client().get(s.url("/api/people")).send().unwrap().status(),
         StatusCode::OK
     );
-    for res in [
-        client().get(s.url("/api/people")).send().unwrap(),
-        client()
-            .post(s.url("/api/people"))
-            .json(&json!({"name": "x", "email": "x@example.com"}))
-            .send()
-            .unwrap(),
-    ] {
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(res.headers()["content-type"], "application/problem+json");
-        let body: Value = res.json().unwrap();
-        assert_eq!(body["detail"], "encryption keys are not configured");
-    }
     drop(s);
+    assert!(p.path().join("data/people.db.dev-key").exists());
 
     // A malformed key is a compile error that never echoes the key.
     let out = p.run(

@@ -20,6 +20,8 @@ mod auth_oidc;
 mod browser;
 mod config_check;
 mod encryption;
+mod explain;
+mod first_run;
 mod http_core;
 mod openapi;
 mod ratelimit;

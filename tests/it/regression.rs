@@ -869,6 +869,189 @@ fn head_never_runs_the_login_steps() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// Broke (issue 17, low 6): an OIDC ID token was accepted as a bearer access token when its
+/// audience matched (the reference file names the same client id and audience). Tokens with
+/// a `nonce` (ID tokens) or a payload `typ` other than `Bearer` are refused.
+#[test]
+fn an_id_token_is_not_an_access_token() {
+    use base64::Engine;
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    // A real login at the provider as the confidential web client, with a nonce.
+    let redirect = "http://127.0.0.1:8080/callback";
+    let verifier = "a-code-verifier-long-enough-for-pkce-0123456789abcdefghijkl";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let authorize = format!(
+        "{}/auth?client_id=nestflux-web&response_type=code&scope=openid&redirect_uri={}&nonce=n-42&state=s-42&code_challenge={challenge}&code_challenge_method=S256",
+        provider.issuer(),
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    );
+    let callback = crate::agent::Agent::new().authorize(&authorize, "alice", redirect);
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.to_string())
+        .expect("code");
+    let tokens: Value = client()
+        .post(format!("{}/token", provider.issuer()))
+        .basic_auth("nestflux-web", Some("web-secret"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id_token = tokens["id_token"].as_str().expect("id_token").to_string();
+    // A service whose audience is the web client's id: the ID token's `aud`, `iss` and
+    // signature are all right.
+    let p = Project::new(&format!(
+        "[auth]\nissuer = \"{}\"\naudience = \"nestflux-web\"\nalgorithms = [\"RS256\"]\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n{MINIMAL}",
+        provider.issuer()
+    ));
+    let s = p.serve(&[("RUST_LOG", "info,nestflux::auth=debug")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.log().contains("issuer signing keys loaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let res = client()
+        .get(s.url("/api/me"))
+        .bearer_auth(&id_token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        s.log_when(|l| l.contains("a nonce marks an ID token"))
+            .contains("a nonce marks an ID token")
+    );
+}
+
+/// Issue 17, low 6, the opt-in half: `auth.require_access_token_typ = true` accepts only
+/// RFC 9068 access tokens (`typ: at+jwt`), as `nestflux token` now mints them.
+#[test]
+fn require_access_token_typ_refuses_plain_jwts() {
+    let p = Project::new(&format!(
+        "[auth]\nrequire_access_token_typ = true\n[auth.dev]\nenabled = true\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n{MINIMAL}"
+    ));
+    let out = p.run(&["token", "--sub", "alice"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // The same key, the same claims, but the header says `JWT`.
+    let plain = sign_with_dev_key(&p, json!({"sub": "alice"}));
+    let s = p.serve(&[]);
+    let status = |token: &str| {
+        client()
+            .get(s.url("/api/me"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(&minted), StatusCode::OK);
+    assert_eq!(status(&plain), StatusCode::UNAUTHORIZED);
+}
+
+/// Broke (issue 17, low 10): a value read from a `…_FILE` variable was echoed in config
+/// errors (``auth.leeway: `<file content>` is not a duration``), and so were values of
+/// variables whose key can hold a secret. Now neither is; other variables still are.
+#[test]
+fn values_from_file_variables_and_secret_variables_are_never_echoed() {
+    let p = Project::new(MINIMAL);
+    let leeway = p.write("leeway", "soon-CONFIDENTIAL\n");
+    let workers = p.write("workers", "many-CONFIDENTIAL\n");
+    let out = p.run(
+        &["check", "--format", "json"],
+        &[
+            ("NESTFLUX_AUTH__LEEWAY_FILE", leeway.to_str().unwrap()),
+            ("NESTFLUX_SERVER__WORKERS_FILE", workers.to_str().unwrap()),
+            (
+                "NESTFLUX_DATABASE__URL",
+                "mysql://app:PASSWORD-CONFIDENTIAL@db/app",
+            ),
+            ("NESTFLUX_RATE_LIMITS__BACKEND", "redis"),
+            (
+                "NESTFLUX_RATE_LIMITS__REDIS_URL",
+                "http://:REDIS-CONFIDENTIAL@cache",
+            ),
+            ("NESTFLUX_SERVER__BIND", "localhost"),
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains("CONFIDENTIAL"),
+        "a secret was echoed:\n{text}"
+    );
+    for (path, var) in [
+        ("auth.leeway", "NESTFLUX_AUTH__LEEWAY_FILE"),
+        ("server.workers", "NESTFLUX_SERVER__WORKERS_FILE"),
+        ("database.url", "NESTFLUX_DATABASE__URL"),
+        ("rate_limits.redis_url", "NESTFLUX_RATE_LIMITS__REDIS_URL"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("\"path\":\"{path}\"")))
+            .unwrap_or_else(|| panic!("no diagnostic at {path}:\n{text}"));
+        assert!(line.contains(&format!("\"variable\":\"{var}\"")), "{line}");
+    }
+    // A variable whose key holds no secret is still quoted: it helps fix the mistake.
+    assert!(
+        text.contains("`localhost` is not a socket address"),
+        "{text}"
+    );
+}
+
+/// Broke: the same field listed twice in `encrypted` or `blind_index` passed `check`.
+#[test]
+fn duplicate_encrypted_or_blind_index_entries_are_refused() {
+    let (code, text) = check(
+        &format!(
+            "[schemas.P]\nemail = {{ type = \"string\" }}\n[resources.people]\nschema = \"P\"\nencrypted = [\"email\", \"email\"]\nblind_index = [\"email\", \"email\"]{MINIMAL}"
+        ),
+        &[(
+            "NESTFLUX_ENCRYPTION__KEYS",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )],
+    );
+    assert_eq!(code, 1, "{text}");
+    for e in [
+        "error[duplicate]: resources.people.encrypted[1]: \"email\" is listed twice",
+        "error[duplicate]: resources.people.blind_index[1]: \"email\" is listed twice",
+    ] {
+        assert!(text.contains(e), "missing `{e}` in:\n{text}");
+    }
+    assert!(text.contains("nestflux.toml:5:23"), "{text}");
+}
+
+/// Broke: `dangerous_insecure_cookie = true` with an https redirect URL reported its
+/// production error at `auth.session.redirect_url`, a key that was fine.
+#[test]
+fn the_insecure_cookie_error_points_at_the_dangerous_key() {
+    let (code, text) = check(
+        &format!(
+            "[auth]\nissuer = \"https://idp.example.com\"\naudience = \"a\"\n[auth.session]\nclient_id = \"c\"\nredirect_url = \"https://app.example.com/cb\"\ndangerous_insecure_cookie = true{MINIMAL}"
+        ),
+        &[("NESTFLUX_PROFILE", "production")],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("error[refused-in-production]: auth.session.dangerous_insecure_cookie: session cookies without `Secure` are refused in production"),
+        "{text}"
+    );
+    assert!(text.contains("nestflux.toml:7:29"), "{text}");
+    assert!(!text.contains("auth.session.redirect_url"), "{text}");
+}
+
 // Fixed without a test here, because no test can make them happen on demand:
 // - a crashed database task answered 503 (retry) instead of 500: nothing a client sends
 //   crashes that task;

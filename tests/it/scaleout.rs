@@ -373,40 +373,60 @@ fn a_frozen_redis_is_timed_out_and_the_local_limits_decide() {
 #[test]
 fn the_redis_password_comes_only_from_the_environment_and_is_never_printed() {
     const PASSWORD: &str = "s3cr3t-redis-pw";
-    // In the file: refused before anything runs, and not echoed.
+    // In the URL in the file: a secret-in-file warning in development, an error in
+    // production, naming both variables that can hold it; never echoed.
     let p = Project::new(&config(
         &format!("redis://:{PASSWORD}@127.0.0.1:6379/0"),
         "local",
         "per_hour = 2",
         "",
     ));
-    let out = p.run(&["check"], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("rate_limits.redis_url: a password must not be written in the file; set NESTFLUX_RATE_LIMITS__REDIS_URL"),
-        "{err}"
-    );
-    assert!(
-        err.contains("NESTFLUX_RATE_LIMITS__REDIS_PASSWORD"),
-        "{err}"
-    );
-    assert!(!err.contains(PASSWORD), "{err}");
-    // Nor is the password key itself accepted from the file.
-    let p = Project::new(&config(
+    for (profile, fails) in [("development", false), ("production", true)] {
+        let out = p.run(&["check"], &[("NESTFLUX_PROFILE", profile)]);
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(!out.status.success(), fails, "{profile}: {err}");
+        let severity = if fails { "error" } else { "warning" };
+        assert!(
+            err.contains(&format!(
+                "{severity}[secret-in-file]: rate_limits.redis_url: the Redis password"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("set NESTFLUX_RATE_LIMITS__REDIS_URL"), "{err}");
+        assert!(
+            err.contains("NESTFLUX_RATE_LIMITS__REDIS_PASSWORD"),
+            "{err}"
+        );
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+    // The password key itself is refused from the file in every profile, and a password
+    // set twice is a conflict whose snippet masks it too.
+    for url in [
         "redis://127.0.0.1:6379/0",
-        "local",
-        "per_hour = 2",
-        &format!("redis_password = \"{PASSWORD}\""),
-    ));
-    let out = p.run(&["check"], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("rate_limits.redis_password: a secret must not be written in the file"),
-        "{err}"
-    );
-    assert!(!err.contains(PASSWORD), "{err}");
+        "redis://:other-pw-123@127.0.0.1:6379/0",
+    ] {
+        let p = Project::new(&config(
+            url,
+            "local",
+            "per_hour = 2",
+            &format!("redis_password = \"{PASSWORD}\""),
+        ));
+        let out = p.run(&["check"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("error[secret-in-file]: rate_limits.redis_password: the Redis password must not be written in the file: set NESTFLUX_RATE_LIMITS__REDIS_PASSWORD"),
+            "{err}"
+        );
+        assert!(
+            !err.contains(PASSWORD) && !err.contains("other-pw-123"),
+            "{err}"
+        );
+    }
     // Certificate checks cannot be turned off through the URL.
     let p = Project::new(&config(
         "rediss://127.0.0.1:6379/0#insecure",
@@ -449,6 +469,12 @@ fn the_redis_password_comes_only_from_the_environment_and_is_never_printed() {
             "{log}"
         );
     }
+    // A password that looks like a number is still text (its leading zero kept).
+    let numeric = Redis::start_with(Some("0123456"));
+    let q = Project::new(&config(&numeric.url(), "deny", "per_hour = 1", ""));
+    let d = q.serve(&[("NESTFLUX_RATE_LIMITS__REDIS_PASSWORD", "0123456")]);
+    assert_eq!(statuses(&alternate(&d, &d, 2)), [200, 429]);
+    assert!(!d.log().contains(DOWN), "{}", d.log());
     let out = p.run(
         &["check"],
         &[("NESTFLUX_RATE_LIMITS__REDIS_URL", url.as_str())],
@@ -494,6 +520,8 @@ enabled = true
 [rate_limits]
 backend = "redis"
 redis_url = "{redis}"
+# The longest wait allowed: a loaded test machine must not trip the local fallback here.
+redis_timeout = "1s"
 
 [rate_limits.writes]
 key = "user"
@@ -587,6 +615,13 @@ public = true
         .iter()
         .filter(|s| **s == StatusCode::CREATED)
         .count() as u64;
+    for s in [a, b] {
+        assert!(
+            !s.log().contains(DOWN),
+            "Redis was not deciding: {}",
+            s.log()
+        );
+    }
     assert!((n..=n + refills).contains(&created), "{statuses:?}");
     assert!(
         statuses
