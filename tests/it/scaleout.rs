@@ -75,7 +75,7 @@ url = "sqlite://data/app.db"
 [rate_limits]
 backend = "redis"
 redis_url = "{redis_url}"
-redis_timeout = "50ms"
+redis_timeout = "500ms"
 on_backend_error = "{mode}"
 {extra}
 
@@ -358,7 +358,7 @@ fn a_frozen_redis_is_timed_out_and_the_local_limits_decide() {
     assert_eq!(statuses(&seen), [200, 200, 429, 429], "{seen:?}");
     let log = s.log_when(|l| l.contains(DOWN));
     assert!(
-        log.contains("no answer within redis_timeout (50 ms)"),
+        log.contains("no answer within redis_timeout (500 ms)"),
         "{log}"
     );
     // Thawed: Redis decides again, and remembers the one request it counted.
