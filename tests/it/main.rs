@@ -21,6 +21,7 @@ mod config_check;
 mod encryption;
 mod explain;
 mod first_run;
+mod health;
 mod http_core;
 mod openapi;
 mod ratelimit;
