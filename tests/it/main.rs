@@ -14,6 +14,7 @@ mod fixtures;
 mod oidc;
 mod regression;
 
+mod abuse;
 mod auth_attacks;
 mod auth_oidc;
 mod browser;
