@@ -152,6 +152,9 @@ impl Builder<'_> {
         if route.action == Action::Logout {
             refer("403", "Forbidden");
         }
+        if route.action == Action::Callback {
+            refer("404", "NotFound");
+        }
         if route.action.needs_resource() || matches!(route.action, Action::Login | Action::Callback)
         {
             refer("503", "ServiceUnavailable");
@@ -197,7 +200,17 @@ fn session_parameters(action: Action) -> Vec<Value> {
         )],
         Action::Callback => vec![
             query("code", "The authorization code (from the provider)."),
-            query("state", "The login's state (from the provider)."),
+            json!({
+                "name": "state",
+                "in": "query",
+                "required": true,
+                "description": "The login's state (from the provider). Without it: 400. One that names no pending login (unknown, already used, or swept after it expired): 404.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": crate::auth::session::MAX_STATE_LEN,
+                },
+            }),
             query("iss", "The provider's issuer identifier (RFC 9207)."),
             query("error", "Why the provider did not log the user in."),
             query(
