@@ -451,13 +451,11 @@ pub fn compile_routes(
                     Diagnostic::new(
                         format!("{at}.detail"),
                         "a public health route with detail = true tells anyone the database state, each issuer's key freshness and the config hash: protect it with permission = \"…\" (or authenticated = true)",
-                    )
-                    .with_code(Code::Insecure),
+                    ),
                     Diagnostic::new(
                         format!("{at}.detail"),
                         "a public health route with detail = true tells anyone the database state, each issuer's key freshness and the config hash; refused under NESTFLUX_PROFILE=production: protect it with permission = \"…\"",
-                    )
-                    .with_code(Code::Insecure),
+                    ),
                 ),
                 _ => {}
             }

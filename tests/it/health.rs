@@ -167,7 +167,7 @@ fn a_public_detail_route_is_a_warning_in_development_and_an_error_in_production(
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains(
-            "warning[insecure]: routes[1].detail: a public health route with detail = true"
+            "warning[refused-in-production]: routes[1].detail: a public health route with detail = true"
         ),
         "{text}"
     );
@@ -181,7 +181,7 @@ fn a_public_detail_route_is_a_warning_in_development_and_an_error_in_production(
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains(
-            "error[insecure]: routes[0].detail: a public health route with detail = true"
+            "error[refused-in-production]: routes[0].detail: a public health route with detail = true"
         ),
         "{text}"
     );
