@@ -399,6 +399,7 @@ fn check(path: &Path, format: Format) -> ExitCode {
             None => format!("http on {}", plan.server.bind),
         },
     );
+    println!("config hash: {}", plan.config_hash);
     if !unenforced.is_empty() {
         println!("`nestflux serve` will refuse this file until the features above are enforced");
     }

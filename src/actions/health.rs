@@ -1,6 +1,8 @@
 //! `health`: liveness (the process answers) plus the readiness of each dependency. Always
 //! 200 while the process lives, so a load balancer's liveness probe never flaps on a
-//! database blip; `status` says `degraded` and `checks` names what is down.
+//! database blip; `status` says `degraded` when the database is down. A route declared with
+//! `detail = true` (protected like any route) also answers `checks` (each dependency, each
+//! issuer's signing keys) and the config hash; without it only `status` is told.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,10 +41,10 @@ impl Readiness {
     }
 }
 
-/// Answers `health`: 200 with `ok` or `degraded` and the state of each dependency. With
-/// `backend = "redis"`, `checks.rate_limits` says whether Redis decides right now (read
+/// Answers `health`: 200 with `ok` or `degraded`; with `detail`, the checks behind it too.
+/// With `backend = "redis"`, `checks.rate_limits` says whether Redis decides right now (read
 /// from the backend's circuit: no extra round trip).
-pub async fn health(state: &AppState) -> HttpResponse {
+pub async fn health(state: &AppState, detail: bool) -> HttpResponse {
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let database = state.readiness.database(state).await;
     let mut checks = serde_json::Map::new();
@@ -53,10 +55,20 @@ pub async fn health(state: &AppState) -> HttpResponse {
         checks.insert("rate_limits".into(), json!(word(up)));
         healthy &= up;
     }
-    HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "status": if healthy { "ok" } else { "degraded" },
-            "checks": checks,
-        }))
+    let status = if healthy { "ok" } else { "degraded" };
+    let mut out = HttpResponse::Ok();
+    out.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    if !detail {
+        return out.json(json!({ "status": status }));
+    }
+    // Informational: a stale or empty key set refuses tokens (401) but does not make the
+    // service `degraded`, which would take a healthy instance out of a load balancer.
+    // `checks` maps each dependency to `ok` or `unavailable`; other facts (such as a queue's
+    // depth) go beside it as their own keys.
+    out.json(json!({
+        "status": status,
+        "checks": checks,
+        "issuers": state.auth.key_freshness(),
+        "config_hash": state.plan.config_hash,
+    }))
 }

@@ -24,7 +24,7 @@ pub async fn run(
     state: &AppState,
 ) -> Result<HttpResponse, Problem> {
     match route.action {
-        Action::Health => Ok(health::health(state).await),
+        Action::Health => Ok(health::health(state, route.detail).await),
         Action::Whoami => whoami::whoami(req, state),
         Action::OpenApi => openapi::openapi(state),
         a @ (Action::List | Action::Get | Action::Create | Action::Update | Action::Delete) => {

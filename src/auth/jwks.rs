@@ -350,6 +350,32 @@ impl Jwks {
         dropped
     }
 
+    /// How fresh the served keys are, for the health route's detail: `fixed` (the development
+    /// issuer's, never fetched), `fresh` (a valid answer within two refresh periods),
+    /// `stale` (fetches failing; the last good keys serve until `auth.jwks_max_stale`),
+    /// `none` (no usable key: not loaded yet, retired, or none published).
+    pub fn freshness(&self) -> Value {
+        let age = match self.last_good.lock() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+        .map(|t| t.elapsed());
+        let keys = self.current().len();
+        let state = match age {
+            _ if self.fixed => "fixed",
+            _ if keys == 0 => "none",
+            Some(a) if a <= REFRESH_EVERY * 2 + FETCH_TIMEOUT * 2 => "fresh",
+            _ => "stale",
+        };
+        serde_json::json!({
+            "issuer": self.issuer.as_str(),
+            "state": state,
+            "keys": keys,
+            "age_s": age.map(|a| a.as_secs()),
+            "max_stale_s": (!self.fixed).then_some(self.max_stale.as_secs()),
+        })
+    }
+
     /// Installs the key set of a valid answer (even an empty one) and notes when it came.
     fn accept(&self, next: KeySet, now: Instant) -> bool {
         let dropped = self.install(next);

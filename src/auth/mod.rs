@@ -295,6 +295,16 @@ impl Authenticator {
         self.sessions.as_ref()
     }
 
+    /// The freshness of each issuer's signing keys (the configured issuer's, then the
+    /// development issuer's), for the health route's detail.
+    pub fn key_freshness(&self) -> Vec<serde_json::Value> {
+        self.bearer
+            .iter()
+            .chain(&self.dev)
+            .map(|b| b.jwks().freshness())
+            .collect()
+    }
+
     /// The bearer verifier, when an issuer is configured.
     pub fn bearer(&self) -> Option<&BearerVerifier> {
         self.bearer.as_ref()

@@ -501,4 +501,8 @@ pub struct RawRoute {
     pub rate_limit: Option<String>,
     /// Summary of the operation in the OpenAPI document.
     pub summary: Option<String>,
+    /// `health` only: also answer the checks behind the status (database, each issuer's
+    /// signing keys, the config hash). Declare it on a protected route; the public health
+    /// route answers only `status`.
+    pub detail: bool,
 }

@@ -152,6 +152,9 @@ impl Builder<'_> {
         if route.action == Action::Logout {
             refer("403", "Forbidden");
         }
+        if route.action == Action::Callback {
+            refer("404", "NotFound");
+        }
         // With Redis and `on_backend_error = "deny"`, a rate-limited route answers 503 while
         // Redis cannot decide.
         let limiter_may_refuse = limited
@@ -173,6 +176,7 @@ impl Builder<'_> {
 fn default_summary(route: &RoutePlan) -> String {
     let res = route.resource.as_ref().map_or("", |r| r.0.as_str());
     match route.action {
+        Action::Health if route.detail => "Health of the service with its checks".into(),
         Action::Health => "Liveness of the service".into(),
         Action::Whoami => "The caller's identity, roles and permissions".into(),
         Action::Audit => "The audit log".into(),
@@ -206,7 +210,17 @@ fn session_parameters(action: Action) -> Vec<Value> {
         )],
         Action::Callback => vec![
             query("code", "The authorization code (from the provider)."),
-            query("state", "The login's state (from the provider)."),
+            json!({
+                "name": "state",
+                "in": "query",
+                "required": true,
+                "description": "The login's state (from the provider). Without it: 400. One that names no pending login (unknown, already used, or swept after it expired): 404.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": crate::auth::session::MAX_STATE_LEN,
+                },
+            }),
             query("iss", "The provider's issuer identifier (RFC 9207)."),
             query("error", "Why the provider did not log the user in."),
             query(
@@ -377,19 +391,51 @@ fn success_response(route: &RoutePlan, record: Option<&str>) -> (&'static str, V
         None => json!({ "type": "object" }),
     };
     match route.action {
-        Action::Health => (
+        Action::Health if !route.detail => (
             "200",
             json_body(
-                "The service is up.",
+                "The service is up (always 200 while the process lives); `degraded` when the database is unavailable. Only the status: the checks behind it are on a health route declared with `detail = true`.",
                 json!({
                     "type": "object",
                     "required": ["status"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "status": { "type": "string", "enum": ["ok", "degraded"] },
+                    },
+                }),
+            ),
+        ),
+        Action::Health => (
+            "200",
+            json_body(
+                "The service is up (always 200 while the process lives), with the checks behind the status: each dependency, each issuer's signing keys, and the SHA-256 of the effective configuration with secrets left out.",
+                json!({
+                    "type": "object",
+                    "required": ["status", "checks", "issuers", "config_hash"],
                     "properties": {
                         "status": { "type": "string", "enum": ["ok", "degraded"] },
                         "checks": {
                             "type": "object",
+                            "description": "Each dependency: `ok` or `unavailable`.",
+                            "required": ["database"],
                             "additionalProperties": { "type": "string", "enum": ["ok", "unavailable"] },
                         },
+                        "issuers": {
+                            "type": "array",
+                            "description": "The signing keys of each issuer: `fixed` (development issuer), `fresh`, `stale` (fetches failing; the last good keys serve until auth.jwks_max_stale) or `none` (no usable key: tokens of this issuer are refused).",
+                            "items": {
+                                "type": "object",
+                                "required": ["issuer", "state", "keys"],
+                                "properties": {
+                                    "issuer": { "type": "string" },
+                                    "state": { "type": "string", "enum": ["fixed", "fresh", "stale", "none"] },
+                                    "keys": { "type": "integer", "minimum": 0 },
+                                    "age_s": { "type": ["integer", "null"], "minimum": 0, "description": "Seconds since the last valid answer." },
+                                    "max_stale_s": { "type": ["integer", "null"], "minimum": 0 },
+                                },
+                            },
+                        },
+                        "config_hash": { "type": "string", "pattern": "^sha256:[0-9a-f]{64}$" },
                     },
                 }),
             ),

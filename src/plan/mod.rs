@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cors;
 pub mod data;
 pub mod diag;
+pub mod fingerprint;
 pub mod headers;
 pub mod ratelimit;
 pub mod report;
@@ -91,6 +92,9 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     /// Warnings found while compiling.
     pub warnings: Vec<Diagnostic>,
+    /// `sha256:…` of the effective configuration with secrets left out
+    /// ([`fingerprint::config_hash`]).
+    pub config_hash: String,
 }
 
 /// Compilation failed: every error, plus the warnings found on the way.
@@ -217,6 +221,7 @@ fn compile_in(
         limits: &rate_limits,
         auth: auth.as_ref(),
         roles: &roles,
+        profile,
     };
     let mut routes = routes::compile_routes(&raw.routes, &cx, &mut d);
     if let Some(session) = auth.as_ref().and_then(|a| a.session.as_ref()) {
@@ -278,6 +283,7 @@ fn compile_in(
         resources,
         routes,
         warnings: d.warnings,
+        config_hash: fingerprint::config_hash(raw, profile),
     })
 }
 

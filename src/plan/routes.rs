@@ -177,6 +177,8 @@ pub struct RoutePlan {
     pub body_schema: Option<String>,
     /// Summary for the OpenAPI document.
     pub summary: Option<String>,
+    /// `health` with `detail = true`: the checks behind the status, not only the status.
+    pub detail: bool,
 }
 
 /// The `index` of routes no `[[routes]]` entry declares.
@@ -248,6 +250,7 @@ pub fn add_session_routes(
             rate_limit: None,
             body_schema: None,
             summary: None,
+            detail: false,
         });
     }
     routes.extend(added);
@@ -263,6 +266,8 @@ pub struct RouteContext<'a> {
     pub auth: Option<&'a AuthPlan>,
     /// Roles, to warn about permissions no role grants.
     pub roles: &'a RolesPlan,
+    /// The profile: some choices are warnings in development and errors in production.
+    pub profile: super::Profile,
 }
 
 /// Checks `[[routes]]`: method, path, action, resource, access and policy, and that no two routes collide.
@@ -431,6 +436,31 @@ pub fn compile_routes(
             }
         }
 
+        if r.detail {
+            match (action, &access) {
+                (Some(a), _) if a != Action::Health => d.error_with(
+                    Code::Conflict,
+                    format!("{at}.detail"),
+                    format!(
+                        "only a health route has detail; action {} has none",
+                        a.name()
+                    ),
+                ),
+                (Some(_), Some(Access::Public)) => d.refuse_in_production(
+                    cx.profile,
+                    Diagnostic::new(
+                        format!("{at}.detail"),
+                        "a public health route with detail = true tells anyone the database state, each issuer's key freshness and the config hash: protect it with permission = \"…\" (or authenticated = true)",
+                    ),
+                    Diagnostic::new(
+                        format!("{at}.detail"),
+                        "a public health route with detail = true tells anyone the database state, each issuer's key freshness and the config hash; refused under NESTFLUX_PROFILE=production: protect it with permission = \"…\"",
+                    ),
+                ),
+                _ => {}
+            }
+        }
+
         let rate_limit = r.rate_limit.as_ref().and_then(|name| {
             let name = PolicyName(name.clone());
             if name.0 == super::ratelimit::AUTH_FAILURES {
@@ -483,6 +513,7 @@ pub fn compile_routes(
             rate_limit,
             body_schema,
             summary: r.summary.clone(),
+            detail: r.detail,
         });
     }
     out

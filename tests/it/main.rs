@@ -15,6 +15,7 @@ mod oidc;
 mod redis_server;
 mod regression;
 
+mod abuse;
 mod auth_attacks;
 mod auth_oidc;
 mod browser;
@@ -22,6 +23,7 @@ mod config_check;
 mod encryption;
 mod explain;
 mod first_run;
+mod health;
 mod http_core;
 mod openapi;
 mod ratelimit;

@@ -54,9 +54,10 @@ fn hit(s: &Server) -> Seen {
 }
 
 /// `GET /health` for the client at `ip`, reported by the trusted proxy at 127.0.0.1.
+/// The health detail (a public detail route: a development-only warning, fine in a test).
 fn health(s: &Server, ip: &str) -> Response {
     client()
-        .get(s.url("/health"))
+        .get(s.url("/health/detail"))
         .header("x-forwarded-for", ip)
         .send()
         .unwrap()
@@ -81,7 +82,14 @@ on_backend_error = "{mode}"
 
 [rate_limits.global]
 {policy}
-{MINIMAL}"#
+{MINIMAL}
+[[routes]]
+method = "GET"
+path = "/health/detail"
+action = "health"
+detail = true
+public = true
+"#
     )
 }
 

@@ -622,10 +622,18 @@ fn state_is_single_use_bound_to_the_browser_and_expiring() {
         ..Opts::default()
     });
     let prefix = rig.url("/auth/callback");
-    let refused = |res: Response| {
-        assert!(!set_cookies(&res).iter().any(|c| c.name == SESSION));
-        assert_problem(res, StatusCode::BAD_REQUEST, "login-failed");
+    let refused_as = |status: StatusCode| {
+        move |res: Response| {
+            assert!(!set_cookies(&res).iter().any(|c| c.name == SESSION));
+            assert_problem(res, status, "login-failed");
+        }
     };
+    // A callback whose state names no pending login (tampered, used, spent): 404, like any
+    // missing row; one refused for what it is (another browser, too late, no state): 400.
+    let (gone, refused) = (
+        refused_as(StatusCode::NOT_FOUND),
+        refused_as(StatusCode::BAD_REQUEST),
+    );
 
     // Tampered state: refused, and it does not spend the real one.
     let mut browser = Agent::new();
@@ -637,14 +645,14 @@ fn state_is_single_use_bound_to_the_browser_and_expiring() {
         let last = if v.ends_with('A') { 'B' } else { 'A' };
         format!("{}{last}", &v[..v.len() - 1])
     });
-    refused(browser.clone().get(&tampered));
+    gone(browser.clone().get(&tampered));
     // The real callback works once …
     let res = browser.get(&cb);
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "{}", rig.server.log());
     // … and a replay, even with the login cookie put back, is refused.
     let mut replay = browser.clone();
     replay.jar.insert(LOGIN.into(), login_cookie);
-    refused(replay.get(&cb));
+    gone(replay.get(&cb));
 
     // A callback in another browser (no login cookie, or another one) is refused and spends
     // the state: the browser that started the login cannot use it afterwards either.
@@ -654,15 +662,21 @@ fn state_is_single_use_bound_to_the_browser_and_expiring() {
     let mut attacker = Agent::new();
     attacker.start_login(&rig.origin(), None);
     refused(attacker.get(&cb));
-    refused(victim.get(&cb));
-    refused(Agent::new().get(&cb));
+    gone(victim.get(&cb));
+    gone(Agent::new().get(&cb));
 
     // Expired: a login that takes longer than login_timeout is refused.
     let mut slow = Agent::new();
     let p = slow.start_login(&rig.origin(), None);
     let cb = slow.authorize(&p, "alice", &prefix);
     std::thread::sleep(Duration::from_millis(3500));
-    refused(slow.get(&cb));
+    let late = slow.get(&cb);
+    // Taken too late (400), or already swept as expired (404): refused either way.
+    if late.status() == StatusCode::NOT_FOUND {
+        gone(late);
+    } else {
+        refused(late);
+    }
 
     // No state at all.
     refused(Agent::new().get(&with_param(&cb, "state", |_| String::new())));

@@ -99,7 +99,13 @@ impl Sessions {
             .run(move |c| rows::take_login(c, &taken))
             .await
             .map_err(|e| self.problem(&Failure::Store(e)))?
-            .ok_or_else(|| refuse("unknown, already used or expired state"))?;
+            // The state names a pending login; none left (never made, used, swept): 404,
+            // like any missing row, so a well-formed but stale callback is not a "bad request".
+            .ok_or_else(|| {
+                let mut gone = refuse("unknown, already used or expired state");
+                gone.status = StatusCode::NOT_FOUND;
+                gone
+            })?;
         let now = now_ms();
         if now >= pending.expires_at {
             return Err(refuse("the login took too long"));

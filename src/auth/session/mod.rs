@@ -74,7 +74,7 @@ const REFRESH_POLL: Duration = Duration::from_millis(100);
 /// Refresh this long before the access token expires (or at half its life if shorter).
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Longest `state` accepted back from the provider.
-const MAX_STATE_LEN: usize = 128;
+pub const MAX_STATE_LEN: usize = 128;
 /// Longest authorization code accepted.
 const MAX_CODE_LEN: usize = 4096;
 
