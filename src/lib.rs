@@ -8,7 +8,7 @@
 //! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
 //! ```
 //!
-//! `problem` and `request_id` are shared by every layer and depend on none.
+//! `problem`, `request_id` and `deadline` are shared by every layer and depend on none.
 
 pub mod actions;
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod crypto;
+pub mod deadline;
 pub mod headers;
 pub mod logging;
 pub mod openapi;
