@@ -112,6 +112,9 @@ pub struct RawDatabase {
     /// SQLite: writes that may wait for the one writer; when full, a write is answered 503
     /// with `Retry-After` at once.
     pub write_queue: usize,
+    /// How often a subject's `last_seen` in the users table may move, e.g. `"1m"`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub last_seen_interval: String,
 }
 
 impl Default for RawDatabase {
@@ -121,6 +124,7 @@ impl Default for RawDatabase {
             pool_size: 8,
             busy_timeout: "5s".into(),
             write_queue: 1024,
+            last_seen_interval: "1m".into(),
         }
     }
 }

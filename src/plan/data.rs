@@ -42,6 +42,8 @@ pub struct DatabasePlan {
     pub busy_timeout: std::time::Duration,
     /// SQLite: writes that may wait for the writer before new ones are refused (503).
     pub write_queue: usize,
+    /// How often a subject's `last_seen` may move.
+    pub last_seen_interval: std::time::Duration,
 }
 
 /// Checks `[database]`; the URL is never echoed (it may hold a password).
@@ -81,11 +83,28 @@ pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan 
     if raw.write_queue == 0 || raw.write_queue > 1_000_000 {
         d.error("database.write_queue", "must be between 1 and 1000000");
     }
+    let last_seen_interval = match super::units::duration(&raw.last_seen_interval) {
+        Ok(t)
+            if t >= std::time::Duration::from_secs(1)
+                && t <= std::time::Duration::from_secs(86_400) =>
+        {
+            t
+        }
+        Ok(_) => {
+            d.error("database.last_seen_interval", "must be between 1s and 1d");
+            std::time::Duration::from_secs(60)
+        }
+        Err(e) => {
+            d.error("database.last_seen_interval", e);
+            std::time::Duration::from_secs(60)
+        }
+    };
     DatabasePlan {
         url,
         pool_size: raw.pool_size.clamp(1, 1000),
         busy_timeout,
         write_queue: raw.write_queue.clamp(1, 1_000_000),
+        last_seen_interval,
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::cursor::{Cursor, CursorKeys};
@@ -94,22 +96,33 @@ impl FieldFault {
     }
 }
 
-/// A row as its reader may see it.
+/// A row as its reader may see it, already rendered as the JSON object the response
+/// carries: the database's own JSON text with unreadable fields left out and encrypted ones
+/// decrypted in place, never parsed into a tree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// The readable fields.
-    pub fields: Map<String, Value>,
-    /// Readable fields that could not be read (each is `null` in `fields`).
-    pub faults: Vec<(String, FieldFault)>,
+    json: String,
+    id: String,
+    owner: Option<String>,
+    /// The value of the column a list is sorted by (its next cursor's position).
+    key: Option<Value>,
+    faults: Vec<(String, FieldFault)>,
 }
 
 impl Row {
     /// The row's id.
     pub fn id(&self) -> &str {
-        self.fields
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        &self.id
+    }
+
+    /// The subject who owns the row, when the resource records one.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// Readable fields that could not be read (each is `null` in the JSON).
+    pub fn faults(&self) -> &[(String, FieldFault)] {
+        &self.faults
     }
 
     /// Whether a readable field needs a key the ring lacks.
@@ -119,19 +132,43 @@ impl Row {
             .any(|(_, f)| *f == FieldFault::KeyUnavailable)
     }
 
-    /// The row as JSON: its fields, plus `_errors: [{field, code}]` when some could not
-    /// be read.
-    pub fn into_json(self) -> Value {
-        let mut fields = self.fields;
-        if !self.faults.is_empty() {
-            let errors = self
-                .faults
-                .iter()
-                .map(|(field, fault)| json!({ "field": field, "code": fault.code() }))
-                .collect();
-            fields.insert(ERRORS_KEY.into(), Value::Array(errors));
+    /// The JSON object: the readable fields, plus `_errors: [{field, code}]` when some
+    /// could not be read.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The JSON object as owned text.
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The JSON object as a value (for callers that need to look inside).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+}
+
+/// A JSON object's members in their order, borrowed from its text: keys and raw values.
+struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(entry) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
         }
-        Value::Object(fields)
+        d.deserialize_map(Visit)
     }
 }
 
@@ -307,57 +344,97 @@ impl Resource {
         }
     }
 
-    /// A row read back as JSON, as `mask` lets its reader see it: unreadable fields removed
-    /// (never decrypted), readable encrypted fields decrypted, and a field that does not
-    /// decrypt set to `null` and named in the row's faults (logged with its key id).
-    pub fn reveal(&self, text: &str, mask: &ReadMask) -> Result<Row, StoreError> {
-        let mut fields: Map<String, Value> =
-            serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let owner = fields
-            .get("owner")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        fields.retain(|k, _| mask.may_read(k, owner.as_deref()));
-        let mut faults = Vec::new();
-        if !self.table.has_encrypted() {
-            return Ok(Row { fields, faults });
-        }
-        let id = fields
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let ring = self.ring()?;
-        for field in self.table.encrypted() {
-            let Some(Value::String(stored)) = fields.get_mut(field) else {
+    /// A row read back as JSON, as `mask` lets its reader see it: unreadable fields left
+    /// out (never decrypted), readable encrypted fields decrypted, and a field that does not
+    /// decrypt written as `null` and named in the row's faults (logged with its key id).
+    /// `key` names the column whose value the caller needs back (a list's sort column).
+    pub fn reveal(
+        &self,
+        text: &str,
+        mask: &ReadMask,
+        key: Option<&str>,
+    ) -> Result<Row, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
+        let text_of = |name: &str| -> Result<Option<String>, StoreError> {
+            match members.iter().find(|(k, _)| *k == name) {
+                Some((_, raw)) => serde_json::from_str(raw.get()).map_err(corrupt),
+                None => Ok(None),
+            }
+        };
+        let id = text_of("id")?.unwrap_or_default();
+        let owner = text_of("owner")?;
+        let mut row = Row {
+            json: String::with_capacity(text.len() + 16),
+            id,
+            owner,
+            key: None,
+            faults: Vec::new(),
+        };
+        row.json.push('{');
+        for (name, raw) in &members {
+            if !mask.may_read(name, row.owner.as_deref()) {
                 continue;
-            };
-            let aad = Aad {
-                resource: &self.table.name,
-                field,
-                id: &id,
-            };
-            match ring.open(&aad, stored) {
-                Ok(plain) => *stored = plain,
-                Err(e) => {
-                    let fault = match e {
-                        CryptoError::UnknownKey { .. } => FieldFault::KeyUnavailable,
-                        _ => FieldFault::Undecryptable,
-                    };
-                    tracing::error!(
-                        resource = %self.table.name,
-                        field,
-                        row = %id,
-                        kid = kid_of(stored).unwrap_or("-"),
-                        error = %e,
-                        "a stored value could not be decrypted; answered as null"
-                    );
-                    fields.insert(field.to_string(), Value::Null);
-                    faults.push((field.to_string(), fault));
+            }
+            if row.json.len() > 1 {
+                row.json.push(',');
+            }
+            // Names are identifiers validated at compile time: nothing to escape.
+            row.json.push('"');
+            row.json.push_str(name);
+            row.json.push_str("\":");
+            if Some(*name) == key {
+                row.key = Some(serde_json::from_str(raw.get()).map_err(corrupt)?);
+            }
+            if !self.table.is_encrypted(name) || raw.get() == "null" {
+                row.json.push_str(raw.get());
+                continue;
+            }
+            let stored: String = serde_json::from_str(raw.get()).map_err(corrupt)?;
+            match self.open(name, &row.id, &stored) {
+                Ok(plain) => row.json.push_str(&Value::String(plain).to_string()),
+                Err(fault) => {
+                    row.json.push_str("null");
+                    row.faults.push((name.to_string(), fault));
                 }
             }
         }
-        Ok(Row { fields, faults })
+        if !row.faults.is_empty() {
+            let errors: Vec<Value> = row
+                .faults
+                .iter()
+                .map(|(field, fault)| json!({ "field": field, "code": fault.code() }))
+                .collect();
+            row.json
+                .push_str(&format!(",\"{ERRORS_KEY}\":{}", Value::Array(errors)));
+        }
+        row.json.push('}');
+        Ok(row)
+    }
+
+    /// Decrypts one stored value of `field` in row `id`; a failure is logged (with the key
+    /// id, never the value) and reported as the field's fault.
+    fn open(&self, field: &str, id: &str, stored: &str) -> Result<String, FieldFault> {
+        let aad = Aad {
+            resource: &self.table.name,
+            field,
+            id,
+        };
+        let ring = self.ring.as_deref().ok_or(FieldFault::KeyUnavailable)?;
+        ring.open(&aad, stored).map_err(|e| {
+            tracing::error!(
+                resource = %self.table.name,
+                field,
+                row = %id,
+                kid = kid_of(stored).unwrap_or("-"),
+                error = %e,
+                "a stored value could not be decrypted; answered as null"
+            );
+            match e {
+                CryptoError::UnknownKey { .. } => FieldFault::KeyUnavailable,
+                _ => FieldFault::Undecryptable,
+            }
+        })
     }
 
     /// One row, if it exists (and belongs to `owner` when given).
@@ -378,7 +455,7 @@ impl Resource {
         };
         let rows = conn.query_json_cached(sql, &binds)?;
         let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
-        self.reveal(&row, mask)
+        self.reveal(&row, mask, None)
     }
 
     /// Inserts a validated document; returns the stored row. The id is chosen here, before
@@ -398,7 +475,7 @@ impl Resource {
             .into_iter()
             .next()
             .ok_or_else(|| StoreError::Database("the insert returned no row".into()))?;
-        self.reveal(&row, mask)
+        self.reveal(&row, mask, None)
     }
 
     /// The binds of [`Resource::create`]'s insert, in column order.
@@ -473,7 +550,7 @@ impl Resource {
         );
         let rows = conn.query_json(&sql, &binds)?;
         let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
-        self.reveal(&row, mask)
+        self.reveal(&row, mask, None)
     }
 
     /// Deletes one row (of `owner` when given). Runs in the caller's transaction.
@@ -569,7 +646,10 @@ impl Resource {
             }
         }
         binds.push(Bind::Int(Some(q.limit as i64 + 1)));
-        let limit = self.ph(binds.len(), Kind::Int);
+        // `LIMIT ? + 0`, not `LIMIT ?`: SQLite peeks at a bare bound LIMIT while planning and
+        // then marks the statement to be prepared again whenever the value is bound anew,
+        // that is on every call; an expression keeps the cached statement.
+        let limit = format!("{} + 0", self.ph(binds.len(), Kind::Int));
         let order = if q.sort == "id" {
             format!("{id} {dir}")
         } else {
@@ -606,9 +686,10 @@ impl Resource {
         } else {
             conn.query_json(&sql, &binds)?
         };
+        let key = (q.sort != "id").then_some(q.sort.as_str());
         let mut items = rows
             .iter()
-            .map(|r| self.reveal(r, mask))
+            .map(|r| self.reveal(r, mask, key))
             .collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > q.limit {
             items.truncate(q.limit);
@@ -616,7 +697,10 @@ impl Resource {
                 self.encode_cursor(&Cursor {
                     sort: q.sort.clone(),
                     desc: q.desc,
-                    value: last.fields.get(&q.sort).cloned().unwrap_or(Value::Null),
+                    value: match &last.key {
+                        Some(v) => v.clone(),
+                        None => Value::String(last.id().to_string()),
+                    },
                     id: last.id().to_string(),
                 })
             })

@@ -1,6 +1,6 @@
 //! User sync: the first sight of a subject creates a `nestflux_users` row (issuer, subject,
 //! email and name when the token carries them, first and last seen); later sightings
-//! refresh `last_seen` at most once a minute per subject.
+//! refresh `last_seen` at most once per `database.last_seen_interval` (a minute) per subject.
 //!
 //! Sightings never touch the request path: [`Sightings::offer`] throttles and hands them to
 //! a bounded, lossy channel that the database writer drains (coalesced per subject) in the
@@ -17,8 +17,6 @@ use super::{Conn, StoreError, now};
 
 /// Sightings waiting for the writer; more are dropped.
 pub const CHANNEL: usize = 1024;
-/// A subject's `last_seen` moves at most this often.
-pub const THROTTLE_SECS: u64 = 60;
 /// Subjects whose last sighting time is remembered (least recently used forgotten).
 const REMEMBERED: usize = 16 * 1024;
 
@@ -45,38 +43,43 @@ pub fn normalize_issuer(issuer: &str) -> &str {
 /// The throttled, lossy way from a verified token to the users table.
 pub struct Sightings {
     tx: SyncSender<Sighting>,
-    /// When each subject (by a keyed hash of issuer and subject) was last passed on.
+    /// When each subject (by a keyed hash of issuer and subject) was last passed on, in
+    /// milliseconds since the epoch.
     last: Cache<u64, u64>,
     hasher: std::hash::RandomState,
+    /// Least time between two sightings of one subject passed on, in milliseconds.
+    every_ms: u64,
 }
 
 impl Sightings {
-    /// The sender side, and the receiver the writer drains.
-    pub fn channel() -> (Self, Receiver<Sighting>) {
+    /// The sender side, passing a subject on at most once per `every`, and the receiver
+    /// the writer drains.
+    pub fn channel(every: std::time::Duration) -> (Self, Receiver<Sighting>) {
         let (tx, rx) = sync_channel(CHANNEL);
         (
             Self {
                 tx,
                 last: Cache::new(REMEMBERED),
                 hasher: std::hash::RandomState::new(),
+                every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
             },
             rx,
         )
     }
 
-    /// Passes the sighting on unless its subject was passed on in the last minute; never
-    /// blocks (a full channel drops it).
+    /// Passes the sighting on unless its subject was passed on less than the interval ago;
+    /// never blocks (a full channel drops it).
     pub fn offer(&self, s: &Sighting) {
         let key = self
             .hasher
             .hash_one((normalize_issuer(&s.issuer), s.subject.as_str()));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         if self
             .last
             .get(&key)
-            .is_some_and(|at| now < at.saturating_add(THROTTLE_SECS))
+            .is_some_and(|at| now < at.saturating_add(self.every_ms))
         {
             return;
         }
@@ -152,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_subject_is_passed_on_once_a_minute_and_a_full_channel_drops() {
-        let (s, rx) = Sightings::channel();
+        let (s, rx) = Sightings::channel(std::time::Duration::from_secs(60));
         s.offer(&sighting("a"));
         s.offer(&sighting("a"));
         let mut other = sighting("a");

@@ -22,3 +22,4 @@ mod openapi;
 mod ratelimit;
 mod rbac;
 mod resources;
+mod writes;
