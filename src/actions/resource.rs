@@ -279,14 +279,21 @@ async fn create(
         .map(|c| c.subject.clone())
         .filter(|_| cx.plan.owner);
     cx.check_writes(&sent, owner.as_deref())?;
-    let (res, mask) = (cx.resource.clone(), cx.read_mask());
-    let row = cx
+    // Encryption before, decryption after: the one writer only writes.
+    let insert = cx
+        .resource
+        .prepare_insert(owner.as_deref(), &doc)
+        .map_err(store_problem)?;
+    let res = cx.resource.clone();
+    let text = cx
         .state
         .store
-        .write(cx.deadline, move |c| {
-            res.create(c, owner.as_deref(), &doc, &mask)
-        })
+        .write(cx.deadline, move |c| res.insert(c, &insert))
         .await
+        .map_err(store_problem)?;
+    let row = cx
+        .resource
+        .reveal(&text, &cx.read_mask(), None)
         .map_err(store_problem)?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), row.id());
     let mut out = HttpResponse::Created();
@@ -312,14 +319,20 @@ async fn update(
         let row = fetch(cx, id.clone()).await?;
         cx.check_writes(patch.keys(), row.owner())?;
     }
-    let (res, mask) = (cx.resource.clone(), cx.read_mask());
-    let row = cx
+    let update = cx
+        .resource
+        .prepare_update(&id, only_owner.as_deref(), &patch)
+        .map_err(store_problem)?;
+    let res = cx.resource.clone();
+    let text = cx
         .state
         .store
-        .write(cx.deadline, move |c| {
-            res.update(c, &id, only_owner.as_deref(), &patch, &mask)
-        })
+        .write(cx.deadline, move |c| res.run_update(c, &update))
         .await
+        .map_err(store_problem)?;
+    let row = cx
+        .resource
+        .reveal(&text, &cx.read_mask(), None)
         .map_err(store_problem)?;
     Ok(json_body(HttpResponse::Ok(), row.into_json()))
 }

@@ -138,6 +138,10 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
     }
 }
 
+/// The member of a record that names fields its reader may read but that could not be read
+/// (`[{field, code}]`). Field names start with a letter, so it never collides with one.
+pub const ERRORS_KEY: &str = "_errors";
+
 /// Columns the server sets on every record; a schema cannot declare a field of these names.
 pub const SERVER_COLUMNS: [&str; 4] = ["id", "owner", "created_at", "updated_at"];
 

@@ -291,6 +291,12 @@ impl Conn {
         Ok(out)
     }
 
+    /// Runs one fixed statement without parameters (transaction control in the writer),
+    /// kept prepared per connection.
+    pub fn control(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        self.execute_cached(sql, &[]).map(|_| ())
+    }
+
     /// Runs statements without parameters (DDL, transaction control).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         match self {

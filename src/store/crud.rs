@@ -17,9 +17,7 @@ use super::table::{Table, index_column};
 use super::{Conn, StoreError, now};
 use crate::crypto::{Aad, CryptoError, KeyRing, kid_of};
 
-/// The key of the per-row list of fields that could not be read. Field names start with a
-/// letter, so it never collides with one.
-pub const ERRORS_KEY: &str = "_errors";
+pub use crate::plan::data::ERRORS_KEY;
 
 /// A list request, already validated against the plan.
 #[derive(Debug, Clone, Default)]
@@ -170,6 +168,19 @@ impl<'de> Deserialize<'de> for Members<'de> {
         }
         d.deserialize_map(Visit)
     }
+}
+
+/// An insert prepared outside the writer: the values to bind, encrypted.
+#[derive(Debug, Clone)]
+pub struct Insert {
+    binds: Vec<Bind>,
+}
+
+/// An update prepared outside the writer.
+#[derive(Debug, Clone)]
+pub struct Update {
+    sql: String,
+    binds: Vec<Bind>,
 }
 
 /// The SQL of one resource, built once from the plan.
@@ -458,9 +469,10 @@ impl Resource {
         self.reveal(&row, mask, None)
     }
 
-    /// Inserts a validated document; returns the stored row. The id is chosen here, before
-    /// encrypting, because every ciphertext is bound to it. Runs in the caller's
-    /// transaction (the writer's savepoint).
+    /// Inserts a validated document; returns the stored row. Runs in the caller's
+    /// transaction (the writer's savepoint). A serving process splits this in three:
+    /// [`Resource::prepare_insert`] on the request's worker, [`Resource::insert`] in the
+    /// writer, [`Resource::reveal`] back on the worker, so the one writer only writes.
     pub fn create(
         &self,
         conn: &mut Conn,
@@ -468,14 +480,30 @@ impl Resource {
         doc: &Map<String, Value>,
         mask: &ReadMask,
     ) -> Result<Row, StoreError> {
+        let insert = self.prepare_insert(owner, doc)?;
+        let text = self.insert(conn, &insert)?;
+        self.reveal(&text, mask, None)
+    }
+
+    /// The insert of a validated document: its id (chosen here, before encrypting, because
+    /// every ciphertext is bound to it), encrypted values and blind indexes.
+    pub fn prepare_insert(
+        &self,
+        owner: Option<&str>,
+        doc: &Map<String, Value>,
+    ) -> Result<Insert, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let binds = self.insert_binds(&id, owner, doc)?;
-        let rows = conn.query_json_cached(&self.insert_sql, &binds)?;
-        let row = rows
-            .into_iter()
+        Ok(Insert { binds })
+    }
+
+    /// Runs a prepared insert; returns the stored row as the database renders it (for
+    /// [`Resource::reveal`]).
+    pub fn insert(&self, conn: &mut Conn, insert: &Insert) -> Result<String, StoreError> {
+        let rows = conn.query_json_cached(&self.insert_sql, &insert.binds)?;
+        rows.into_iter()
             .next()
-            .ok_or_else(|| StoreError::Database("the insert returned no row".into()))?;
-        self.reveal(&row, mask, None)
+            .ok_or_else(|| StoreError::Database("the insert returned no row".into()))
     }
 
     /// The binds of [`Resource::create`]'s insert, in column order.
@@ -512,6 +540,20 @@ impl Resource {
         patch: &Map<String, Value>,
         mask: &ReadMask,
     ) -> Result<Row, StoreError> {
+        let update = self.prepare_update(id, owner, patch)?;
+        let text = self.run_update(conn, &update)?;
+        self.reveal(&text, mask, None)
+    }
+
+    /// The update of a validated patch: its SQL (the set of changed fields varies, so it is
+    /// prepared for its call only and the statement cache stays bounded) and binds, with
+    /// encrypted values and blind indexes.
+    pub fn prepare_update(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        patch: &Map<String, Value>,
+    ) -> Result<Update, StoreError> {
         let mut sets = Vec::new();
         let mut binds = Vec::new();
         for c in &self.table.columns {
@@ -540,17 +582,19 @@ impl Resource {
         ));
         let (cond, more) = self.by_id(binds.len() + 1, id, owner);
         binds.extend(more);
-        // The set of changed fields varies with each patch: prepared for this call only, so
-        // the statement cache stays bounded.
         let sql = format!(
             "UPDATE {} SET {} WHERE {cond} RETURNING {} AS j",
             quote(&self.table.name),
             sets.join(", "),
             self.row_json
         );
-        let rows = conn.query_json(&sql, &binds)?;
-        let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
-        self.reveal(&row, mask, None)
+        Ok(Update { sql, binds })
+    }
+
+    /// Runs a prepared update; returns the row as the database renders it, or `NotFound`.
+    pub fn run_update(&self, conn: &mut Conn, update: &Update) -> Result<String, StoreError> {
+        let rows = conn.query_json(&update.sql, &update.binds)?;
+        rows.into_iter().next().ok_or(StoreError::NotFound)
     }
 
     /// Deletes one row (of `owner` when given). Runs in the caller's transaction.

@@ -213,7 +213,7 @@ impl Thread {
             .min(self.busy_timeout);
         let begin = conn
             .batch(&format!("PRAGMA busy_timeout = {}", wait.as_millis()))
-            .and_then(|()| conn.batch("BEGIN IMMEDIATE"));
+            .and_then(|()| conn.control("BEGIN IMMEDIATE"));
         if let Err(e) = begin {
             let e = match e {
                 StoreError::Database(m) => StoreError::Unavailable(m),
@@ -230,17 +230,17 @@ impl Thread {
         let mut broken = None;
         let mut ran = 0;
         for job in &mut live {
-            if let Err(e) = conn.batch("SAVEPOINT nf_write") {
+            if let Err(e) = conn.control("SAVEPOINT nf_write") {
                 broken = Some(e);
                 break;
             }
             let ok = job.run(conn);
             ran += 1;
             let end = if ok {
-                conn.batch("RELEASE nf_write")
+                conn.control("RELEASE nf_write")
             } else {
-                conn.batch("ROLLBACK TO nf_write")
-                    .and_then(|()| conn.batch("RELEASE nf_write"))
+                conn.control("ROLLBACK TO nf_write")
+                    .and_then(|()| conn.control("RELEASE nf_write"))
             };
             // The savepoint is gone: SQLite rolled the whole transaction back (I/O error, disk
             // full). The jobs before this one lost their writes too.
@@ -258,8 +258,11 @@ impl Thread {
                 let _ = conn.batch("ROLLBACK");
                 Some(StoreError::Unavailable(e.to_string()))
             }
-            None => match conn.batch("COMMIT") {
-                Ok(()) => None,
+            None => match conn.control("COMMIT") {
+                Ok(()) => {
+                    tracing::trace!(target: "nestflux::writer", writes = live.len(), sightings = seen.len(), "batch committed");
+                    None
+                }
                 Err(e) => {
                     tracing::error!(error = %e, jobs = live.len(), "write batch did not commit");
                     let _ = conn.batch("ROLLBACK");
@@ -277,14 +280,14 @@ impl Thread {
 fn record_sightings(conn: &mut Conn, seen: &[Sighting]) {
     for s in seen {
         let done = conn
-            .batch("SAVEPOINT nf_seen")
+            .control("SAVEPOINT nf_seen")
             .and_then(|()| users::record(conn, s));
         let end = match done {
-            Ok(()) => conn.batch("RELEASE nf_seen"),
+            Ok(()) => conn.control("RELEASE nf_seen"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not record a user sighting");
-                conn.batch("ROLLBACK TO nf_seen")
-                    .and_then(|()| conn.batch("RELEASE nf_seen"))
+                conn.control("ROLLBACK TO nf_seen")
+                    .and_then(|()| conn.control("RELEASE nf_seen"))
             }
         };
         if end.is_err() {

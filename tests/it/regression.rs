@@ -369,6 +369,64 @@ fn a_write_answered_503_is_never_committed() {
     assert!(!s.log().contains("outlived its deadline"), "{}", s.log());
 }
 
+/// The same on PostgreSQL, which keeps its pool: an outside transaction holds the table
+/// locked for 2.6 s; the write's statements wait no longer than the request's deadline
+/// (`SET LOCAL lock_timeout`), so the client gets 503 and the row is never written. Released
+/// in time, the write commits.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_write_answered_503_is_never_committed_on_postgresql() {
+    let url = crate::resources::pg::fresh_schema();
+    let p = Project::new(&format!(
+        "[server]\nrequest_timeout = \"2s\"\n[database]\nurl = \"{url}\"\nbusy_timeout = \"1900ms\"\n{}",
+        Notes::new()
+    ));
+    let s = p.serve(&[]);
+    let post = |title: &str| {
+        client()
+            .post(s.url("/api/notes"))
+            .json(&json!({ "title": title }))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post("before").status(), StatusCode::CREATED);
+    let lock = |hold: Duration| {
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        let (taken, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+            diesel::sql_query("LOCK TABLE notes IN EXCLUSIVE MODE")
+                .execute(&mut c)
+                .unwrap();
+            taken.send(()).unwrap();
+            std::thread::sleep(hold);
+            diesel::sql_query("COMMIT").execute(&mut c).unwrap();
+        });
+        rx.recv().unwrap();
+        handle
+    };
+    let held = lock(Duration::from_millis(2600));
+    let res = post("late");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    held.join().unwrap();
+    let held = lock(Duration::from_millis(500));
+    assert_eq!(post("in time").status(), StatusCode::CREATED);
+    held.join().unwrap();
+    let titles: Vec<String> = client()
+        .get(s.url("/api/notes?sort=title"))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(titles, ["before", "in time"], "the 503 write left nothing");
+    assert!(!s.log().contains("outlived its deadline"), "{}", s.log());
+}
+
 /// An owned notes service with an encrypted `secret` guarded by `notes:secret`: `viewer`
 /// reads notes but not secrets, `editor` reads secrets of its own notes, `admin` all.
 fn secret_notes() -> (Project, String, String, String) {

@@ -51,7 +51,7 @@ fn backends() -> Vec<Db> {
 }
 
 #[cfg(feature = "postgres")]
-mod pg {
+pub mod pg {
     use diesel::prelude::*;
 
     /// A new empty schema; returns a URL whose connections use it.
