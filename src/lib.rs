@@ -8,8 +8,8 @@
 //! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
 //! ```
 //!
-//! `problem`, `request_id` and `suggest` are shared by every layer and depend on none;
-//! `explain` sits beside `actions`, walking one request through the same layers unserved.
+//! `problem`, `request_id`, `deadline` and `suggest` are shared by every layer and depend on
+//! none; `explain` sits beside `actions`, walking one request through the same layers unserved.
 
 pub mod actions;
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod crypto;
+pub mod deadline;
 pub mod explain;
 pub mod headers;
 pub mod logging;

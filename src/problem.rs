@@ -66,6 +66,16 @@ impl Problem {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
     }
 
+    /// 503: the request's deadline (`server.request_timeout`) passed; nothing was written.
+    pub fn timeout() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the server allows; nothing was changed",
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
     /// 500 that says nothing about the cause (the log has it).
     pub fn internal() -> Self {
         Self::new(

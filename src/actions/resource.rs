@@ -1,5 +1,6 @@
 //! `list`, `get`, `create`, `update`, `delete` over a declared resource: validation, own-row
-//! limits and field permissions applied around the store's SQL.
+//! limits and field permissions applied around the store's SQL, every database step bounded
+//! by the request's deadline.
 
 use std::sync::Arc;
 
@@ -11,11 +12,13 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use crate::auth::Caller;
 use crate::authz::Decision;
+use crate::deadline::Deadline;
 use crate::plan::data::ResourcePlan;
 use crate::plan::routes::{Action, RoutePlan};
 use crate::problem::Problem;
 use crate::store::StoreError;
-use crate::store::crud::{Cursor, ListQuery, Resource};
+use crate::store::crud::{FieldRule, ListQuery, ReadMask, Resource, Row};
+use crate::store::cursor::Cursor;
 use crate::validate::{Mode, Violation, coerce_param};
 
 /// What the pipeline learnt about the caller, as one value.
@@ -26,6 +29,8 @@ struct Ctx<'a> {
     caller: Option<Caller>,
     /// `Some(subject)` when the route's permission is only `:own`.
     only_owner: Option<String>,
+    /// By when the request must be answered.
+    deadline: Deadline,
 }
 
 /// Runs a resource action for a caller the pipeline has authenticated and authorized.
@@ -84,6 +89,7 @@ pub async fn run(
         resource,
         caller,
         only_owner,
+        deadline: Deadline::of(req, state.plan.server.request_timeout),
     };
     match action {
         Action::List => list(&cx, req).await,
@@ -104,10 +110,6 @@ fn path_id(req: &HttpRequest) -> Result<String, Problem> {
 }
 
 impl Ctx<'_> {
-    fn owner_of(row: &Value) -> Option<&str> {
-        row.get("owner").and_then(Value::as_str)
-    }
-
     /// Whether the caller may read or write `field` of a row owned by `owner`.
     fn may_use(&self, field: &str, owner: Option<&str>) -> bool {
         let Some(need) = self.plan.permission(field) else {
@@ -123,13 +125,21 @@ impl Ctx<'_> {
         }
     }
 
-    /// Removes the fields the caller may not read.
-    fn redact(&self, mut row: Value) -> Value {
-        let owner = Self::owner_of(&row).map(str::to_string);
-        if let Some(map) = row.as_object_mut() {
-            map.retain(|k, _| self.may_use(k, owner.as_deref()));
-        }
-        row
+    /// The guarded fields the caller may not read (anywhere, or outside their rows): the
+    /// store never decrypts them and leaves them out of every row.
+    fn read_mask(&self) -> ReadMask {
+        self.plan
+            .guarded()
+            .fold(ReadMask::all(), |mask, (field, need)| match &self.caller {
+                None => mask.hide(field, FieldRule::Never),
+                Some(caller) => match self.state.authz.decide(&caller.roles, need) {
+                    Decision::Any => mask,
+                    Decision::OwnOnly => {
+                        mask.hide(field, FieldRule::OwnRows(caller.subject.clone()))
+                    }
+                    Decision::Denied => mask.hide(field, FieldRule::Never),
+                },
+            })
     }
 
     /// 403 if the client sent a field the caller may not write (defaults filled in by the
@@ -197,6 +207,16 @@ fn store_problem(e: StoreError) -> Problem {
             )
             .header(header::RETRY_AFTER, HeaderValue::from_static("2"))
         }
+        StoreError::Timeout => Problem::timeout(),
+        StoreError::Overloaded => {
+            tracing::warn!("write queue full: write refused");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many writes are waiting; nothing was changed, retry shortly",
+            )
+            .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        }
         other => {
             tracing::error!(error = %other, "database error");
             Problem::internal()
@@ -204,19 +224,42 @@ fn store_problem(e: StoreError) -> Problem {
     }
 }
 
+/// 503 for a single row whose readable field needs a key the ring lacks: retrying after
+/// the key is restored will succeed, unlike a value that can never decrypt.
+fn key_unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "key-unavailable",
+        "a field of this record is encrypted with a key this server does not hold",
+    )
+    .header(header::RETRY_AFTER, HeaderValue::from_static("60"))
+}
+
 /// One row the caller may address (own rows only under an `:own` permission).
-async fn fetch(cx: &Ctx<'_>, id: String) -> Result<Value, Problem> {
-    let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
+async fn fetch(cx: &Ctx<'_>, id: String) -> Result<Row, Problem> {
+    let (res, owner, mask) = (cx.resource.clone(), cx.only_owner.clone(), cx.read_mask());
     cx.state
         .store
-        .run(move |c| res.get(c, &id, owner.as_deref()))
+        .read(cx.deadline, move |c| {
+            res.get(c, &id, owner.as_deref(), &mask)
+        })
         .await
         .map_err(store_problem)
 }
 
+/// A JSON response whose body was rendered by the store.
+fn json_body(mut res: actix_web::HttpResponseBuilder, body: String) -> HttpResponse {
+    res.content_type("application/json").body(body)
+}
+
 async fn get(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let row = fetch(cx, path_id(req)?).await?;
-    Ok(HttpResponse::Ok().json(cx.redact(row)))
+    // One row whose readable field needs a missing key: 503 (it reads again once the key
+    // is back), not a row with a hole.
+    if row.needs_missing_key() {
+        return Err(key_unavailable());
+    }
+    Ok(json_body(HttpResponse::Ok(), row.into_json()))
 }
 
 async fn create(
@@ -236,20 +279,29 @@ async fn create(
         .map(|c| c.subject.clone())
         .filter(|_| cx.plan.owner);
     cx.check_writes(&sent, owner.as_deref())?;
+    // Encryption before, decryption after: the one writer only writes.
+    let insert = cx
+        .resource
+        .prepare_insert(owner.as_deref(), &doc)
+        .map_err(store_problem)?;
     let res = cx.resource.clone();
-    let row = cx
+    let text = cx
         .state
         .store
-        .run(move |c| res.create(c, owner.as_deref(), &doc))
+        .write(cx.deadline, move |c| res.insert(c, &insert))
         .await
         .map_err(store_problem)?;
-    let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
-    let location = format!("{}/{id}", req.path().trim_end_matches('/'));
+    let row = cx
+        .resource
+        .reveal(&text, &cx.read_mask(), None)
+        .map_err(store_problem)?;
+    let location = format!("{}/{}", req.path().trim_end_matches('/'), row.id());
     let mut out = HttpResponse::Created();
     if let Ok(v) = HeaderValue::from_str(&location) {
         out.insert_header((header::LOCATION, v));
     }
-    Ok(out.json(cx.redact(row)))
+    // The write committed: answer 201 even if a field cannot be shown.
+    Ok(json_body(out, row.into_json()))
 }
 
 async fn update(
@@ -262,18 +314,27 @@ async fn update(
     let guarded = patch.keys().any(|k| cx.plan.permission(k).is_some());
     let only_owner = cx.only_owner.clone();
     if guarded {
-        // Field rules may depend on whose row it is: look before writing.
+        // Field rules may depend on whose row it is: look before writing (the owner of a
+        // row never changes).
         let row = fetch(cx, id.clone()).await?;
-        cx.check_writes(patch.keys(), Ctx::owner_of(&row))?;
+        cx.check_writes(patch.keys(), row.owner())?;
     }
+    let update = cx
+        .resource
+        .prepare_update(&id, only_owner.as_deref(), &patch)
+        .map_err(store_problem)?;
     let res = cx.resource.clone();
-    let row = cx
+    let text = cx
         .state
         .store
-        .run(move |c| res.update(c, &id, only_owner.as_deref(), &patch))
+        .write(cx.deadline, move |c| res.run_update(c, &update))
         .await
         .map_err(store_problem)?;
-    Ok(HttpResponse::Ok().json(cx.redact(row)))
+    let row = cx
+        .resource
+        .reveal(&text, &cx.read_mask(), None)
+        .map_err(store_problem)?;
+    Ok(json_body(HttpResponse::Ok(), row.into_json()))
 }
 
 async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
@@ -281,7 +342,7 @@ async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
     cx.state
         .store
-        .run(move |c| res.delete(c, &id, owner.as_deref()))
+        .write(cx.deadline, move |c| res.delete(c, &id, owner.as_deref()))
         .await
         .map_err(store_problem)?;
     Ok(HttpResponse::NoContent().finish())
@@ -289,15 +350,27 @@ async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem
 
 async fn list(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let q = list_query(cx, req.query_string())?;
-    let res = cx.resource.clone();
+    let (res, mask) = (cx.resource.clone(), cx.read_mask());
     let (items, next) = cx
         .state
         .store
-        .run(move |c| res.list(c, &q))
+        .read(cx.deadline, move |c| res.list(c, &q, &mask))
         .await
         .map_err(store_problem)?;
-    let items: Vec<Value> = items.into_iter().map(|r| cx.redact(r)).collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
+    // The page is assembled from the rows' JSON text: no tree is built and walked again.
+    let mut body =
+        String::with_capacity(items.iter().map(|r| r.json().len() + 1).sum::<usize>() + 64);
+    body.push_str("{\"items\":[");
+    for (i, row) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(row.json());
+    }
+    body.push_str("],\"next_cursor\":");
+    body.push_str(&Value::from(next).to_string());
+    body.push('}');
+    Ok(json_body(HttpResponse::Ok(), body))
 }
 
 /// Parses `?limit=&cursor=&sort=&field=value`, reporting every bad parameter at once.
@@ -337,6 +410,8 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                     format!("must be an integer from 1 to {}", cx.plan.list.max_limit),
                 )),
             },
+            // An empty cursor is the first page, like no cursor.
+            "cursor" if value.is_empty() => {}
             "cursor" => cursor = Some(value.to_string()),
             "sort" => {
                 let (desc, field) = match value.strip_prefix('-') {
@@ -347,11 +422,17 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                     q.sort = field.to_string();
                     q.desc = desc;
                 } else {
+                    let why = cx
+                        .plan
+                        .field(field)
+                        .and_then(|f| f.sort_refusal)
+                        .map(|why| format!("; `{field}` is not sortable: {why}"))
+                        .unwrap_or_default();
                     errors.push(bad(
                         "sort",
                         "enum",
                         format!(
-                            "sort by one of: {} (prefix - for descending)",
+                            "sort by one of: {} (prefix - for descending){why}",
                             cx.plan.list.sortable.join(", ")
                         ),
                     ));
@@ -377,11 +458,18 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                             }
                         }
                     }
-                    _ => errors.push(bad(
-                        field,
-                        "unknown_parameter",
-                        "not a filterable field, limit, cursor or sort".into(),
-                    )),
+                    _ => errors.push(match cx.plan.field(field).and_then(|f| f.filter_refusal) {
+                        Some(why) => bad(
+                            field,
+                            "not_filterable",
+                            format!("this field cannot filter a list: {why}"),
+                        ),
+                        None => bad(
+                            field,
+                            "unknown_parameter",
+                            "not a filterable field, limit, cursor or sort".into(),
+                        ),
+                    }),
                 }
             }
         }
@@ -391,13 +479,15 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
         return Err(unprocessable(&errors));
     }
     if let Some(text) = cursor {
-        match Cursor::decode(&text) {
+        match cx.resource.decode_cursor(&text) {
             Some(c) if c.sort == q.sort && c.desc == q.desc && cursor_value_fits(cx, &c) => {
                 q.after = Some(c)
             }
             _ => {
-                return Err(Problem::bad_request(
-                    "invalid cursor: it must come from next_cursor of the same query",
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-cursor",
+                    "invalid cursor: it must be the next_cursor of a page of this list with the same sort, unchanged",
                 ));
             }
         }

@@ -166,7 +166,7 @@ impl BearerVerifier {
         self
     }
 
-    /// Records each newly verified token's subject in the users table.
+    /// Reports each verified token's subject for the users table (in the background).
     pub fn with_users(mut self, store: crate::store::Store) -> Self {
         self.users = Some(store);
         self
@@ -192,6 +192,7 @@ impl BearerVerifier {
         let now = now_secs();
         if let Some(hit) = self.cache.get(&hash) {
             if now <= hit.exp.saturating_add(self.leeway_secs) && hit.epoch == self.jwks.epoch() {
+                self.sighted(&hit);
                 return Ok(hit);
             }
             self.cache.remove(&hash);
@@ -219,17 +220,16 @@ impl BearerVerifier {
             }
         };
         self.cache.insert(hash, verified.clone());
-        if let Some(store) = &self.users {
-            // A user-table hiccup must not turn a valid token away: log and go on.
-            let sighting = verified.sighting.clone();
-            if let Err(e) = store
-                .run(move |c| crate::store::users::record(c, &sighting))
-                .await
-            {
-                tracing::warn!(error = %e, "could not record the user sighting");
-            }
-        }
+        self.sighted(&verified);
         Ok(verified)
+    }
+
+    /// Reports the subject for the users table, off the request path: throttled per
+    /// subject and lossy, so it never delays or fails the request.
+    fn sighted(&self, verified: &Verified) {
+        if let Some(store) = &self.users {
+            store.sighted(&verified.sighting);
+        }
     }
 
     /// Full verification, no cache.

@@ -118,6 +118,12 @@ pub struct RawDatabase {
     /// How long a request waits for a connection or a lock before answering 503, e.g. `"5s"`.
     #[serde(deserialize_with = "lenient::string")]
     pub busy_timeout: String,
+    /// SQLite: writes that may wait for the one writer; when full, a write is answered 503
+    /// with `Retry-After` at once.
+    pub write_queue: usize,
+    /// How often a subject's `last_seen` in the users table may move, e.g. `"1m"`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub last_seen_interval: String,
 }
 
 impl Default for RawDatabase {
@@ -126,6 +132,8 @@ impl Default for RawDatabase {
             url: "sqlite://nestflux.db".into(),
             pool_size: 8,
             busy_timeout: "5s".into(),
+            write_queue: 1024,
+            last_seen_interval: "1m".into(),
         }
     }
 }

@@ -49,6 +49,8 @@ struct RingKey {
     cipher: Aes256Gcm,
     /// HMAC already keyed with the derived index key; cloned per use.
     index: HmacSha256,
+    /// The key that authenticates list cursors, derived like the index key.
+    cursor: super::MacKey,
 }
 
 /// The keys from `NESTFLUX_ENCRYPTION__KEYS`: the first encrypts, all decrypt.
@@ -214,6 +216,12 @@ impl KeyRing {
         String::from_utf8(plain).map_err(|_| fail())
     }
 
+    /// The cursor MAC keys, active first: cursors are signed with the first and accepted
+    /// under any, so a rotation does not break the pages a client is walking.
+    pub fn cursor_keys(&self) -> Vec<super::MacKey> {
+        self.keys.iter().map(|k| k.cursor.clone()).collect()
+    }
+
     /// The blind index of `value` under the active key: `<kid>:<base64url(hmac)>`.
     pub fn blind_index(&self, resource: &str, field: &str, value: &str) -> String {
         self.keys[0].index_of(resource, field, value)
@@ -243,6 +251,7 @@ impl RingKey {
             kid: kid.to_string(),
             cipher,
             index,
+            cursor: super::MacKey::derive(raw, super::CURSOR_INFO)?,
         })
     }
 

@@ -13,8 +13,10 @@
 
 pub mod dev_key;
 mod keys;
+mod mac;
 
 pub use keys::{Aad, FORMAT, KeyRing, generate_key, kid_of};
+pub use mac::{CURSOR_INFO, MacKey, TAG_LEN};
 
 /// Why a value could not be sealed or opened. Never carries key material or stored text.
 #[derive(Debug, thiserror::Error)]

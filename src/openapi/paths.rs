@@ -292,7 +292,7 @@ fn list_parameters(res: &ResourcePlan, schema: &Schema) -> Vec<Value> {
         json!({
             "name": "cursor",
             "in": "query",
-            "description": "The `next_cursor` of the previous page, as given.",
+            "description": "The `next_cursor` of the previous page, unchanged (it is authenticated: an edited or foreign cursor is a 400). Empty or absent: the first page.",
             "schema": { "type": "string" },
         }),
         json!({

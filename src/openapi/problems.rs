@@ -54,7 +54,11 @@ pub(super) fn problem_responses(problem: &str) -> Map<String, Value> {
     });
     let header = |name: &str| json!({ "$ref": format!("{HEADERS}{name}") });
     let entries = [
-        ("BadRequest", "Malformed JSON or query.", json!(null)),
+        (
+            "BadRequest",
+            "Malformed JSON or query, or a list `cursor` that is not an unchanged `next_cursor` of the same list and sort (`urn:nestflux:problem:invalid-cursor`).",
+            json!(null),
+        ),
         (
             "Unauthorized",
             "Missing or invalid credentials.",
@@ -92,7 +96,7 @@ pub(super) fn problem_responses(problem: &str) -> Map<String, Value> {
         ),
         (
             "ServiceUnavailable",
-            "The database is unavailable; nothing was written.",
+            "Nothing was written: the database is unavailable (`unavailable`), the write queue is full (`overloaded`), or the request ran out of time (`timeout`); or a requested record needs an encryption key the server does not hold (`key-unavailable`). Retry after `Retry-After` seconds.",
             json!({ "Retry-After": header("Retry-After") }),
         ),
     ];

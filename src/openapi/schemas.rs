@@ -116,14 +116,16 @@ fn record_schema(res: &ResourcePlan, schema: &Schema, anonymous_owner: bool) -> 
         if absent_allowed && !f.is_nullable() {
             make_nullable(&mut s);
         }
-        if res.field(f.name()).is_some_and(|p| p.encrypted)
-            && let Value::Object(map) = &mut s
-        {
-            let text = match map.get("description").and_then(Value::as_str) {
-                Some(d) => format!("{d} Encrypted at rest."),
-                None => "Encrypted at rest.".to_string(),
-            };
-            map.insert("description".into(), json!(text));
+        if res.field(f.name()).is_some_and(|p| p.encrypted) {
+            // A stored value that does not decrypt is answered as null (named in `_errors`).
+            make_nullable(&mut s);
+            if let Value::Object(map) = &mut s {
+                let text = match map.get("description").and_then(Value::as_str) {
+                    Some(d) => format!("{d} Encrypted at rest; `null` when the stored value cannot be decrypted (see `_errors`)."),
+                    None => "Encrypted at rest; `null` when the stored value cannot be decrypted (see `_errors`).".to_string(),
+                };
+                map.insert("description".into(), json!(text));
+            }
         }
         let guarded = res.permission(f.name());
         if let Some(p) = guarded {
@@ -140,6 +142,23 @@ fn record_schema(res: &ResourcePlan, schema: &Schema, anonymous_owner: bool) -> 
             json!({ "type": "string", "format": "date-time", "description": "Set by the server (RFC 3339, UTC)." }),
         );
         required.push(json!(stamp));
+    }
+    if res.has_encrypted() {
+        props.insert(
+            crate::plan::data::ERRORS_KEY.into(),
+            json!({
+                "type": "array",
+                "description": "Present only when a field the caller may read could not be read: the field is `null` and named here. `undecryptable`: the stored value does not decrypt (tampered, or moved from another row or field); `key-unavailable`: it needs an encryption key this server does not hold (a single record is then answered 503 instead).",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "code"],
+                    "properties": {
+                        "field": { "type": "string" },
+                        "code": { "type": "string", "enum": ["undecryptable", "key-unavailable"] },
+                    },
+                },
+            }),
+        );
     }
     json!({
         "type": "object",

@@ -40,6 +40,10 @@ pub struct DatabasePlan {
     pub pool_size: u32,
     /// How long to wait for a connection or a lock before answering 503.
     pub busy_timeout: std::time::Duration,
+    /// SQLite: writes that may wait for the writer before new ones are refused (503).
+    pub write_queue: usize,
+    /// How often a subject's `last_seen` may move.
+    pub last_seen_interval: std::time::Duration,
 }
 
 /// Checks `[database]`; the URL is never echoed (it may hold a password).
@@ -76,10 +80,31 @@ pub fn compile_database(raw: &RawDatabase, d: &mut Diagnostics) -> DatabasePlan 
             std::time::Duration::from_secs(5)
         }
     };
+    if raw.write_queue == 0 || raw.write_queue > 1_000_000 {
+        d.error("database.write_queue", "must be between 1 and 1000000");
+    }
+    let last_seen_interval = match super::units::duration(&raw.last_seen_interval) {
+        Ok(t)
+            if t >= std::time::Duration::from_secs(1)
+                && t <= std::time::Duration::from_secs(86_400) =>
+        {
+            t
+        }
+        Ok(_) => {
+            d.error("database.last_seen_interval", "must be between 1s and 1d");
+            std::time::Duration::from_secs(60)
+        }
+        Err(e) => {
+            d.error("database.last_seen_interval", e);
+            std::time::Duration::from_secs(60)
+        }
+    };
     DatabasePlan {
         url,
         pool_size: raw.pool_size.clamp(1, 1000),
         busy_timeout,
+        write_queue: raw.write_queue.clamp(1, 1_000_000),
+        last_seen_interval,
     }
 }
 
@@ -135,6 +160,10 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
     }
 }
 
+/// The member of a record that names fields its reader may read but that could not be read
+/// (`[{field, code}]`). Field names start with a letter, so it never collides with one.
+pub const ERRORS_KEY: &str = "_errors";
+
 /// Columns the server sets on every record; a schema cannot declare a field of these names.
 pub const SERVER_COLUMNS: [&str; 4] = ["id", "owner", "created_at", "updated_at"];
 
@@ -184,35 +213,66 @@ pub struct FieldPlan {
     /// The permission needed to read or write the field (`field_permissions`).
     pub permission: Option<Permission>,
     /// A list may sort by it: one scalar value that is never NULL, readable by every
-    /// caller of the list, and not encrypted.
+    /// caller of the list, not encrypted, and (for text) short.
     pub sortable: bool,
-    /// `?field=value` may filter a list on it: a scalar, and if encrypted only through its
-    /// blind index (equality on an HMAC).
+    /// Why a list may not sort by it, for the 422 that refuses it.
+    pub sort_refusal: Option<&'static str>,
+    /// `?field=value` may filter a list on it: a scalar, short if text, and if encrypted
+    /// only through its blind index (equality on an HMAC).
     pub filterable: bool,
+    /// Why a list may not filter on it.
+    pub filter_refusal: Option<&'static str>,
 }
+
+/// Text sort and filter keys are at most this many characters: longer ones would make
+/// cursors large and the `(field, id)` indexes large and slow.
+pub const MAX_KEY_CHARS: u64 = 256;
+
+const LONG_TEXT: &str = "text that may be longer than 256 characters (a larger or missing max_length) is not indexed: cursors and indexes stay small";
 
 impl FieldPlan {
     fn new(f: &CompiledField, r: &RawResource, permission: Option<Permission>) -> Self {
         let name = f.name();
         let encrypted = r.encrypted.iter().any(|e| e == name);
         let blind_index = encrypted && r.blind_index.iter().any(|e| e == name);
+        let text = matches!(f.field_type(), FieldType::String | FieldType::Enum);
+        let long_text = text && f.max_chars().is_none_or(|n| n > MAX_KEY_CHARS);
         // Never sort by a field some readers may not see: the order itself, and the cursor
         // that carries the last value, would reveal it.
-        let sortable = f.is_scalar()
-            && !f.is_optional()
-            && !f.is_nullable()
-            && !encrypted
-            && permission.is_none();
-        let filterable =
-            f.is_scalar() && (!encrypted || blind_index) && !LIST_CONTROLS.contains(&name);
+        let sort_refusal = if !f.is_scalar() {
+            Some("arrays and objects have no order")
+        } else if f.is_optional() || f.is_nullable() {
+            Some("it may be absent or null, which keyset paging cannot order")
+        } else if encrypted {
+            Some("it is encrypted")
+        } else if permission.is_some() {
+            Some("it is guarded by a field permission, and the order would reveal it")
+        } else if long_text {
+            Some(LONG_TEXT)
+        } else {
+            None
+        };
+        let filter_refusal = if !f.is_scalar() {
+            Some("arrays and objects cannot be compared for equality")
+        } else if LIST_CONTROLS.contains(&name) {
+            Some("its name is a list parameter")
+        } else if encrypted && !blind_index {
+            Some("it is encrypted without a blind index")
+        } else if long_text && !encrypted {
+            Some(LONG_TEXT)
+        } else {
+            None
+        };
         Self {
             name: name.to_string(),
             ty: f.field_type(),
             encrypted,
             blind_index,
             permission,
-            sortable,
-            filterable,
+            sortable: sort_refusal.is_none(),
+            sort_refusal,
+            filterable: filter_refusal.is_none(),
+            filter_refusal,
         }
     }
 }

@@ -1,7 +1,13 @@
-//! The envelope around every request: request id, timeout, problem+json for every error
+//! The envelope around every request: request id, deadline, problem+json for every error
 //! (including ones produced by actix or actix-cors), secure headers, one access-log line.
+//!
+//! The deadline (start + `server.request_timeout`) goes into the request extensions, and
+//! every stage that may wait answers 503 by it on its own. The envelope's timer is only a
+//! backstop, [`BACKSTOP_MARGIN`] later: writes are answered by the database writer shortly
+//! after their deadline at the latest, so cutting them off at the deadline itself could tell
+//! a client 503 for a write that commits. If the backstop ever fires, it logs an error.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -13,8 +19,12 @@ use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
 
 use crate::actions::AppState;
 use crate::auth::Caller;
+use crate::deadline::Deadline;
 use crate::problem::{Problem, is_problem};
 use crate::request_id;
+
+/// How long after its deadline a request is cut off if a stage failed to answer by it.
+pub const BACKSTOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// The outermost middleware: request id, timeout, problem+json for every error, secure headers and one access-log line.
 pub async fn envelope<B: MessageBody + 'static>(
@@ -30,9 +40,12 @@ pub async fn envelope<B: MessageBody + 'static>(
     let preflight =
         method == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
     let timeout = state.as_ref().map(|s| s.plan.server.request_timeout);
+    if let Some(t) = timeout {
+        req.extensions_mut().insert(Deadline::at(started + t));
+    }
     // No clone of the request may live across `next.call`: routing needs it unshared.
     let outcome = match timeout {
-        Some(t) => tokio::time::timeout(t, next.call(req))
+        Some(t) => tokio::time::timeout(t + BACKSTOP_MARGIN, next.call(req))
             .await
             .map_err(|_| ()),
         None => Ok(next.call(req).await),
@@ -40,11 +53,19 @@ pub async fn envelope<B: MessageBody + 'static>(
     let problem = match outcome {
         Ok(Ok(res)) => Ok(res.map_into_boxed_body()),
         Ok(Err(err)) => Err(Problem::for_status(err.as_response_error().status_code())),
-        Err(()) => Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took longer than the server allows",
-        )),
+        Err(()) => {
+            tracing::error!(
+                request_id = %rid,
+                method = %method,
+                "a request outlived its deadline by {}s: a stage did not honour it",
+                BACKSTOP_MARGIN.as_secs()
+            );
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took longer than the server allows",
+            ))
+        }
     };
     let mut res = match problem {
         Ok(res) => res,

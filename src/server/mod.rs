@@ -18,6 +18,7 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
+use crate::deadline::Deadline;
 use crate::plan::Plan;
 use crate::problem::Problem;
 use crate::request_id;
@@ -177,21 +178,45 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let rid = request_id::of(&req);
+    let deadline = Deadline::of(&req, state.plan.server.request_timeout);
+    let late = |_| Problem::timeout();
     // Pipeline after routing, in the order of BRIEF §3: authentication → route rate limit →
-    // authorization → validation of path, query and body → action.
+    // authorization → validation of path, query and body → action. Each stage that may wait
+    // stops at the deadline; none of them writes a request's data, so stopping is safe. The action bounds its
+    // own database work (a write is answered by the writer, never abandoned).
     let work = async {
-        // Authentication: the `Caller` into the extensions, or 401.
+        // Authentication: the `Caller` into the extensions, or 401. May wait for a JWKS
+        // refetch (unknown kid) or a browser session's refresh (claimed in the database
+        // under a lease, so one abandoned at the deadline is taken over once the lease ends).
         let budget = ClientBudget {
             limits: &state.limits,
             ip: crate::ratelimit::middleware::client_ip_of(&state.limits, &req),
         };
-        crate::auth::authenticate(&state.auth, &route, &req, &budget).await?;
+        deadline
+            .within(crate::auth::authenticate(
+                &state.auth,
+                &route,
+                &req,
+                &budget,
+            ))
+            .await
+            .map_err(late)??;
         // Route rate limit: after authentication, which puts the `Caller` it keys by.
-        crate::ratelimit::middleware::route(&state.limits, &route, &req).await?;
+        deadline
+            .within(crate::ratelimit::middleware::route(
+                &state.limits,
+                &route,
+                &req,
+            ))
+            .await
+            .map_err(late)??;
         // Authorization: the `Decision` into the extensions, or 403.
         crate::authz::authorize(&state.authz, &route, &req)?;
         let limit = state.plan.server.body_limit;
-        let body = body::read(&req, payload, limit, route.action.takes_body()).await?;
+        let body = deadline
+            .within(body::read(&req, payload, limit, route.action.takes_body()))
+            .await
+            .map_err(late)??;
         crate::actions::run(&route, &req, body, &state).await
     };
     guarded(work, &rid, &route.path).await

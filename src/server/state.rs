@@ -41,6 +41,9 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         tracing::info!("{c}");
     }
     let (store, resources) = (opened.store, opened.resources);
+    // The writer (SQLite) and the user-sightings drain start before anything can write.
+    let store = store.start(&plan.database)?;
+    crate::store::report_missing_kids(&store, resources.values().cloned().collect());
     let limits = Arc::new(RateLimits::from_plan(&plan)?);
     let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
     // The key refresher runs on its own thread: the server serves while the provider

@@ -1,11 +1,20 @@
 //! One connection API over SQLite and PostgreSQL: raw SQL built from the plan, every value
 //! bound as a parameter with its column's type.
+//!
+//! Statements the plan makes a bounded number of (point reads, inserts, deletes, list pages
+//! with at most one filter) go through [`Sql`], a query diesel may keep prepared in each
+//! connection's statement cache, keyed by its text; diesel's own `sql_query` is never cached,
+//! so every call would parse and plan its SQL again.
 
+use std::ops::{Deref, DerefMut};
+
+use diesel::backend::Backend;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, PooledConnection};
-use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
-use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::r2d2::{ConnectionManager, PooledConnection, R2D2Connection};
+use diesel::sql_types::{BigInt, Bool, Double, HasSqlType, Nullable, Text, Untyped};
+use diesel::sqlite::SqliteConnection;
 
 use super::StoreError;
 use super::dialect::Bind;
@@ -27,6 +36,15 @@ pub struct ColumnRow {
     pub ty: String,
 }
 
+/// One column of an index, as the database reports it.
+#[derive(QueryableByName)]
+struct IndexColumn {
+    #[diesel(sql_type = Text)]
+    index: String,
+    #[diesel(sql_type = Text)]
+    col: String,
+}
+
 /// A borrowed diesel connection of either backend.
 pub enum Raw<'a> {
     /// An SQLite connection.
@@ -36,53 +54,183 @@ pub enum Raw<'a> {
     Pg(&'a mut diesel::pg::PgConnection),
 }
 
-/// A pooled connection of either backend.
-pub enum Conn {
-    /// A pooled SQLite connection.
-    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
-    /// A pooled PostgreSQL connection.
-    #[cfg(feature = "postgres")]
-    Pg(PooledConnection<ConnectionManager<diesel::pg::PgConnection>>),
+/// A connection borrowed from a pool, or owned outright (the SQLite writer's).
+pub enum Lease<C: R2D2Connection + 'static> {
+    /// Returned to its pool on drop.
+    Pooled(PooledConnection<ConnectionManager<C>>),
+    /// Closed on drop.
+    Owned(C),
 }
 
-macro_rules! bind_all {
-    ($query:expr, $binds:expr) => {{
-        let mut q = $query;
-        for b in $binds {
-            q = match b {
-                Bind::Text(v) | Bind::Json(v) => q.bind::<Nullable<Text>, _>(v.clone()),
-                Bind::Int(v) => q.bind::<Nullable<BigInt>, _>(*v),
-                Bind::Real(v) => q.bind::<Nullable<Double>, _>(*v),
-                Bind::Bool(v) => q.bind::<Nullable<Bool>, _>(*v),
-            };
+impl<C: R2D2Connection + 'static> Deref for Lease<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        match self {
+            Lease::Pooled(c) => c,
+            Lease::Owned(c) => c,
         }
-        q
-    }};
+    }
 }
+
+impl<C: R2D2Connection + 'static> DerefMut for Lease<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        match self {
+            Lease::Pooled(c) => c,
+            Lease::Owned(c) => c,
+        }
+    }
+}
+
+/// A connection of either backend.
+pub enum Conn {
+    /// An SQLite connection.
+    Sqlite(Lease<SqliteConnection>),
+    /// A PostgreSQL connection.
+    #[cfg(feature = "postgres")]
+    Pg(Lease<diesel::pg::PgConnection>),
+}
+
+/// SQL text from the plan with its binds, as one diesel query. With `cache`, diesel keeps
+/// the prepared statement in the connection's cache keyed by the text (so the set of cached
+/// texts must stay bounded); without, it is prepared for this call only, like `sql_query`.
+///
+/// The text carries the dialect's placeholders (`?`, or `$1`, `$2`, … in order); diesel
+/// writes its own for each bind, so the text is passed on in the pieces between them. Plan
+/// SQL never has a `?` or `$` anywhere else (identifiers are validated), and a count that
+/// does not match the binds is an error, never a misplaced value.
+pub struct Sql<'a> {
+    text: &'a str,
+    binds: &'a [Bind],
+    cache: bool,
+    pg: bool,
+}
+
+impl<'a> Sql<'a> {
+    /// The piece of `rest` before its first placeholder, and what follows the placeholder.
+    fn split(&self, rest: &'a str) -> Option<(&'a str, &'a str)> {
+        if self.pg {
+            let mut from = 0;
+            while let Some(at) = rest[from..].find('$').map(|i| i + from) {
+                let digits = rest[at + 1..]
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .count();
+                if digits > 0 {
+                    return Some((&rest[..at], &rest[at + 1 + digits..]));
+                }
+                from = at + 1;
+            }
+            None
+        } else {
+            rest.find('?').map(|at| (&rest[..at], &rest[at + 1..]))
+        }
+    }
+}
+
+impl QueryId for Sql<'_> {
+    type QueryId = ();
+    // The text varies at run time: diesel keys its cache by the text and the bind types.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Sql<'_> {
+    type SqlType = Untyped;
+}
+
+impl<DB> QueryFragment<DB> for Sql<'_>
+where
+    DB: Backend
+        + HasSqlType<Nullable<Text>>
+        + HasSqlType<Nullable<BigInt>>
+        + HasSqlType<Nullable<Double>>
+        + HasSqlType<Nullable<Bool>>,
+    Option<String>: diesel::serialize::ToSql<Nullable<Text>, DB>,
+    Option<i64>: diesel::serialize::ToSql<Nullable<BigInt>, DB>,
+    Option<f64>: diesel::serialize::ToSql<Nullable<Double>, DB>,
+    Option<bool>: diesel::serialize::ToSql<Nullable<Bool>, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        if !self.cache {
+            out.unsafe_to_cache_prepared();
+        }
+        if self.binds.is_empty() {
+            out.push_sql(self.text);
+            return Ok(());
+        }
+        let mut rest = self.text;
+        for b in self.binds {
+            let (before, after) = self.split(rest).ok_or_else(|| {
+                diesel::result::Error::QueryBuilderError("fewer placeholders than binds".into())
+            })?;
+            out.push_sql(before);
+            match b {
+                Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
+                Bind::Int(v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
+                Bind::Real(v) => out.push_bind_param::<Nullable<Double>, _>(v)?,
+                Bind::Bool(v) => out.push_bind_param::<Nullable<Bool>, _>(v)?,
+            }
+            rest = after;
+        }
+        if self.split(rest).is_some() {
+            return Err(diesel::result::Error::QueryBuilderError(
+                "more placeholders than binds".into(),
+            ));
+        }
+        out.push_sql(rest);
+        Ok(())
+    }
+}
+
+impl<C> RunQueryDsl<C> for Sql<'_> {}
 
 impl Conn {
+    fn sql<'a>(&self, text: &'a str, binds: &'a [Bind], cache: bool) -> Sql<'a> {
+        Sql {
+            text,
+            binds,
+            cache,
+            pg: self.is_postgres(),
+        }
+    }
+
     /// Runs a statement; returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, binds: &[Bind]) -> Result<usize, StoreError> {
-        let n = match self {
-            Conn::Sqlite(c) => {
-                bind_all!(diesel::sql_query(sql).into_boxed::<Sqlite>(), binds).execute(&mut **c)
-            }
+        self.run(self.sql(sql, binds, false))
+    }
+
+    /// Runs a statement of the plan's bounded set, kept prepared per connection.
+    pub fn execute_cached(&mut self, sql: &str, binds: &[Bind]) -> Result<usize, StoreError> {
+        self.run(self.sql(sql, binds, true))
+    }
+
+    fn run(&mut self, q: Sql<'_>) -> Result<usize, StoreError> {
+        match self {
+            Conn::Sqlite(c) => q.execute(&mut **c),
             #[cfg(feature = "postgres")]
-            Conn::Pg(c) => bind_all!(diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>(), binds)
-                .execute(&mut **c),
-        };
-        n.map_err(StoreError::from)
+            Conn::Pg(c) => q.execute(&mut **c),
+        }
+        .map_err(StoreError::from)
     }
 
     /// Runs a query whose single column `j` is a row rendered as JSON text.
     pub fn query_json(&mut self, sql: &str, binds: &[Bind]) -> Result<Vec<String>, StoreError> {
+        self.load(self.sql(sql, binds, false))
+    }
+
+    /// [`Conn::query_json`] for a query of the plan's bounded set, kept prepared.
+    pub fn query_json_cached(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<Vec<String>, StoreError> {
+        self.load(self.sql(sql, binds, true))
+    }
+
+    fn load(&mut self, q: Sql<'_>) -> Result<Vec<String>, StoreError> {
         let rows: Result<Vec<JsonRow>, _> = match self {
-            Conn::Sqlite(c) => {
-                bind_all!(diesel::sql_query(sql).into_boxed::<Sqlite>(), binds).load(&mut **c)
-            }
+            Conn::Sqlite(c) => q.load(&mut **c),
             #[cfg(feature = "postgres")]
-            Conn::Pg(c) => bind_all!(diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>(), binds)
-                .load(&mut **c),
+            Conn::Pg(c) => q.load(&mut **c),
         };
         Ok(rows
             .map_err(StoreError::from)?
@@ -128,6 +276,47 @@ impl Conn {
         Ok(out)
     }
 
+    /// The indexes of a table and their columns, in key order (empty when it has none).
+    pub fn indexes(
+        &mut self,
+        table: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, StoreError> {
+        let rows = match self {
+            Conn::Sqlite(c) => diesel::sql_query(
+                "SELECT il.name AS \"index\", COALESCE(ii.name, '') AS col \
+                 FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii \
+                 ORDER BY il.name, ii.seqno",
+            )
+            .bind::<Text, _>(table)
+            .load::<IndexColumn>(&mut **c),
+            #[cfg(feature = "postgres")]
+            Conn::Pg(c) => diesel::sql_query(
+                "SELECT i.relname::text AS \"index\", COALESCE(a.attname::text, '') AS col \
+                 FROM pg_index x \
+                 JOIN pg_class i ON i.oid = x.indexrelid \
+                 JOIN pg_class t ON t.oid = x.indrelid \
+                 JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+                 WHERE t.relname = $1 AND n.nspname = current_schema() \
+                 ORDER BY i.relname, k.ord",
+            )
+            .bind::<Text, _>(table)
+            .load::<IndexColumn>(&mut **c),
+        };
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in rows.map_err(StoreError::from)? {
+            out.entry(r.index).or_default().push(r.col);
+        }
+        Ok(out)
+    }
+
+    /// Runs one fixed statement without parameters (transaction control in the writer),
+    /// kept prepared per connection.
+    pub fn control(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        self.execute_cached(sql, &[]).map(|_| ())
+    }
+
     /// Runs statements without parameters (DDL, transaction control).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         match self {
@@ -136,6 +325,24 @@ impl Conn {
             Conn::Pg(c) => c.batch_execute(sql),
         }
         .map_err(StoreError::from)
+    }
+
+    /// Bounds every later statement of the open transaction by `deadline`: on PostgreSQL a
+    /// statement or lock wait past it is cancelled (and the transaction rolled back). An
+    /// SQLite transaction took its lock at `BEGIN IMMEDIATE` and waits for nothing after.
+    pub fn limit_to(&mut self, deadline: crate::deadline::Deadline) -> Result<(), StoreError> {
+        let ms = deadline.remaining().as_millis();
+        if ms == 0 {
+            return Err(StoreError::Timeout);
+        }
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            // `0` would mean "no limit": `ms` is at least 1 here.
+            #[cfg(feature = "postgres")]
+            Conn::Pg(_) => self.batch(&format!(
+                "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
+            )),
+        }
     }
 
     /// Runs `f` in a transaction: committed if it returns `Ok`, rolled back otherwise, so a

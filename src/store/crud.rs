@@ -1,53 +1,23 @@
 //! CRUD over one declared resource. Identifiers come from the plan; every request value is
 //! a bound parameter. Rows come back as JSON built by the database itself.
+//!
+//! Reading a row decrypts only the encrypted fields its reader may see ([`ReadMask`]); a
+//! field that does not decrypt becomes `null` and is named in the row's `_errors`, so one bad
+//! value never hides the rest of a row or of a list.
 
 use std::sync::Arc;
 
-use base64::Engine;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use super::cursor::{Cursor, CursorKeys};
 use super::dialect::{Bind, Kind, json_row, pair, placeholder, quote, to_bind};
 use super::table::{Table, index_column};
 use super::{Conn, StoreError, now};
-use crate::crypto::{Aad, CryptoError, KeyRing};
+use crate::crypto::{Aad, CryptoError, KeyRing, kid_of};
 
-/// A position in a sorted list, handed to clients as an opaque string.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cursor {
-    /// The sort column.
-    pub sort: String,
-    /// Whether the sort is descending.
-    pub desc: bool,
-    /// The sort column's value in the last row.
-    pub value: Value,
-    /// The id of the last row (the tie-breaker).
-    pub id: String,
-}
-
-impl Cursor {
-    /// The opaque text handed to clients.
-    pub fn encode(&self) -> String {
-        let raw = json!({ "s": self.sort, "d": self.desc, "v": self.value, "i": self.id });
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
-    }
-
-    /// `None` for anything that is not a cursor this server made.
-    pub fn decode(text: &str) -> Option<Self> {
-        if text.len() > 2048 {
-            return None;
-        }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()?;
-        let v: Value = serde_json::from_slice(&bytes).ok()?;
-        Some(Self {
-            sort: v.get("s")?.as_str()?.to_string(),
-            desc: v.get("d")?.as_bool()?,
-            value: v.get("v")?.clone(),
-            id: v.get("i")?.as_str()?.to_string(),
-        })
-    }
-}
+pub use crate::plan::data::ERRORS_KEY;
 
 /// A list request, already validated against the plan.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +36,153 @@ pub struct ListQuery {
     pub after: Option<Cursor>,
 }
 
+/// Who may read a guarded field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldRule {
+    /// Nobody in this request.
+    Never,
+    /// Only on rows this subject owns.
+    OwnRows(String),
+}
+
+/// The fields a caller may not read (everywhere, or outside their own rows). Fields it does
+/// not name are readable. Built by the caller of the store from its permissions.
+#[derive(Debug, Clone, Default)]
+pub struct ReadMask {
+    rules: Vec<(String, FieldRule)>,
+}
+
+impl ReadMask {
+    /// Nothing hidden.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Hides `field` except where `rule` allows it.
+    pub fn hide(mut self, field: &str, rule: FieldRule) -> Self {
+        self.rules.push((field.to_string(), rule));
+        self
+    }
+
+    /// Whether `field` of a row owned by `owner` may be read.
+    pub fn may_read(&self, field: &str, owner: Option<&str>) -> bool {
+        match self.rules.iter().find(|(f, _)| f == field) {
+            None => true,
+            Some((_, FieldRule::Never)) => false,
+            Some((_, FieldRule::OwnRows(subject))) => owner == Some(subject.as_str()),
+        }
+    }
+}
+
+/// Why a readable field of a row is `null` in the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldFault {
+    /// The value does not decrypt: tampered, moved from another row or field, or not in
+    /// the `nf1` format.
+    Undecryptable,
+    /// The value needs a key the ring does not hold.
+    KeyUnavailable,
+}
+
+impl FieldFault {
+    /// The code published in `_errors`.
+    pub fn code(self) -> &'static str {
+        match self {
+            FieldFault::Undecryptable => "undecryptable",
+            FieldFault::KeyUnavailable => "key-unavailable",
+        }
+    }
+}
+
+/// A row as its reader may see it, already rendered as the JSON object the response
+/// carries: the database's own JSON text with unreadable fields left out and encrypted ones
+/// decrypted in place, never parsed into a tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    json: String,
+    id: String,
+    owner: Option<String>,
+    /// The value of the column a list is sorted by (its next cursor's position).
+    key: Option<Value>,
+    faults: Vec<(String, FieldFault)>,
+}
+
+impl Row {
+    /// The row's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The subject who owns the row, when the resource records one.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// Readable fields that could not be read (each is `null` in the JSON).
+    pub fn faults(&self) -> &[(String, FieldFault)] {
+        &self.faults
+    }
+
+    /// Whether a readable field needs a key the ring lacks.
+    pub fn needs_missing_key(&self) -> bool {
+        self.faults
+            .iter()
+            .any(|(_, f)| *f == FieldFault::KeyUnavailable)
+    }
+
+    /// The JSON object: the readable fields, plus `_errors: [{field, code}]` when some
+    /// could not be read.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The JSON object as owned text.
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The JSON object as a value (for callers that need to look inside).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+}
+
+/// A JSON object's members in their order, borrowed from its text: keys and raw values.
+struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(entry) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// An insert prepared outside the writer: the values to bind, encrypted.
+#[derive(Debug, Clone)]
+pub struct Insert {
+    binds: Vec<Bind>,
+}
+
+/// An update prepared outside the writer.
+#[derive(Debug, Clone)]
+pub struct Update {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
 /// The SQL of one resource, built once from the plan.
 #[derive(Debug, Clone)]
 pub struct Resource {
@@ -76,6 +193,13 @@ pub struct Resource {
     row_json: String,
     /// Seals and opens the encrypted fields; `None` when no keys are configured.
     ring: Option<Arc<KeyRing>>,
+    /// Signs and checks list cursors.
+    cursors: Option<Arc<CursorKeys>>,
+    get_sql: String,
+    get_own_sql: String,
+    insert_sql: String,
+    delete_sql: String,
+    delete_own_sql: String,
 }
 
 impl Resource {
@@ -90,11 +214,60 @@ impl Resource {
         exprs.push(pair(pg, "created_at", Kind::Text));
         exprs.push(pair(pg, "updated_at", Kind::Text));
         let row_json = json_row(pg, &exprs);
+        let name = quote(&table.name);
+        let ph = |n: usize, kind: Kind| placeholder(pg, n, kind);
+        let id_is = format!("{} = {}", quote("id"), ph(1, Kind::Text));
+        let own = format!("{id_is} AND {} = {}", quote("owner"), ph(2, Kind::Text));
+        let select = |cond: &str| format!("SELECT {row_json} AS j FROM {name} WHERE {cond}");
+
+        let mut cols = vec![quote("id")];
+        let mut kinds = vec![Kind::Text];
+        if table.owner {
+            cols.push(quote("owner"));
+            kinds.push(Kind::Text);
+        }
+        for c in &table.columns {
+            cols.push(quote(&c.name));
+            kinds.push(c.kind);
+        }
+        for f in table.blind_indexed() {
+            cols.push(quote(&index_column(f)));
+            kinds.push(Kind::Text);
+        }
+        for stamp in ["created_at", "updated_at"] {
+            cols.push(quote(stamp));
+            kinds.push(Kind::Text);
+        }
+        let values: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ph(i + 1, *k))
+            .collect();
+        let insert_sql = format!(
+            "INSERT INTO {name} ({}) VALUES ({}) RETURNING {row_json} AS j",
+            cols.join(", "),
+            values.join(", ")
+        );
         Self {
+            get_sql: select(&id_is),
+            // A table without owners has no row anyone owns: fail closed.
+            get_own_sql: if table.owner {
+                select(&own)
+            } else {
+                select(&format!("{id_is} AND 1 = 0"))
+            },
+            insert_sql,
+            delete_sql: format!("DELETE FROM {name} WHERE {id_is}"),
+            delete_own_sql: if table.owner {
+                format!("DELETE FROM {name} WHERE {own}")
+            } else {
+                format!("DELETE FROM {name} WHERE {id_is} AND 1 = 0")
+            },
             table,
             pg,
             row_json,
             ring: None,
+            cursors: None,
         }
     }
 
@@ -106,6 +279,12 @@ impl Resource {
     /// The key ring for the encrypted fields (built once, shared by every resource).
     pub fn with_keys(mut self, ring: Option<Arc<KeyRing>>) -> Self {
         self.ring = ring;
+        self
+    }
+
+    /// The keys that sign and check this resource's list cursors.
+    pub fn with_cursor_keys(mut self, keys: Arc<CursorKeys>) -> Self {
+        self.cursors = Some(keys);
         self
     }
 
@@ -126,6 +305,16 @@ impl Resource {
     pub(super) fn crypto_error(&self, field: &str, id: &str, e: CryptoError) -> StoreError {
         // The message names the row, field and key id; never the stored text.
         StoreError::Corrupt(format!("{}.{field} of row {id}: {e}", self.table.name))
+    }
+
+    /// The cursor of the next page, as handed to clients.
+    pub fn encode_cursor(&self, c: &Cursor) -> Option<String> {
+        self.cursors.as_ref().map(|k| k.encode(&self.table.name, c))
+    }
+
+    /// The cursor in `text`, if this deployment made it for this resource.
+    pub fn decode_cursor(&self, text: &str) -> Option<Cursor> {
+        self.cursors.as_ref()?.decode(&self.table.name, text)
     }
 
     /// The bind of one field value: encrypted fields are sealed to (resource, field, id).
@@ -166,131 +355,205 @@ impl Resource {
         }
     }
 
-    /// Decrypts the encrypted fields of a row read back as JSON; any failure fails the
-    /// whole row, so ciphertext or garbage never reaches a caller.
-    fn reveal(&self, text: &str) -> Result<Value, StoreError> {
-        let mut row: Value =
-            serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if !self.table.has_encrypted() {
-            return Ok(row);
-        }
-        let id = row
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if let Some(map) = row.as_object_mut() {
-            for field in self.table.encrypted() {
-                if let Some(Value::String(stored)) = map.get(field) {
-                    let aad = Aad {
-                        resource: &self.table.name,
-                        field,
-                        id: &id,
-                    };
-                    let plain = self
-                        .ring()?
-                        .open(&aad, stored)
-                        .map_err(|e| self.crypto_error(field, &id, e))?;
-                    map.insert(field.to_string(), Value::String(plain));
+    /// A row read back as JSON, as `mask` lets its reader see it: unreadable fields left
+    /// out (never decrypted), readable encrypted fields decrypted, and a field that does not
+    /// decrypt written as `null` and named in the row's faults (logged with its key id).
+    /// `key` names the column whose value the caller needs back (a list's sort column).
+    pub fn reveal(
+        &self,
+        text: &str,
+        mask: &ReadMask,
+        key: Option<&str>,
+    ) -> Result<Row, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
+        let text_of = |name: &str| -> Result<Option<String>, StoreError> {
+            match members.iter().find(|(k, _)| *k == name) {
+                Some((_, raw)) => serde_json::from_str(raw.get()).map_err(corrupt),
+                None => Ok(None),
+            }
+        };
+        let id = text_of("id")?.unwrap_or_default();
+        let owner = text_of("owner")?;
+        let mut row = Row {
+            json: String::with_capacity(text.len() + 16),
+            id,
+            owner,
+            key: None,
+            faults: Vec::new(),
+        };
+        row.json.push('{');
+        for (name, raw) in &members {
+            if !mask.may_read(name, row.owner.as_deref()) {
+                continue;
+            }
+            if row.json.len() > 1 {
+                row.json.push(',');
+            }
+            // Names are identifiers validated at compile time: nothing to escape.
+            row.json.push('"');
+            row.json.push_str(name);
+            row.json.push_str("\":");
+            if Some(*name) == key {
+                row.key = Some(serde_json::from_str(raw.get()).map_err(corrupt)?);
+            }
+            if !self.table.is_encrypted(name) || raw.get() == "null" {
+                row.json.push_str(raw.get());
+                continue;
+            }
+            let stored: String = serde_json::from_str(raw.get()).map_err(corrupt)?;
+            match self.open(name, &row.id, &stored) {
+                Ok(plain) => row.json.push_str(&Value::String(plain).to_string()),
+                Err(fault) => {
+                    row.json.push_str("null");
+                    row.faults.push((name.to_string(), fault));
                 }
             }
         }
+        if !row.faults.is_empty() {
+            let errors: Vec<Value> = row
+                .faults
+                .iter()
+                .map(|(field, fault)| json!({ "field": field, "code": fault.code() }))
+                .collect();
+            row.json
+                .push_str(&format!(",\"{ERRORS_KEY}\":{}", Value::Array(errors)));
+        }
+        row.json.push('}');
         Ok(row)
     }
 
-    pub(super) fn ph(&self, n: usize, kind: Kind) -> String {
-        placeholder(self.pg, n, kind)
-    }
-
-    fn select_where(&self, conds: &str) -> String {
-        format!(
-            "SELECT {} AS j FROM {} WHERE {conds}",
-            self.row_json,
-            quote(&self.table.name)
-        )
-    }
-
-    /// `"id" = ? [AND "owner" = ?]`, with its binds.
-    fn by_id(&self, first: usize, id: &str, owner: Option<&str>) -> (String, Vec<Bind>) {
-        let mut sql = format!("{} = {}", quote("id"), self.ph(first, Kind::Text));
-        let mut binds = vec![Bind::Text(Some(id.to_string()))];
-        match owner {
-            // A table without owners has no row anyone owns: fail closed.
-            Some(_) if !self.table.owner => sql += " AND 1 = 0",
-            Some(owner) => {
-                sql += &format!(
-                    " AND {} = {}",
-                    quote("owner"),
-                    self.ph(first + 1, Kind::Text)
-                );
-                binds.push(Bind::Text(Some(owner.to_string())));
+    /// Decrypts one stored value of `field` in row `id`; a failure is logged (with the key
+    /// id, never the value) and reported as the field's fault.
+    fn open(&self, field: &str, id: &str, stored: &str) -> Result<String, FieldFault> {
+        let aad = Aad {
+            resource: &self.table.name,
+            field,
+            id,
+        };
+        let ring = self.ring.as_deref().ok_or(FieldFault::KeyUnavailable)?;
+        ring.open(&aad, stored).map_err(|e| {
+            tracing::error!(
+                resource = %self.table.name,
+                field,
+                row = %id,
+                kid = kid_of(stored).unwrap_or("-"),
+                error = %e,
+                "a stored value could not be decrypted; answered as null"
+            );
+            match e {
+                CryptoError::UnknownKey { .. } => FieldFault::KeyUnavailable,
+                _ => FieldFault::Undecryptable,
             }
-            None => {}
-        }
-        (sql, binds)
+        })
     }
 
     /// One row, if it exists (and belongs to `owner` when given).
-    pub fn get(&self, conn: &mut Conn, id: &str, owner: Option<&str>) -> Result<Value, StoreError> {
-        let (cond, binds) = self.by_id(1, id, owner);
-        let rows = conn.query_json(&self.select_where(&cond), &binds)?;
+    pub fn get(
+        &self,
+        conn: &mut Conn,
+        id: &str,
+        owner: Option<&str>,
+        mask: &ReadMask,
+    ) -> Result<Row, StoreError> {
+        let mut binds = vec![Bind::Text(Some(id.to_string()))];
+        let sql = match owner {
+            Some(owner) => {
+                binds.push(Bind::Text(Some(owner.to_string())));
+                &self.get_own_sql
+            }
+            None => &self.get_sql,
+        };
+        let rows = conn.query_json_cached(sql, &binds)?;
         let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
-        self.reveal(&row)
+        self.reveal(&row, mask, None)
     }
 
-    /// Inserts a validated document; returns the stored row. The id is chosen here, before
-    /// encrypting, because every ciphertext is bound to it.
+    /// Inserts a validated document; returns the stored row. Runs in the caller's
+    /// transaction (the writer's savepoint). A serving process splits this in three:
+    /// [`Resource::prepare_insert`] on the request's worker, [`Resource::insert`] in the
+    /// writer, [`Resource::reveal`] back on the worker, so the one writer only writes.
     pub fn create(
         &self,
         conn: &mut Conn,
         owner: Option<&str>,
         doc: &Map<String, Value>,
-    ) -> Result<Value, StoreError> {
+        mask: &ReadMask,
+    ) -> Result<Row, StoreError> {
+        let insert = self.prepare_insert(owner, doc)?;
+        let text = self.insert(conn, &insert)?;
+        self.reveal(&text, mask, None)
+    }
+
+    /// The insert of a validated document: its id (chosen here, before encrypting, because
+    /// every ciphertext is bound to it), encrypted values and blind indexes.
+    pub fn prepare_insert(
+        &self,
+        owner: Option<&str>,
+        doc: &Map<String, Value>,
+    ) -> Result<Insert, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
+        let binds = self.insert_binds(&id, owner, doc)?;
+        Ok(Insert { binds })
+    }
+
+    /// Runs a prepared insert; returns the stored row as the database renders it (for
+    /// [`Resource::reveal`]).
+    pub fn insert(&self, conn: &mut Conn, insert: &Insert) -> Result<String, StoreError> {
+        let rows = conn.query_json_cached(&self.insert_sql, &insert.binds)?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Database("the insert returned no row".into()))
+    }
+
+    /// The binds of [`Resource::create`]'s insert, in column order.
+    fn insert_binds(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        doc: &Map<String, Value>,
+    ) -> Result<Vec<Bind>, StoreError> {
         let stamp = now();
-        let mut cols = vec![quote("id")];
-        let mut binds = vec![Bind::Text(Some(id.clone()))];
+        let mut binds = Vec::with_capacity(self.table.columns.len() + 4);
+        binds.push(Bind::Text(Some(id.to_string())));
         if self.table.owner {
-            cols.push(quote("owner"));
             binds.push(Bind::Text(owner.map(str::to_string)));
         }
         for c in &self.table.columns {
-            cols.push(quote(&c.name));
-            binds.push(self.field_bind(&id, &c.name, c.kind, doc.get(&c.name))?);
+            binds.push(self.field_bind(id, &c.name, c.kind, doc.get(&c.name))?);
         }
         for f in self.table.blind_indexed() {
-            cols.push(quote(&index_column(f)));
             binds.push(self.index_bind(f, doc.get(f))?);
         }
-        cols.push(quote("created_at"));
         binds.push(Bind::Text(Some(stamp.clone())));
-        cols.push(quote("updated_at"));
         binds.push(Bind::Text(Some(stamp)));
-        let values: Vec<String> = binds
-            .iter()
-            .enumerate()
-            .map(|(i, b)| self.ph(i + 1, b.kind()))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            quote(&self.table.name),
-            cols.join(", "),
-            values.join(", ")
-        );
-        conn.transaction(|c| {
-            c.execute(&sql, &binds)?;
-            self.get(c, &id, None)
-        })
+        Ok(binds)
     }
 
-    /// Sets the fields present in a validated patch; returns the updated row.
+    /// Sets the fields present in a validated patch; returns the updated row. Runs in the
+    /// caller's transaction.
     pub fn update(
         &self,
         conn: &mut Conn,
         id: &str,
         owner: Option<&str>,
         patch: &Map<String, Value>,
-    ) -> Result<Value, StoreError> {
+        mask: &ReadMask,
+    ) -> Result<Row, StoreError> {
+        let update = self.prepare_update(id, owner, patch)?;
+        let text = self.run_update(conn, &update)?;
+        self.reveal(&text, mask, None)
+    }
+
+    /// The update of a validated patch: its SQL (the set of changed fields varies, so it is
+    /// prepared for its call only and the statement cache stays bounded) and binds, with
+    /// encrypted values and blind indexes.
+    pub fn prepare_update(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        patch: &Map<String, Value>,
+    ) -> Result<Update, StoreError> {
         let mut sets = Vec::new();
         let mut binds = Vec::new();
         for c in &self.table.columns {
@@ -320,39 +583,69 @@ impl Resource {
         let (cond, more) = self.by_id(binds.len() + 1, id, owner);
         binds.extend(more);
         let sql = format!(
-            "UPDATE {} SET {} WHERE {cond}",
+            "UPDATE {} SET {} WHERE {cond} RETURNING {} AS j",
             quote(&self.table.name),
-            sets.join(", ")
+            sets.join(", "),
+            self.row_json
         );
-        conn.transaction(|c| {
-            if c.execute(&sql, &binds)? == 0 {
-                return Err(StoreError::NotFound);
-            }
-            self.get(c, id, None)
-        })
+        Ok(Update { sql, binds })
     }
 
-    /// Deletes one row (of `owner` when given).
+    /// Runs a prepared update; returns the row as the database renders it, or `NotFound`.
+    pub fn run_update(&self, conn: &mut Conn, update: &Update) -> Result<String, StoreError> {
+        let rows = conn.query_json(&update.sql, &update.binds)?;
+        rows.into_iter().next().ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes one row (of `owner` when given). Runs in the caller's transaction.
     pub fn delete(&self, conn: &mut Conn, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
-        let (cond, binds) = self.by_id(1, id, owner);
-        let sql = format!("DELETE FROM {} WHERE {cond}", quote(&self.table.name));
-        match conn.execute(&sql, &binds)? {
+        let mut binds = vec![Bind::Text(Some(id.to_string()))];
+        let sql = match owner {
+            Some(owner) => {
+                binds.push(Bind::Text(Some(owner.to_string())));
+                &self.delete_own_sql
+            }
+            None => &self.delete_sql,
+        };
+        match conn.execute_cached(sql, &binds)? {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
     }
 
-    /// One page in keyset order; the cursor of the next page when there is one.
-    pub fn list(
-        &self,
-        conn: &mut Conn,
-        q: &ListQuery,
-    ) -> Result<(Vec<Value>, Option<String>), StoreError> {
-        let mut conds = vec!["1 = 1".to_string()];
+    pub(super) fn ph(&self, n: usize, kind: Kind) -> String {
+        placeholder(self.pg, n, kind)
+    }
+
+    /// `"id" = ? [AND "owner" = ?]`, with its binds.
+    fn by_id(&self, first: usize, id: &str, owner: Option<&str>) -> (String, Vec<Bind>) {
+        let mut sql = format!("{} = {}", quote("id"), self.ph(first, Kind::Text));
+        let mut binds = vec![Bind::Text(Some(id.to_string()))];
+        match owner {
+            // A table without owners has no row anyone owns: fail closed.
+            Some(_) if !self.table.owner => sql += " AND 1 = 0",
+            Some(owner) => {
+                sql += &format!(
+                    " AND {} = {}",
+                    quote("owner"),
+                    self.ph(first + 1, Kind::Text)
+                );
+                binds.push(Bind::Text(Some(owner.to_string())));
+            }
+            None => {}
+        }
+        (sql, binds)
+    }
+
+    /// The SQL and binds of one list page (one row more than the limit, to know whether
+    /// another page follows). The keyset condition is a row-value comparison, which both
+    /// databases answer from the `(field, id)` indexes the DDL creates.
+    pub fn list_sql(&self, q: &ListQuery) -> Result<(String, Vec<Bind>), StoreError> {
+        let mut conds = Vec::new();
         let mut binds = Vec::new();
         let kind_of = |col: &str| self.table.column(col).map_or(Kind::Text, |c| c.kind);
         if q.owner.is_some() && !self.table.owner {
-            conds.push("1 = 0".into());
+            conds.push("1 = 0".to_string());
         } else if let Some(owner) = &q.owner {
             binds.push(Bind::Text(Some(owner.clone())));
             conds.push(format!(
@@ -382,60 +675,110 @@ impl Resource {
             conds.push(format!("{} = {}", quote(col), self.ph(binds.len(), kind)));
         }
         let (op, dir) = if q.desc { ("<", "DESC") } else { (">", "ASC") };
+        let id = quote("id");
         if let Some(after) = &q.after {
-            let id_ph = |n| self.ph(n, Kind::Text);
             if q.sort == "id" {
                 binds.push(Bind::Text(Some(after.id.clone())));
-                conds.push(format!("{} {op} {}", quote("id"), id_ph(binds.len())));
+                conds.push(format!("{id} {op} {}", self.ph(binds.len(), Kind::Text)));
             } else {
                 let kind = kind_of(&q.sort);
-                let s = quote(&q.sort);
                 binds.push(to_bind(kind, &after.value));
                 let a = self.ph(binds.len(), kind);
-                binds.push(to_bind(kind, &after.value));
-                let b = self.ph(binds.len(), kind);
                 binds.push(Bind::Text(Some(after.id.clone())));
-                let c = id_ph(binds.len());
-                conds.push(format!(
-                    "({s} {op} {a} OR ({s} = {b} AND {} {op} {c}))",
-                    quote("id")
-                ));
+                let b = self.ph(binds.len(), Kind::Text);
+                conds.push(format!("({}, {id}) {op} ({a}, {b})", quote(&q.sort)));
             }
         }
         binds.push(Bind::Int(Some(q.limit as i64 + 1)));
-        let limit = self.ph(binds.len(), Kind::Int);
+        // `LIMIT ? + 0`, not `LIMIT ?`: SQLite peeks at a bare bound LIMIT while planning and
+        // then marks the statement to be prepared again whenever the value is bound anew,
+        // that is on every call; an expression keeps the cached statement.
+        let limit = format!("{} + 0", self.ph(binds.len(), Kind::Int));
         let order = if q.sort == "id" {
-            format!("{} {dir}", quote("id"))
+            format!("{id} {dir}")
         } else {
-            format!("{} {dir}, {} {dir}", quote(&q.sort), quote("id"))
+            format!("{} {dir}, {id} {dir}", quote(&q.sort))
         };
-        let sql = format!(
-            "{} ORDER BY {order} LIMIT {limit}",
-            self.select_where(&conds.join(" AND "))
-        );
-        let rows = conn.query_json(&sql, &binds)?;
+        let conds = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        Ok((
+            format!(
+                "SELECT {} AS j FROM {}{conds} ORDER BY {order} LIMIT {limit}",
+                self.row_json,
+                quote(&self.table.name)
+            ),
+            binds,
+        ))
+    }
+
+    /// One page in keyset order; the cursor of the next page when there is one.
+    pub fn list(
+        &self,
+        conn: &mut Conn,
+        q: &ListQuery,
+        mask: &ReadMask,
+    ) -> Result<(Vec<Row>, Option<String>), StoreError> {
+        let (sql, binds) = self.list_sql(q)?;
+        // Pages with at most one filter are a bounded set of texts per resource (sort ×
+        // direction × cursor × owner × filter): kept prepared. More filters combine into
+        // too many texts to cache.
+        let rows = if q.filters.len() <= 1 {
+            conn.query_json_cached(&sql, &binds)?
+        } else {
+            conn.query_json(&sql, &binds)?
+        };
+        let key = (q.sort != "id").then_some(q.sort.as_str());
         let mut items = rows
             .iter()
-            .map(|r| self.reveal(r))
+            .map(|r| self.reveal(r, mask, key))
             .collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > q.limit {
             items.truncate(q.limit);
-            items.last().map(|last| {
-                Cursor {
+            items.last().and_then(|last| {
+                self.encode_cursor(&Cursor {
                     sort: q.sort.clone(),
                     desc: q.desc,
-                    value: last.get(&q.sort).cloned().unwrap_or(Value::Null),
-                    id: last
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                }
-                .encode()
+                    value: match &last.key {
+                        Some(v) => v.clone(),
+                        None => Value::String(last.id().to_string()),
+                    },
+                    id: last.id().to_string(),
+                })
             })
         } else {
             None
         };
         Ok((items, next))
+    }
+
+    /// The key ids the stored values of this resource's encrypted fields name.
+    pub fn stored_kids(&self, conn: &mut Conn) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for field in self.table.encrypted() {
+            let col = quote(field);
+            // `nf1:<kid>:…`: the text between the first and second colon after the prefix.
+            let kid = if self.pg {
+                format!("split_part({col}, ':', 2)")
+            } else {
+                format!("substr({col}, 5, instr(substr({col}, 5), ':') - 1)")
+            };
+            let sql = format!(
+                "SELECT DISTINCT {} AS j FROM {} WHERE {col} IS NOT NULL",
+                json_row(self.pg, &[format!("'kid', {kid}")]),
+                quote(&self.table.name)
+            );
+            for text in conn.query_json(&sql, &[])? {
+                if let Ok(v) = serde_json::from_str::<Value>(&text)
+                    && let Some(kid) = v.get("kid").and_then(Value::as_str)
+                    && !out.iter().any(|k| k == kid)
+                {
+                    out.push(kid.to_string());
+                }
+            }
+        }
+        Ok(out)
     }
 }

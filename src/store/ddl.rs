@@ -1,5 +1,6 @@
-//! The declared resources' DDL: missing tables are created and additive changes applied; a
-//! change that would drop, rename or retype a column is refused and nothing is altered.
+//! The declared resources' DDL: missing tables and indexes are created and additive changes
+//! applied; a change that would drop, rename or retype a column, or change an index, is
+//! refused and nothing is altered.
 
 use std::collections::BTreeMap;
 
@@ -137,20 +138,37 @@ pub fn sync(conn: &mut Conn, tables: &[Table]) -> Result<Vec<String>, StoreError
                 changes.push(format!("added owner column to {}", t.name));
             }
         }
-        let indexed: Vec<String> = t.blind_indexed().map(index_column).collect();
-        for col in ["owner", "created_at"]
-            .into_iter()
-            .chain(indexed.iter().map(String::as_str))
-        {
-            if col != "owner" || t.owner {
-                statements.push((
-                    format!(
-                        "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
-                        quote(&format!("{}_{col}_idx", t.name)),
-                        quote(col)
-                    ),
-                    vec![],
-                ));
+        // Indexes may be added, never silently dropped or changed: an index of ours that
+        // exists with other columns is refused like a retyped column. Indexes nobody
+        // declared are left alone.
+        let existing = if actual.is_empty() {
+            BTreeMap::new()
+        } else {
+            conn.indexes(&t.name)?
+        };
+        for (name, cols) in t.indexes() {
+            match existing.get(&name) {
+                Some(have) if *have == cols => {}
+                Some(have) => problems.push(format!(
+                    "resources.{}: index `{name}` exists on ({}) but must be on ({}); drop or rename it by hand, then restart",
+                    t.name,
+                    have.join(", "),
+                    cols.join(", ")
+                )),
+                None => {
+                    let quoted: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+                    statements.push((
+                        format!(
+                            "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
+                            quote(&name),
+                            quoted.join(", ")
+                        ),
+                        vec![],
+                    ));
+                    if !actual.is_empty() {
+                        changes.push(format!("added index {name}"));
+                    }
+                }
             }
         }
     }

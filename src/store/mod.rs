@@ -2,29 +2,37 @@
 //! internal migrations, declared-resource tables (with drift refused) and their CRUD SQL.
 //!
 //! SQL text is built only from the compiled plan (identifiers validated at compile time);
-//! request values are always bound parameters. Blocking database work runs on actix's
-//! blocking pool, never on the async workers.
+//! request values are always bound parameters. Blocking database work runs off the async
+//! workers. On SQLite every write of a running server goes through the one writer thread
+//! (group commit); reads use the pool and never wait behind it (WAL). PostgreSQL keeps its
+//! pool for both, each write transaction bounded by the request's deadline.
 //!
 //! ```text
 //! dialect   Kind, Bind, placeholders, quoting, row-as-JSON: the only SQLite/PostgreSQL switch
 //! table     a declared resource as columns, from the plan
-//! ddl       create and extend tables, refuse destructive drift      (dialect, table)
+//! ddl       create and extend tables and their indexes, refuse destructive drift
 //! crud      get, list, create, update, delete of one resource       (dialect, table)
+//! cursor    list cursors, MAC'd and bounded
+//! writer    the SQLite writer thread: bounded queue, group commit, savepoint per write
 //! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
-//! users     the users table; dev_keys: the development issuer's keys
+//! users     the users table and the lossy sightings channel; dev_keys: the development
+//!           issuer's keys; secrets: server secrets generated on first start
 //! sessions  browser sessions and pending logins (refresh claimed and stored by compare-and-swap)
 //! open      the one way `serve`, `migrate` and `keys rotate` open a database
 //! ```
 
 pub mod conn;
 pub mod crud;
+pub mod cursor;
 pub mod ddl;
 pub mod dev_keys;
 pub mod dialect;
 pub mod rotate;
+pub mod secrets;
 pub mod sessions;
 pub mod table;
 pub mod users;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,9 +46,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 pub use conn::Conn;
 pub use dialect::Bind;
 
+use crate::deadline::Deadline;
 use crate::plan::Plan;
 use crate::plan::data::{DatabasePlan, DatabaseUrl, ResourceName};
 use crud::Resource;
+use cursor::CursorKeys;
 use table::Table;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -48,11 +58,18 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Why a database operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database is down, locked past the timeout, or the pool is exhausted: 503.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The request's deadline passed before the work could run or finish; nothing was
+    /// written: 503.
+    #[error("the request deadline passed before the database work finished")]
+    Timeout,
+    /// The write queue is full: 503 at once, with `Retry-After`.
+    #[error("the write queue is full")]
+    Overloaded,
     /// A row that does not exist (or is not the caller's to see).
     #[error("not found")]
     NotFound,
@@ -76,6 +93,10 @@ impl From<diesel::result::Error> for StoreError {
             }
             Error::DatabaseError(_, info) => {
                 let m = info.message().to_ascii_lowercase();
+                // PostgreSQL's `SET LOCAL statement_timeout` / `lock_timeout` from the deadline.
+                if m.contains("statement timeout") || m.contains("lock timeout") {
+                    return Self::Timeout;
+                }
                 if m.contains("database is locked")
                     || m.contains("busy")
                     || m.contains("connection")
@@ -105,13 +126,18 @@ struct SqliteSetup {
     busy_timeout: Duration,
 }
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+impl SqliteSetup {
+    fn apply(&self, conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
             self.busy_timeout.as_millis()
         ))
-        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        self.apply(conn).map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -122,15 +148,34 @@ enum Pools {
     Pg(Pool<ConnectionManager<diesel::pg::PgConnection>>),
 }
 
-/// The connection pool, shared by all workers.
+/// The connection pool (and, on SQLite once started, the writer), shared by all workers.
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    /// The SQLite file, for the writer's own connection.
+    sqlite_path: Option<String>,
+    busy_timeout: Duration,
+    /// The SQLite writer; `None` on PostgreSQL and before [`Store::start`].
+    writer: Option<Arc<writer::Writer>>,
+    /// Where verified subjects are reported; `None` before [`Store::start`].
+    sightings: Option<Arc<users::Sightings>>,
+    /// SQLite, once started: this store's number for the read connection each worker
+    /// thread keeps (see [`Store::read`]).
+    inline_reads: Option<usize>,
 }
+
+thread_local! {
+    /// The calling thread's own SQLite read connection, with the number of its store.
+    static READER: std::cell::RefCell<Option<(usize, Conn)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Numbers stores for their per-thread read connections.
+static STORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 impl Store {
     /// Opens the pool and applies the internal migrations. Returns the migrations applied.
     pub fn open(plan: &DatabasePlan) -> Result<(Self, Vec<String>), StoreError> {
+        let sqlite_path;
         let pools = match &plan.url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -149,8 +194,9 @@ impl Store {
                     .connection_customizer(Box::new(SqliteSetup {
                         busy_timeout: plan.busy_timeout,
                     }))
-                    .build(ConnectionManager::<SqliteConnection>::new(url))
+                    .build(ConnectionManager::<SqliteConnection>::new(url.clone()))
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                sqlite_path = Some(url);
                 Pools::Sqlite(pool)
             }
             #[cfg(feature = "postgres")]
@@ -162,6 +208,7 @@ impl Store {
                         url.clone(),
                     ))
                     .map_err(|_| StoreError::Unavailable("cannot connect to PostgreSQL".into()))?;
+                sqlite_path = None;
                 Pools::Pg(pool)
             }
             #[cfg(not(feature = "postgres"))]
@@ -172,19 +219,67 @@ impl Store {
                 ));
             }
         };
-        let store = Self { pools };
+        let store = Self {
+            pools,
+            sqlite_path,
+            busy_timeout: plan.busy_timeout,
+            writer: None,
+            sightings: None,
+            inline_reads: None,
+        };
         let applied = store
             .conn()?
             .with_advisory_lock(SCHEMA_LOCK, migrate_internal)?;
         Ok((store, applied))
     }
 
+    /// Starts the background writers of a serving process: on SQLite the writer thread
+    /// (every write of [`Store::write`] then goes through it, with room for
+    /// `database.write_queue` waiting writes), and on either backend the drain of user
+    /// sightings.
+    pub fn start(mut self, plan: &DatabasePlan) -> Result<Self, StoreError> {
+        let (sightings, rx) = users::Sightings::channel(plan.last_seen_interval);
+        let queue = plan.write_queue;
+        let io = |e: std::io::Error| StoreError::Unavailable(format!("writer thread: {e}"));
+        match &self.sqlite_path {
+            Some(path) => {
+                let mut conn = <SqliteConnection as diesel::Connection>::establish(path)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                SqliteSetup {
+                    busy_timeout: self.busy_timeout,
+                }
+                .apply(&mut conn)?;
+                // Each write's savepoint saves the pages it changes first to the statement
+                // sub-journal: in memory, not a temporary file written page by page (that
+                // was a fifth of the writer's time). Durability comes from the WAL alone.
+                conn.batch_execute("PRAGMA temp_store = MEMORY;")?;
+                let conn = Conn::Sqlite(conn::Lease::Owned(conn));
+                self.writer = Some(Arc::new(
+                    writer::Writer::start(conn, queue, self.busy_timeout, rx).map_err(io)?,
+                ));
+                self.inline_reads = Some(STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            }
+            None => writer::start_sightings_drain(self.clone(), rx).map_err(io)?,
+        }
+        self.sightings = Some(Arc::new(sightings));
+        Ok(self)
+    }
+
     /// A pooled connection; waits at most `database.busy_timeout`.
     pub fn conn(&self) -> Result<Conn, StoreError> {
+        self.conn_within(self.busy_timeout)
+    }
+
+    /// A pooled connection, waiting at most `wait` (and never past the busy timeout).
+    fn conn_within(&self, wait: Duration) -> Result<Conn, StoreError> {
+        let wait = wait.min(self.busy_timeout);
+        if wait.is_zero() {
+            return Err(StoreError::Timeout);
+        }
         Ok(match &self.pools {
-            Pools::Sqlite(p) => Conn::Sqlite(p.get()?),
+            Pools::Sqlite(p) => Conn::Sqlite(conn::Lease::Pooled(p.get_timeout(wait)?)),
             #[cfg(feature = "postgres")]
-            Pools::Pg(p) => Conn::Pg(p.get()?),
+            Pools::Pg(p) => Conn::Pg(conn::Lease::Pooled(p.get_timeout(wait)?)),
         })
     }
 
@@ -193,7 +288,112 @@ impl Store {
         !matches!(self.pools, Pools::Sqlite(_))
     }
 
-    /// Runs blocking database work off the async workers.
+    /// Reports a verified subject for the users table, off the request path: throttled per
+    /// subject, dropped when the writer is behind, never waited for.
+    pub fn sighted(&self, s: &users::Sighting) {
+        if let Some(sightings) = &self.sightings {
+            sightings.offer(s);
+        }
+    }
+
+    /// Runs read-only work, answered by `deadline` (503 after it).
+    ///
+    /// On SQLite once started, the work runs right on the calling worker thread, on a read
+    /// connection of its own that never waits for a lock (`busy_timeout = 0`,
+    /// `query_only`): a point read or a page of 50 takes microseconds, less than handing it
+    /// to another thread and back (the profile in bench/RESULTS.md). Reads never wait behind
+    /// the writer (WAL); in the rare case SQLite reports the database busy, the work is
+    /// run again on a pooled connection off the workers, which may wait.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        deadline: Deadline,
+        f: impl Fn(&mut Conn) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<T, StoreError> {
+        if deadline.passed() {
+            return Err(StoreError::Timeout);
+        }
+        if let Some(done) = self.read_here(&f) {
+            return done;
+        }
+        let store = self.clone();
+        let work = actix_web::web::block(move || {
+            let mut conn = store.conn_within(deadline.remaining())?;
+            f(&mut conn)
+        });
+        deadline
+            .within(work)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            // The blocking task panicked or was cancelled: a server fault, not an outage.
+            .map_err(|_| StoreError::Database("the database task did not finish".into()))?
+    }
+
+    /// `f` on this thread's own read connection; `None` when there is none (PostgreSQL, a
+    /// store not started) or the database was busy.
+    fn read_here<T>(
+        &self,
+        f: &dyn Fn(&mut Conn) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let (number, path) = (self.inline_reads?, self.sqlite_path.as_ref()?);
+        READER.with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            if !matches!(&*slot, Some((n, _)) if *n == number) {
+                let mut conn = <SqliteConnection as diesel::Connection>::establish(path).ok()?;
+                conn.batch_execute("PRAGMA busy_timeout = 0; PRAGMA query_only = ON;")
+                    .ok()?;
+                *slot = Some((number, Conn::Sqlite(conn::Lease::Owned(conn))));
+            }
+            let (_, conn) = slot.as_mut()?;
+            match f(conn) {
+                Err(StoreError::Unavailable(_)) => None,
+                done => Some(done),
+            }
+        })
+    }
+
+    /// Runs a write as one transaction that either commits, and then answers `Ok`, or
+    /// leaves nothing behind. On SQLite with the writer started it is queued (a full queue
+    /// answers [`StoreError::Overloaded`] at once) and committed with the writes queued
+    /// meanwhile; otherwise it runs on a pooled connection with its statements and lock
+    /// waits bounded by `deadline`. Either way the answer comes shortly after the deadline
+    /// at the latest, so it is awaited in full: giving up earlier could report a failure
+    /// for a write that commits.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        deadline: Deadline,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if deadline.passed() {
+            return Err(StoreError::Timeout);
+        }
+        if let Some(writer) = &self.writer {
+            let reply = writer.submit(deadline, f)?;
+            return reply.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the database writer stopped".into(),
+                ))
+            });
+        }
+        let store = self.clone();
+        actix_web::web::block(move || {
+            if deadline.passed() {
+                return Err(StoreError::Timeout);
+            }
+            let mut conn = store.conn_within(deadline.remaining())?;
+            conn.transaction(|c| {
+                c.limit_to(deadline)?;
+                f(c)
+            })
+        })
+        .await
+        .map_err(|_| StoreError::Database("the database task did not finish".into()))?
+    }
+
+    /// Runs blocking database work off the async workers, on a pooled connection that
+    /// waits at most `database.busy_timeout` (for a connection, and on SQLite for the write
+    /// lock, which it may share with the writer). For the server's own tables (browser
+    /// sessions, pending logins); a declared resource's rows go through [`Store::read`] and
+    /// [`Store::write`], which carry the request's deadline.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
@@ -210,7 +410,9 @@ impl Store {
 
     /// Whether the database answers right now (for `health`).
     pub async fn ping(&self) -> bool {
-        self.run(|c| c.batch("SELECT 1")).await.is_ok()
+        self.read(Deadline::after(self.busy_timeout), |c| c.batch("SELECT 1"))
+            .await
+            .is_ok()
     }
 }
 
@@ -267,9 +469,10 @@ pub struct Opened {
 pub fn open(plan: &Plan) -> Result<Opened, StoreError> {
     let (store, migrations) = Store::open(&plan.database)?;
     let tables = tables(plan);
-    let changes = store
-        .conn()?
-        .with_advisory_lock(SCHEMA_LOCK, |c| ddl::sync(c, &tables))?;
+    let mut conn = store.conn()?;
+    let changes = conn.with_advisory_lock(SCHEMA_LOCK, |c| ddl::sync(c, &tables))?;
+    let cursors = Arc::new(cursor_keys(plan, &mut conn)?);
+    drop(conn);
     let pg = store.is_postgres();
     let resources = tables
         .into_iter()
@@ -277,7 +480,11 @@ pub fn open(plan: &Plan) -> Result<Opened, StoreError> {
             let ring = plan.encryption.ring.clone();
             (
                 ResourceName(t.name.clone()),
-                Arc::new(Resource::new(t, pg).with_keys(ring)),
+                Arc::new(
+                    Resource::new(t, pg)
+                        .with_keys(ring)
+                        .with_cursor_keys(cursors.clone()),
+                ),
             )
         })
         .collect();
@@ -287,6 +494,51 @@ pub fn open(plan: &Plan) -> Result<Opened, StoreError> {
         migrations,
         changes,
     })
+}
+
+/// The cursor MAC keys: derived from the key ring when there is one, else from a server
+/// secret generated once and kept in the database.
+fn cursor_keys(plan: &Plan, conn: &mut Conn) -> Result<CursorKeys, StoreError> {
+    let keys = match &plan.encryption.ring {
+        Some(ring) => ring.cursor_keys(),
+        None => {
+            let secret = secrets::load_or_create(conn, "cursor")?;
+            vec![
+                crate::crypto::MacKey::derive(&secret, crate::crypto::CURSOR_INFO)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ]
+        }
+    };
+    CursorKeys::new(keys).ok_or_else(|| StoreError::Corrupt("no cursor key".into()))
+}
+
+/// Warns (once, in the background) about key ids that stored values name but the key ring
+/// lacks: those values answer `null` with `key-unavailable` until the key is back.
+pub fn report_missing_kids(store: &Store, resources: Vec<Arc<Resource>>) {
+    let store = store.clone();
+    let spawned = std::thread::Builder::new()
+        .name("nestflux-kid-check".into())
+        .spawn(move || {
+            for res in resources.iter().filter(|r| r.table.has_encrypted()) {
+                let Ok(ring) = res.ring() else { continue };
+                let stored = store.conn().and_then(|mut c| res.stored_kids(&mut c));
+                match stored {
+                    Ok(kids) => {
+                        for kid in kids.iter().filter(|k| !ring.kids().any(|r| r == k.as_str())) {
+                            tracing::warn!(
+                                resource = %res.table.name,
+                                kid = %kid,
+                                "stored values need key \"{kid}\", which is not in NESTFLUX_ENCRYPTION__KEYS: they answer null (key-unavailable) until it is"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not check the stored key ids"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not check the stored key ids");
+    }
 }
 
 /// Current time as RFC 3339 UTC with microseconds: fixed width, so text order is time order.

@@ -23,6 +23,8 @@ pub struct Column {
     pub encrypted: bool,
     /// Has a `<field>__bidx` HMAC column for equality filters.
     pub blind_index: bool,
+    /// A list may sort or filter by the column itself: it gets `(column, id)` indexes.
+    pub key: bool,
 }
 
 /// A resource's table, derived from its plan and schema.
@@ -53,6 +55,7 @@ impl Table {
                     default: f.default().cloned(),
                     encrypted: field.is_some_and(|p| p.encrypted),
                     blind_index: field.is_some_and(|p| p.blind_index),
+                    key: field.is_some_and(|p| p.sortable || (p.filterable && !p.encrypted)),
                 }
             })
             .collect();
@@ -102,6 +105,51 @@ impl Table {
     pub fn has_encrypted(&self) -> bool {
         self.columns.iter().any(|c| c.encrypted)
     }
+}
+
+impl Table {
+    /// The indexes lists need, as (name, columns): `(key, id)` for each key a list may sort
+    /// or filter by (`created_at`, `updated_at`, the key fields, the blind-index columns),
+    /// and when the table has owners `(owner, id)` and `(owner, key, id)`, so an `:own` list
+    /// never scans other people's rows. Both databases answer a keyset page, filtered by
+    /// equality and sorted by the key, from one of them without sorting.
+    pub fn indexes(&self) -> Vec<(String, Vec<String>)> {
+        let mut keys: Vec<String> = vec!["created_at".into(), "updated_at".into()];
+        keys.extend(
+            self.columns
+                .iter()
+                .filter(|c| c.key)
+                .map(|c| c.name.clone()),
+        );
+        keys.extend(self.blind_indexed().map(index_column));
+        let mut sets: Vec<Vec<String>> = Vec::new();
+        if self.owner {
+            sets.push(vec!["owner".into(), "id".into()]);
+        }
+        for k in &keys {
+            sets.push(vec![k.clone(), "id".into()]);
+            if self.owner {
+                sets.push(vec!["owner".into(), k.clone(), "id".into()]);
+            }
+        }
+        sets.into_iter()
+            .map(|cols| (index_name(&self.name, &cols), cols))
+            .collect()
+    }
+}
+
+/// `notes(owner,priority,id)`: quoted, so it can never collide with a name of another kind.
+/// PostgreSQL keeps 63 bytes of a name: longer ones become `<table>#<hash>`.
+fn index_name(table: &str, cols: &[String]) -> String {
+    let name = format!("{table}({})", cols.join(","));
+    if name.len() <= 63 {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let prefix: String = table.chars().take(40).collect();
+    format!("{prefix}#{hash}")
 }
 
 /// The column holding a field's blind index.

@@ -65,6 +65,20 @@ impl Format {
         }
     }
 
+    /// The most characters a value of this format can have; `None` when the format
+    /// alone does not bound it (URIs, date-times with any number of fraction digits).
+    pub fn max_chars(self) -> Option<u64> {
+        match self {
+            Format::Email => Some(254),
+            Format::Uuid => Some(36),
+            Format::Date => Some(10),
+            Format::Ipv4 => Some(15),
+            // The longest textual form: eight groups and an embedded IPv4 tail.
+            Format::Ipv6 => Some(45),
+            Format::Uri | Format::DateTime => None,
+        }
+    }
+
     /// What a value of this format looks like, for messages.
     pub fn example(self) -> &'static str {
         match self {

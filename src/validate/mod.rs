@@ -253,6 +253,23 @@ impl CompiledField {
         }
     }
 
+    /// The most characters a value of a text field (string or enum) can have: the
+    /// `max_length`, a bound its `format` implies, or the longest enum value. `None` for an
+    /// unbounded string and for fields that are not text.
+    pub fn max_chars(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::String(rules) => {
+                let by_format = rules.format.and_then(Format::max_chars);
+                match (rules.max_length, by_format) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Kind::Enum(values) => values.iter().map(|v| v.chars().count() as u64).max(),
+            _ => None,
+        }
+    }
+
     /// The `format` of a string field.
     pub fn format(&self) -> Option<Format> {
         match &self.kind {

@@ -31,3 +31,4 @@ mod rbac;
 mod resources;
 mod scaleout;
 mod sessions;
+mod writes;

@@ -337,11 +337,19 @@ fn whoami_reports_subject_roles_and_permissions_and_users_are_recorded() {
     }
     let db = w.project.path().join("nestflux.db");
     let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
-    let users: Vec<User> = diesel::sql_query(
-        "SELECT subject, issuer, first_seen, last_seen FROM nestflux_users ORDER BY subject",
-    )
-    .load(&mut c)
-    .unwrap();
+    // Sightings are written in the background, off the request path: wait for them.
+    let mut users: Vec<User> = Vec::new();
+    for _ in 0..100 {
+        users = diesel::sql_query(
+            "SELECT subject, issuer, first_seen, last_seen FROM nestflux_users ORDER BY subject",
+        )
+        .load(&mut c)
+        .unwrap();
+        if users.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let subjects: Vec<&str> = users.iter().map(|u| u.subject.as_str()).collect();
     assert_eq!(subjects, vec!["alice", "bob"]);
     assert!(

@@ -1,0 +1,331 @@
+//! The one writer of an SQLite database: a dedicated thread owns the write connection and
+//! commits every write queued meanwhile as one transaction (group commit: one fsync for the
+//! batch, `synchronous = FULL` kept). Each write runs in its own savepoint, so a failing
+//! write fails only its own request; a request is answered only after its batch commits,
+//! so an acknowledged write is durable.
+//!
+//! ```text
+//! request ─try_send─▶ bounded queue ─▶ writer: take one, drain up to MAX_BATCH more
+//!   (full: 503 at once)                 drop (answer 503) the jobs whose deadline passed
+//!                                       busy_timeout = earliest remaining deadline
+//!                                         (at most database.busy_timeout)
+//!                                       BEGIN IMMEDIATE   (times out: every job 503, nothing written)
+//!                                       SAVEPOINT job; work; RELEASE | ROLLBACK TO   (per job)
+//!                                       user sightings, coalesced, one savepoint each
+//!                                       COMMIT            (one fsync)
+//!                                       answer every job
+//! ```
+//!
+//! The lock wait is bounded by the batch's earliest deadline and the work after it holds
+//! the lock, so every job is answered shortly after its deadline at the latest: the
+//! handler never has to give up on a write whose outcome it does not know.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::users::{self, Sighting};
+use super::{Conn, StoreError};
+use crate::deadline::Deadline;
+
+/// Most writes committed together.
+pub const MAX_BATCH: usize = 256;
+/// Most user sightings written per batch (the rest wait for the next one).
+const MAX_SIGHTINGS: usize = 512;
+/// How long the writer sleeps when idle before looking at the sightings again.
+const IDLE_WAKE: Duration = Duration::from_millis(250);
+/// How long a batch holding only sightings waits for the lock: they are lossy.
+const SIGHTING_LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// A queued write: run inside the batch's transaction, answered after the commit.
+trait Job: Send {
+    fn deadline(&self) -> Deadline;
+    /// Runs the work in the open transaction; keeps its outcome until the batch ends.
+    /// Returns whether it succeeded.
+    fn run(&mut self, conn: &mut Conn) -> bool;
+    /// Answers the request: the work's own failure, else `batch` (the batch did not
+    /// commit), else the work's result.
+    fn answer(self: Box<Self>, batch: Option<StoreError>);
+}
+
+struct Typed<T, F> {
+    deadline: Deadline,
+    work: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Typed<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Conn) -> Result<T, StoreError> + Send,
+{
+    fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    fn run(&mut self, conn: &mut Conn) -> bool {
+        let outcome = match self.work.take() {
+            Some(work) => std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Database("a write panicked".into()))),
+            None => Err(StoreError::Database("a write was run twice".into())),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn answer(self: Box<Self>, batch: Option<StoreError>) {
+        let result = match (self.outcome, batch) {
+            (Some(Err(own)), _) => Err(own),
+            (_, Some(batch)) => Err(batch),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, None) => Err(StoreError::Database("a write never ran".into())),
+        };
+        // The request may have gone (client disconnected): nothing to tell.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The queue into the writer thread.
+pub struct Writer {
+    jobs: SyncSender<Box<dyn Job>>,
+}
+
+/// What the writer thread owns.
+struct Thread {
+    conn: Conn,
+    /// The longest wait for the lock (`database.busy_timeout`).
+    busy_timeout: Duration,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn` (an SQLite connection of its own), with room for
+    /// `queue` waiting writes, waiting at most `busy_timeout` for the lock; it also writes
+    /// the user sightings from `sightings`.
+    pub fn start(
+        conn: Conn,
+        queue: usize,
+        busy_timeout: Duration,
+        sightings: Receiver<Sighting>,
+    ) -> std::io::Result<Self> {
+        let (jobs, rx) = sync_channel::<Box<dyn Job>>(queue.max(1));
+        let mut thread = Thread { conn, busy_timeout };
+        std::thread::Builder::new()
+            .name("nestflux-writer".into())
+            .spawn(move || thread.run(&rx, &sightings))?;
+        Ok(Self { jobs })
+    }
+
+    /// Queues `work`; the receiver gets its result once its batch has committed (or
+    /// failed). A full queue is refused at once with [`StoreError::Overloaded`].
+    pub fn submit<T, F>(
+        &self,
+        deadline: Deadline,
+        work: F,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(Typed {
+            deadline,
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(StoreError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Unavailable(
+                "the database writer stopped".into(),
+            )),
+        }
+    }
+}
+
+impl Thread {
+    /// Until every sender is gone: take a batch and commit it.
+    fn run(&mut self, jobs: &Receiver<Box<dyn Job>>, sightings: &Receiver<Sighting>) {
+        loop {
+            let mut batch: Vec<Box<dyn Job>> = Vec::new();
+            match jobs.recv_timeout(IDLE_WAKE) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit(Vec::new(), drain(sightings));
+                    return;
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let seen = drain(sightings);
+            if !batch.is_empty() || !seen.is_empty() {
+                self.commit(batch, seen);
+            }
+        }
+    }
+}
+
+/// The sightings waiting now, one per (issuer, subject), the latest winning.
+fn drain(sightings: &Receiver<Sighting>) -> Vec<Sighting> {
+    let mut by_subject = BTreeMap::new();
+    for _ in 0..MAX_SIGHTINGS {
+        match sightings.try_recv() {
+            Ok(s) => {
+                by_subject.insert((s.issuer.clone(), s.subject.clone()), s);
+            }
+            Err(_) => break,
+        }
+    }
+    by_subject.into_values().collect()
+}
+
+impl Thread {
+    /// One transaction for the batch; every job is answered before this returns.
+    fn commit(&mut self, batch: Vec<Box<dyn Job>>, seen: Vec<Sighting>) {
+        let conn = &mut self.conn;
+        // A job whose deadline passed while it waited in the queue never runs: its client is
+        // being told 503, so nothing may be written for it.
+        let (mut live, late): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|j| !j.deadline().passed());
+        for job in late {
+            job.answer(Some(StoreError::Timeout));
+        }
+        if live.is_empty() && seen.is_empty() {
+            return;
+        }
+        // Wait for the lock (an outside writer such as `nestflux keys rotate` may hold it) no
+        // longer than the earliest deadline of the batch, nor than `database.busy_timeout`.
+        let wait = live
+            .iter()
+            .map(|j| j.deadline().remaining())
+            .min()
+            .unwrap_or(SIGHTING_LOCK_WAIT)
+            .min(self.busy_timeout);
+        let begin = conn
+            .batch(&format!("PRAGMA busy_timeout = {}", wait.as_millis()))
+            .and_then(|()| conn.control("BEGIN IMMEDIATE"));
+        if let Err(e) = begin {
+            let e = match e {
+                StoreError::Database(m) => StoreError::Unavailable(m),
+                other => other,
+            };
+            if !seen.is_empty() {
+                tracing::debug!(dropped = seen.len(), "user sightings not recorded: {e}");
+            }
+            for job in live {
+                job.answer(Some(e.clone()));
+            }
+            return;
+        }
+        let mut broken = None;
+        let mut ran = 0;
+        for job in &mut live {
+            if let Err(e) = conn.control("SAVEPOINT nf_write") {
+                broken = Some(e);
+                break;
+            }
+            let ok = job.run(conn);
+            ran += 1;
+            let end = if ok {
+                conn.control("RELEASE nf_write")
+            } else {
+                conn.control("ROLLBACK TO nf_write")
+                    .and_then(|()| conn.control("RELEASE nf_write"))
+            };
+            // The savepoint is gone: SQLite rolled the whole transaction back (I/O error, disk
+            // full). The jobs before this one lost their writes too.
+            if let Err(e) = end {
+                broken = Some(e);
+                break;
+            }
+        }
+        if broken.is_none() {
+            record_sightings(conn, &seen);
+        }
+        let failure = match broken {
+            Some(e) => {
+                tracing::error!(error = %e, jobs = live.len(), ran, "write batch abandoned");
+                let _ = conn.batch("ROLLBACK");
+                Some(StoreError::Unavailable(e.to_string()))
+            }
+            None => match conn.control("COMMIT") {
+                Ok(()) => {
+                    tracing::trace!(target: "nestflux::writer", writes = live.len(), sightings = seen.len(), "batch committed");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = live.len(), "write batch did not commit");
+                    let _ = conn.batch("ROLLBACK");
+                    Some(StoreError::Unavailable(e.to_string()))
+                }
+            },
+        };
+        for job in live {
+            job.answer(failure.clone());
+        }
+    }
+}
+
+/// Each sighting in its own savepoint: one that fails is skipped, never the batch.
+fn record_sightings(conn: &mut Conn, seen: &[Sighting]) {
+    for s in seen {
+        let done = conn
+            .control("SAVEPOINT nf_seen")
+            .and_then(|()| users::record(conn, s));
+        let end = match done {
+            Ok(()) => conn.control("RELEASE nf_seen"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a user sighting");
+                conn.control("ROLLBACK TO nf_seen")
+                    .and_then(|()| conn.control("RELEASE nf_seen"))
+            }
+        };
+        if end.is_err() {
+            return;
+        }
+    }
+}
+
+/// Drains sightings for a database without the writer (PostgreSQL keeps its pool for
+/// writes): one transaction per drained set, on a thread of its own.
+pub fn start_sightings_drain(
+    store: super::Store,
+    sightings: Receiver<Sighting>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("nestflux-sightings".into())
+        .spawn(move || {
+            while let Ok(first) = sightings.recv() {
+                let mut seen = drain(&sightings);
+                if !seen
+                    .iter()
+                    .any(|s| s.issuer == first.issuer && s.subject == first.subject)
+                {
+                    seen.push(first);
+                }
+                let done = store.conn().and_then(|mut c| {
+                    c.transaction(|c| {
+                        c.limit_to(Deadline::after(SIGHTING_LOCK_WAIT * 10))?;
+                        for s in &seen {
+                            users::record(c, s)?;
+                        }
+                        Ok(())
+                    })
+                });
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, dropped = seen.len(), "user sightings not recorded");
+                }
+            }
+        })?;
+    Ok(())
+}
