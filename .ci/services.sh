@@ -26,3 +26,8 @@ if [ -f tests/oidc/package.json ]; then
   command -v node >/dev/null || apt_install nodejs npm
   npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 fi
+
+# Headless Chromium (Debian package) for the browser login test, driven by playwright-core
+# from npm, which downloads no browser of its own.
+apt_install chromium
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error

@@ -16,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::FutureExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use nestflux::auth::Unlimited;
 use nestflux::auth::jwks::{Jwks, KeySet};
 use nestflux::auth::jwt::{BearerVerifier, VerifierConfig};
 use nestflux::auth::roles::RoleMapper;
@@ -54,6 +55,8 @@ fn verifier(jwks_doc: &Value) -> BearerVerifier {
             allowed,
             audience: AUD.into(),
             leeway_secs: 30,
+            require_access_token_typ: false,
+            allowed_clients: Vec::new(),
             roles: RoleMapper::new(vec!["roles".into()], [RoleId("viewer".into())]),
         },
     )
@@ -86,19 +89,19 @@ fn bench_alg(rows: &mut Vec<Row>, label: &str, verifier: &BearerVerifier, tokens
         assert!(matches!(v, Some(Ok(_))), "{label} token must verify");
     });
     verifier
-        .verify(one)
+        .verify(one, &Unlimited)
         .now_or_never()
         .expect("ready")
         .expect("valid");
     let cached = ns_per_op(200_000, || {
-        let v = verifier.verify(black_box(one)).now_or_never();
+        let v = verifier.verify(black_box(one), &Unlimited).now_or_never();
         assert!(matches!(v, Some(Ok(_))));
     });
     // A working set of distinct tokens, all cached (one entry per caller).
     let mut i = 0;
     for t in tokens {
         verifier
-            .verify(t)
+            .verify(t, &Unlimited)
             .now_or_never()
             .expect("ready")
             .expect("valid");
@@ -106,7 +109,7 @@ fn bench_alg(rows: &mut Vec<Row>, label: &str, verifier: &BearerVerifier, tokens
     let working_set = ns_per_op(200_000, || {
         let t = &tokens[i % tokens.len()];
         i += 1;
-        black_box(verifier.verify(t).now_or_never());
+        black_box(verifier.verify(t, &Unlimited).now_or_never());
     });
     // Bad signature: a full verification that fails.
     let (message, _) = one.rsplit_once('.').expect("jws");
@@ -116,7 +119,9 @@ fn bench_alg(rows: &mut Vec<Row>, label: &str, verifier: &BearerVerifier, tokens
         assert!(matches!(v, Some(Err(_))));
     });
     let bad_sig_replayed = ns_per_op(ops, || {
-        let v = verifier.verify(black_box(&forged)).now_or_never();
+        let v = verifier
+            .verify(black_box(&forged), &Unlimited)
+            .now_or_never();
         assert!(matches!(v, Some(Err(_))));
     });
     for (name, ns) in [
@@ -196,7 +201,7 @@ fn main() {
         ("rejected: alg none", &none),
     ] {
         let ns = ns_per_op(200_000, || {
-            let r = v.verify(black_box(t)).now_or_never();
+            let r = v.verify(black_box(t), &Unlimited).now_or_never();
             assert!(matches!(r, Some(Err(_))));
         });
         rows.push(Row {

@@ -106,6 +106,7 @@ fn main() {
     let plan = RateLimitsPlan {
         backend: LimitBackend::Memory,
         policies,
+        default_auth_failures: false,
     };
     let trusted = ["10.0.0.0/8".parse().unwrap()];
     let limits = RateLimits::new(

@@ -1,12 +1,15 @@
-//! The command line: `serve` (default), `check`, `routes`, `config schema`.
+//! The command line: `serve` (default), `check`, `explain`, `routes`, `openapi`, `migrate`,
+//! `token`, `keys`, `config schema`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config;
-use crate::plan::{self, Plan, Profile};
+use crate::config::{self, ConfigSource, LoadError, SourceMap};
+use crate::plan::report::{self, Severity};
+use crate::plan::{self, Code, Diagnostic, Plan, Profile};
 
 /// The parsed command line.
 #[derive(Debug, Parser)]
@@ -38,6 +41,35 @@ pub enum Command {
     Check {
         /// The file to check (instead of --config).
         file: Option<PathBuf>,
+        /// `human` (cargo-like, with lines and carets) or `json` (one JSON object per line:
+        /// severity, code, path, file, line, column, message, suggestion).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print the decision a request would get, step by step, without serving or writing:
+    /// route, limits, authentication, permission (and through which role), own rows,
+    /// field rules, body. Exit 0 when the request would be allowed, 2 when refused.
+    Explain {
+        /// The HTTP method, e.g. GET.
+        method: String,
+        /// The request path, e.g. /api/notes/0190c7a2-…; a query string is ignored.
+        path: String,
+        /// The caller's subject, as a token would carry it (not verified).
+        #[arg(long, conflicts_with_all = ["token", "api_key"])]
+        sub: Option<String>,
+        /// A role of the caller (with --sub); repeat for several.
+        #[arg(long = "role", requires = "sub")]
+        roles: Vec<String>,
+        /// A bearer token, verified as `serve` verifies it (a provider's token needs the
+        /// provider reachable for its keys; a development token reads the stored key).
+        #[arg(long, conflicts_with = "api_key")]
+        token: Option<String>,
+        /// An API key, looked up as `serve` looks it up.
+        #[arg(long)]
+        api_key: Option<String>,
+        /// A JSON body to validate against the route's schema.
+        #[arg(long)]
+        body: Option<String>,
     },
     /// Print the compiled route table.
     Routes,
@@ -90,6 +122,15 @@ pub enum KeysCommand {
     },
 }
 
+/// How `check` prints diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// cargo-like text: `error[code]: path: message`, `--> FILE:LINE:COL`, the line, a caret.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `nestflux config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -102,7 +143,24 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
-        Command::Check { file } => check(file.as_deref().unwrap_or(&cli.config)),
+        Command::Check { file, format } => check(file.as_deref().unwrap_or(&cli.config), format),
+        Command::Explain {
+            method,
+            path,
+            sub,
+            roles,
+            token,
+            api_key,
+            body,
+        } => {
+            let identity = match (sub, token, api_key) {
+                (Some(sub), _, _) => crate::explain::Identity::Claimed { sub, roles },
+                (_, Some(t), _) => crate::explain::Identity::Token(t),
+                (_, _, Some(k)) => crate::explain::Identity::ApiKey(k),
+                _ => crate::explain::Identity::Anonymous,
+            };
+            explain(&cli.config, &method, &path, identity, body.as_deref())
+        }
         Command::Routes => routes(&cli.config),
         Command::Openapi => openapi(&cli.config),
         Command::Migrate => migrate(&cli.config),
@@ -142,53 +200,188 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Loads and compiles, printing every error; `None` when the config is unusable.
-fn load_plan(path: &Path) -> Option<Plan> {
+/// A file that did not compile: every error and warning, and where they point.
+struct Failed {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    source: Option<Box<ConfigSource>>,
+}
+
+/// Loads and compiles `path` under `NESTFLUX_PROFILE`, gathering every problem: a bad
+/// profile, unknown keys, unreadable values and every compile finding come out together.
+fn compile_file(path: &Path) -> Result<(Plan, ConfigSource), Failed> {
+    let mut errors = Vec::new();
     let profile = match Profile::parse(std::env::var("NESTFLUX_PROFILE").ok().as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
-            return None;
+            errors.push(Diagnostic::new("", e).with_code(Code::InvalidProfile));
+            Profile::Development
         }
     };
-    let raw = match config::load(path) {
-        Ok((raw, _source)) => raw,
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
         Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("error: {line}");
-            }
-            eprintln!("{}: the configuration could not be read", path.display());
-            return None;
+            let (diag, source) = load_failure(path, e);
+            errors.push(diag);
+            return Err(Failed {
+                errors,
+                warnings: Vec::new(),
+                source,
+            });
         }
     };
-    match plan::compile(&raw, profile) {
-        Ok(plan) => Some(plan),
-        Err(errs) => {
-            for w in &errs.warnings {
-                eprintln!("warning: {w}");
-            }
-            for e in &errs.errors {
-                eprintln!("error: {e}");
-            }
-            let n = errs.errors.len();
-            eprintln!(
-                "{}: {n} error{} found",
-                path.display(),
-                if n == 1 { "" } else { "s" }
-            );
+    match plan::compile_loaded(&loaded, profile) {
+        Ok(plan) if errors.is_empty() => Ok((plan, loaded.source)),
+        Ok(plan) => Err(Failed {
+            errors,
+            warnings: plan.warnings,
+            source: Some(Box::new(loaded.source)),
+        }),
+        Err(e) => {
+            errors.extend(e.errors);
+            Err(Failed {
+                errors,
+                warnings: e.warnings,
+                source: Some(Box::new(loaded.source)),
+            })
+        }
+    }
+}
+
+/// A file that could not be read at all, as a diagnostic (and, for a syntax error, the
+/// text and span to show it in).
+fn load_failure(path: &Path, e: LoadError) -> (Diagnostic, Option<Box<ConfigSource>>) {
+    match e {
+        LoadError::Syntax {
+            text,
+            message,
+            span,
+        } => {
+            let source = ConfigSource {
+                path: path.into(),
+                map: span.map(|s| SourceMap::single("", s)).unwrap_or_default(),
+                text,
+                ..ConfigSource::default()
+            };
+            let message = format!("not valid TOML: {}", message.trim());
+            (
+                Diagnostic::new("", message).with_code(Code::Syntax),
+                Some(Box::new(source)),
+            )
+        }
+        LoadError::File { .. } | LoadError::SecretFile { .. } => (
+            Diagnostic::new("", e.to_string()).with_code(Code::Unreadable),
+            None,
+        ),
+        LoadError::Merge(_) => (Diagnostic::new("", e.to_string()), None),
+    }
+}
+
+fn color(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Prints a failure to stderr: warnings, errors (each with its place), then the count.
+fn report_failure(path: &Path, f: &Failed) {
+    let c = color(&std::io::stderr());
+    let src = f.source.as_deref();
+    eprint!(
+        "{}",
+        report::human_all(&f.warnings, Severity::Warning, src, c)
+    );
+    eprint!("{}", report::human_all(&f.errors, Severity::Error, src, c));
+    let n = f.errors.len();
+    eprintln!(
+        "{}: {n} error{} found",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+/// Loads and compiles, printing every error; `None` when the config is unusable.
+fn load_plan(path: &Path) -> Option<Plan> {
+    match compile_file(path) {
+        Ok((plan, _)) => Some(plan),
+        Err(f) => {
+            report_failure(path, &f);
             None
         }
     }
 }
 
-fn check(path: &Path) -> ExitCode {
-    let Some(plan) = load_plan(path) else {
-        return ExitCode::FAILURE;
+/// Outside production with encrypted fields and no `NESTFLUX_ENCRYPTION__KEYS`: loads (or
+/// creates, once) the development key beside the database and puts it in the plan.
+/// Returns the warnings to give loudly.
+fn attach_dev_key(plan: &mut Plan) -> Result<Vec<String>, String> {
+    let Some(file) = plan.encryption.dev_key.clone() else {
+        return Ok(Vec::new());
     };
-    for w in &plan.warnings {
-        println!("warning: {w}");
+    if plan.encryption.ring.is_some() {
+        return Ok(Vec::new());
     }
+    let key = crate::crypto::dev_key::load_or_create(&file).map_err(|e| e.to_string())?;
+    let mut warnings = vec![format!(
+        "DEVELOPMENT ENCRYPTION KEY IN USE: NESTFLUX_ENCRYPTION__KEYS is not set, so encrypted fields are sealed with the key in {} ({}). Anyone who can read that file can decrypt them. Fine for trying NestFlux; before real data goes in, move to a real key: NESTFLUX_ENCRYPTION__KEYS=\"$(nestflux keys generate),$(cat {})\" nestflux keys rotate. Production refuses to start without NESTFLUX_ENCRYPTION__KEYS.",
+        file.display(),
+        if key.created {
+            "created now"
+        } else {
+            "created earlier"
+        },
+        file.display(),
+    )];
+    if key.too_open {
+        warnings.push(format!(
+            "the development key file {} is readable by other users: chmod 600 it",
+            file.display()
+        ));
+    }
+    plan.encryption.key_ids = key.ring.kids().map(str::to_string).collect();
+    plan.encryption.ring = Some(std::sync::Arc::new(key.ring));
+    Ok(warnings)
+}
+
+fn check(path: &Path, format: Format) -> ExitCode {
+    let (plan, source) = match compile_file(path) {
+        Ok(ok) => ok,
+        Err(f) => {
+            if format == Format::Json {
+                let src = f.source.as_deref();
+                for (list, sev) in [
+                    (&f.warnings, Severity::Warning),
+                    (&f.errors, Severity::Error),
+                ] {
+                    let mut sorted = list.clone();
+                    report::sort(&mut sorted, src);
+                    for d in &sorted {
+                        println!("{}", report::json_line(d, sev, src));
+                    }
+                }
+            } else {
+                report_failure(path, &f);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
     let unenforced = plan.unenforced();
+    if format == Format::Json {
+        let mut warnings = plan.warnings.clone();
+        warnings.extend(unenforced);
+        report::sort(&mut warnings, Some(&source));
+        for d in &warnings {
+            println!("{}", report::json_line(d, Severity::Warning, Some(&source)));
+        }
+        return ExitCode::SUCCESS;
+    }
+    print!(
+        "{}",
+        report::human_all(
+            &plan.warnings,
+            Severity::Warning,
+            Some(&source),
+            color(&std::io::stdout())
+        )
+    );
     for u in &unenforced {
         println!("not yet enforced: {u}");
     }
@@ -198,7 +391,7 @@ fn check(path: &Path) -> ExitCode {
         plan.profile.name(),
         plan.routes.len(),
         plan.roles.closures.len(),
-        plan.rate_limits.policies.len(),
+        plan.rate_limits.declared(),
         plan.schemas.len(),
         plan.resources.len(),
         match &plan.server.tls {
@@ -210,6 +403,91 @@ fn check(path: &Path) -> ExitCode {
         println!("`nestflux serve` will refuse this file until the features above are enforced");
     }
     ExitCode::SUCCESS
+}
+
+/// `nestflux explain`: exit 0 when the request would reach its action, 2 when refused.
+fn explain(
+    path: &Path,
+    method: &str,
+    target: &str,
+    identity: crate::explain::Identity,
+    body: Option<&str>,
+) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let method = match actix_web::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return fail(&format!("`{method}` is not an HTTP method")),
+    };
+    let body = match body.map(serde_json::from_str::<serde_json::Value>) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return fail(&format!("--body is not JSON: {e}")),
+    };
+    for u in plan.unenforced() {
+        eprintln!("note: `nestflux serve` refuses this file: {u}");
+    }
+    let path_only = target
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(target)
+        .to_string();
+    if !path_only.starts_with('/') {
+        return fail("the path must start with /");
+    }
+    let needs_dev_key = matches!(&identity, crate::explain::Identity::Token(_))
+        && plan.auth.as_ref().is_some_and(|a| a.dev_issuer);
+    let request = crate::explain::Request {
+        method,
+        path: path_only,
+        body,
+        identity,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let result = runtime.block_on(async {
+        let mut auth = crate::auth::Authenticator::build(&plan).map_err(|e| e.to_string())?;
+        if needs_dev_key {
+            match crate::auth::dev::DevKey::read_only(&plan.database) {
+                Ok(Some(key)) => {
+                    auth = auth.with_dev_key(&plan, &key).map_err(|e| e.to_string())?
+                }
+                Ok(None) => eprintln!(
+                    "note: no development key is stored yet, so no development token can verify"
+                ),
+                Err(e) => eprintln!("note: the development key could not be read: {e}"),
+            }
+        }
+        if matches!(request.identity, crate::explain::Identity::Token(_))
+            && let Some(jwks) = auth.bearer().map(|b| b.jwks().clone())
+        {
+            // The provider's keys, fetched once as the refresher would.
+            match jwks.fetch().await {
+                Ok(set) => {
+                    jwks.install(set);
+                }
+                Err(e) => eprintln!("note: the issuer's keys could not be fetched: {e}"),
+            }
+        }
+        Ok::<_, String>(crate::explain::explain(&plan, &auth, &request).await)
+    });
+    match result {
+        Ok(x) => {
+            print!("{}", x.render());
+            if x.allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn routes(path: &Path) -> ExitCode {
@@ -263,7 +541,7 @@ fn openapi(path: &Path) -> ExitCode {
 
 fn serve(path: &Path) -> ExitCode {
     crate::logging::init();
-    let Some(plan) = load_plan(path) else {
+    let Some(mut plan) = load_plan(path) else {
         return ExitCode::FAILURE;
     };
     let unenforced = plan.unenforced();
@@ -276,6 +554,17 @@ fn serve(path: &Path) -> ExitCode {
             path.display()
         );
         return ExitCode::FAILURE;
+    }
+    match attach_dev_key(&mut plan) {
+        Ok(warnings) if !warnings.is_empty() => {
+            for w in warnings {
+                tracing::warn!(target: "nestflux::encryption", "{w}");
+            }
+            // Said louder just now.
+            plan.warnings.retain(|w| w.code != Code::EncryptionKeys);
+        }
+        Ok(_) => {}
+        Err(e) => return fail(&format!("development encryption key: {e}")),
     }
     for w in &plan.warnings {
         tracing::warn!("{w}");
@@ -312,9 +601,17 @@ fn api_key(name: &str) -> ExitCode {
 /// `nestflux keys rotate`: every encrypted value and blind index to the active key, one
 /// committed batch at a time, with a progress line per batch and a count per resource.
 fn rotate(path: &Path, batch_size: usize) -> ExitCode {
-    let Some(plan) = load_plan(path) else {
+    let Some(mut plan) = load_plan(path) else {
         return ExitCode::FAILURE;
     };
+    match attach_dev_key(&mut plan) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(e) => return fail(&format!("development encryption key: {e}")),
+    }
     let Some(ring) = plan.encryption.ring.clone() else {
         return fail(
             "NESTFLUX_ENCRYPTION__KEYS is not set: list the new key first, then every old one",
@@ -359,9 +656,17 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
 }
 
 fn migrate(path: &Path) -> ExitCode {
-    let Some(plan) = load_plan(path) else {
+    let Some(mut plan) = load_plan(path) else {
         return ExitCode::FAILURE;
     };
+    match attach_dev_key(&mut plan) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(e) => return fail(&format!("development encryption key: {e}")),
+    }
     let result = crate::store::open(&plan).map(|opened| (opened.migrations, opened.changes));
     match result {
         Ok((applied, changes)) => {

@@ -6,11 +6,13 @@ use actix_web::http::header::HeaderMap;
 use crate::plan::headers::HeadersPlan;
 
 /// Sets every planned header, replacing any value a handler set, and strips banners.
-pub fn apply(plan: &HeadersPlan, headers: &mut HeaderMap) {
+/// `Strict-Transport-Security` only when the response goes out over TLS (`secure`): RFC 6797
+/// §7.2 forbids it over plain HTTP, e.g. on the HTTP→HTTPS redirect listener.
+pub fn apply(plan: &HeadersPlan, headers: &mut HeaderMap, secure: bool) {
     for (name, value) in &plan.always {
         headers.insert(name.clone(), value.clone());
     }
-    if let Some(hsts) = &plan.hsts {
+    if let Some(hsts) = plan.hsts.as_ref().filter(|_| secure) {
         headers.insert(
             actix_web::http::header::STRICT_TRANSPORT_SECURITY,
             hsts.clone(),

@@ -8,7 +8,8 @@
 //! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
 //! ```
 //!
-//! `problem`, `request_id` and `deadline` are shared by every layer and depend on none.
+//! `problem`, `request_id`, `deadline` and `suggest` are shared by every layer and depend on none;
+//! `explain` sits beside `actions`, walking one request through the same layers unserved.
 
 pub mod actions;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod cors;
 pub mod crypto;
 pub mod deadline;
+pub mod explain;
 pub mod headers;
 pub mod logging;
 pub mod openapi;
@@ -27,4 +29,5 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod server;
 pub mod store;
+pub mod suggest;
 pub mod validate;

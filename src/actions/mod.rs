@@ -3,6 +3,7 @@
 pub mod health;
 pub mod openapi;
 pub mod resource;
+pub mod session;
 mod state;
 pub mod whoami;
 
@@ -28,6 +29,9 @@ pub async fn run(
         Action::OpenApi => openapi::openapi(state),
         a @ (Action::List | Action::Get | Action::Create | Action::Update | Action::Delete) => {
             resource::run(a, route, req, body, state).await
+        }
+        a @ (Action::Login | Action::Callback | Action::Logout | Action::Session) => {
+            session::run(a, req, state).await
         }
         // `serve` refuses a plan that declares these until they are enforced, so this arm is
         // unreachable in a running server; answer safely all the same.

@@ -15,7 +15,7 @@ use super::{Caller, CallerKind};
 use crate::plan::auth::{API_KEY_HASH_PREFIX, ApiKeyPlan};
 
 /// Every NestFlux API key starts with this, so it can travel as a bearer token too.
-pub const PREFIX: &str = "nfk_";
+pub const PREFIX: &str = crate::plan::auth::API_KEY_PREFIX;
 /// Subjects of API-key callers start with this; bearer tokens may not claim it.
 pub const SUBJECT_PREFIX: &str = "apikey:";
 /// Longest value looked at; a real key is 47 characters.

@@ -51,6 +51,9 @@ pub enum DevError {
     /// The operating system gave no randomness for a new key.
     #[error("no randomness: {0}")]
     Random(String),
+    /// The subject names a reserved namespace (`dev:`, `apikey:`).
+    #[error("--sub `{0}` starts with a reserved prefix (dev: or apikey:)")]
+    Subject(String),
     /// Signing the token failed.
     #[error("cannot sign: {0}")]
     Sign(String),
@@ -108,6 +111,15 @@ impl DevKey {
         }
     }
 
+    /// The newest stored key, read without creating, migrating or writing anything (for
+    /// `nestflux explain`); `None` when no key was ever stored.
+    pub fn read_only(db: &crate::plan::data::DatabasePlan) -> Result<Option<Self>, DevError> {
+        match dev_keys::load_read_only(db)?.into_iter().next() {
+            Some(row) => Self::from_pem(row.kid, &row.private_pem).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Loads (or creates) the key through the pool.
     pub fn open(store: &Store) -> Result<Self, DevError> {
         Self::load_or_create(&mut store.conn()?)
@@ -129,6 +141,9 @@ impl DevKey {
         roles: &[String],
         ttl: Duration,
     ) -> Result<String, DevError> {
+        if super::is_reserved_subject(sub) {
+            return Err(DevError::Subject(sub.to_string()));
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -157,7 +172,7 @@ impl DevKey {
         }
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
+        header.typ = Some("at+jwt".into());
         let key = EncodingKey::from_ed_der(self.pkcs8().as_slice());
         jsonwebtoken::encode(&header, &Value::Object(claims), &key)
             .map_err(|e| DevError::Sign(e.to_string()))

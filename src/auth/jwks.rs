@@ -1,6 +1,10 @@
 //! The issuer's signing keys: discovered, fetched with redirect, size and time limits,
 //! refreshed in the background, and kept serving while the provider is down.
 //!
+//! A valid JWKS answer replaces the key set even when it holds no usable key (an emergency
+//! revocation publishes `{"keys": []}`): tokens signed by removed keys stop working at once.
+//! Only a failed fetch keeps the last good keys, and only for `auth.jwks_max_stale`.
+//!
 //! Requests never fetch. A token naming an unknown `kid` may *ask* the refresher thread
 //! for an early fetch, at most once per [`MIN_REFETCH_INTERVAL`], and wait for its outcome.
 
@@ -25,6 +29,9 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// Fastest on-demand refetch (unknown `kid`): a flood of forged kids costs one fetch per
 /// interval, never one per request.
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the last good keys serve while fetches fail, unless configured
+/// (`auth.jwks_max_stale`).
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(6 * 3600);
 /// Retry backoff while the provider is unreachable.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -233,9 +240,12 @@ pub enum FetchError {
     /// The discovery document's `jwks_uri` is missing, not a URL, or of a refused scheme.
     #[error("discovery document has no usable jwks_uri ({0})")]
     BadJwksUri(String),
-    /// No key fits the allowed algorithms.
-    #[error("the JWKS holds no key usable with the algorithm allow-list")]
-    NoUsableKeys,
+    /// The JWKS answer has no `keys` array.
+    #[error("GET {url}: not a JWKS document (no `keys` array)")]
+    NotJwks {
+        /// The URL fetched.
+        url: String,
+    },
 }
 
 /// The key cache of one issuer, shared by every worker.
@@ -257,6 +267,10 @@ pub struct Jwks {
     http: reqwest::Client,
     /// Keys given at construction and never fetched (no refresher, no refetch).
     fixed: bool,
+    /// How long the last good keys serve while fetches fail.
+    max_stale: Duration,
+    /// When the last valid answer was installed.
+    last_good: Mutex<Option<Instant>>,
 }
 
 impl Jwks {
@@ -281,6 +295,8 @@ impl Jwks {
             last_on_demand: Mutex::new(None),
             http,
             fixed: false,
+            max_stale: DEFAULT_MAX_STALE,
+            last_good: Mutex::new(None),
         })
     }
 
@@ -294,6 +310,12 @@ impl Jwks {
         jwks.fixed = true;
         jwks.install(KeySet::from_document(document, &allowed));
         Ok(jwks)
+    }
+
+    /// Sets how long the last good keys keep serving while fetches fail.
+    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
     }
 
     /// `iss` values that name this issuer.
@@ -328,6 +350,30 @@ impl Jwks {
         dropped
     }
 
+    /// Installs the key set of a valid answer (even an empty one) and notes when it came.
+    fn accept(&self, next: KeySet, now: Instant) -> bool {
+        let dropped = self.install(next);
+        if let Ok(mut last) = self.last_good.lock() {
+            *last = Some(now);
+        }
+        dropped
+    }
+
+    /// After a failed fetch: retires the served keys once the last valid answer is older than
+    /// `max_stale`. Returns whether keys were retired now.
+    fn expire_if_stale(&self, now: Instant) -> bool {
+        let last = match self.last_good.lock() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        let stale = last.is_some_and(|at| now.saturating_duration_since(at) > self.max_stale);
+        if stale && !self.current().is_empty() {
+            self.install(KeySet::default());
+            return true;
+        }
+        false
+    }
+
     /// Starts the refresher on its own thread with its own small runtime, so key fetches
     /// never run on (or depend on) the request workers.
     pub fn spawn_refresher(self: &Arc<Self>) -> std::io::Result<()> {
@@ -348,25 +394,42 @@ impl Jwks {
             let wait = match self.fetch().await {
                 Ok(set) => {
                     let count = set.len();
-                    let dropped = self.install(set);
-                    tracing::info!(
-                        target: "nestflux::auth",
-                        keys = count,
-                        keys_retired = dropped,
-                        "issuer signing keys loaded"
-                    );
+                    let dropped = self.accept(set, Instant::now());
+                    if count == 0 {
+                        tracing::warn!(
+                            target: "nestflux::auth",
+                            keys_retired = dropped,
+                            "the issuer publishes no key usable with auth.algorithms: every token of this issuer is refused until it does"
+                        );
+                    } else {
+                        tracing::info!(
+                            target: "nestflux::auth",
+                            keys = count,
+                            keys_retired = dropped,
+                            "issuer signing keys loaded"
+                        );
+                    }
                     backoff = RETRY_MIN;
                     REFRESH_EVERY
                 }
                 Err(e) => {
                     let wait = backoff;
                     backoff = (backoff * 2).min(RETRY_MAX);
-                    tracing::warn!(
-                        target: "nestflux::auth",
-                        error = %e,
-                        retry_in_s = wait.as_secs(),
-                        "could not load the issuer's signing keys; the last good keys keep serving"
-                    );
+                    if self.expire_if_stale(Instant::now()) {
+                        tracing::error!(
+                            target: "nestflux::auth",
+                            error = %e,
+                            max_stale_s = self.max_stale.as_secs(),
+                            "the issuer's signing keys could not be refreshed for longer than auth.jwks_max_stale: they are retired and every token of this issuer is refused until a fetch succeeds"
+                        );
+                    } else {
+                        tracing::warn!(
+                            target: "nestflux::auth",
+                            error = %e,
+                            retry_in_s = wait.as_secs(),
+                            "could not load the issuer's signing keys; the last good keys keep serving"
+                        );
+                    }
                     wait
                 }
             };
@@ -441,11 +504,13 @@ impl Jwks {
             )));
         }
         let jwks = self.get_json(jwks_url.as_str()).await?;
-        let set = KeySet::from_document(&jwks, &self.allowed);
-        if set.is_empty() {
-            return Err(FetchError::NoUsableKeys);
+        if !jwks.get("keys").is_some_and(Value::is_array) {
+            return Err(FetchError::NotJwks {
+                url: jwks_url.to_string(),
+            });
         }
-        Ok(set)
+        // A valid answer, even with no usable key: the issuer decides what is trusted.
+        Ok(KeySet::from_document(&jwks, &self.allowed))
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, FetchError> {
@@ -575,6 +640,57 @@ mod tests {
         assert_eq!(jwks.epoch(), 0);
         assert!(jwks.install(KeySet::from_document(&one, ALL)));
         assert_eq!(jwks.epoch(), 1);
+    }
+
+    #[test]
+    fn a_valid_empty_answer_retires_every_key() {
+        let jwks = Jwks::new(url::Url::parse("http://127.0.0.1:1").unwrap(), ALL.to_vec()).unwrap();
+        let now = Instant::now();
+        jwks.accept(
+            KeySet::from_document(&json!({ "keys": [ec_key("a", None)] }), ALL),
+            now,
+        );
+        assert_eq!(jwks.current().len(), 1);
+        assert!(jwks.accept(KeySet::from_document(&json!({ "keys": [] }), ALL), now));
+        assert!(jwks.current().is_empty());
+        assert_eq!(
+            jwks.epoch(),
+            1,
+            "cached verifications of the old keys are void"
+        );
+        // A rotation to an algorithm outside the allow-list is the same as no key.
+        let jwks = Jwks::new(url::Url::parse("http://127.0.0.1:1").unwrap(), ALL.to_vec()).unwrap();
+        jwks.accept(
+            KeySet::from_document(&json!({ "keys": [ec_key("a", None)] }), ALL),
+            now,
+        );
+        let es_only_rsa =
+            KeySet::from_document(&json!({ "keys": [ec_key("a", None)] }), &[Algorithm::RS256]);
+        assert!(jwks.accept(es_only_rsa, now));
+        assert!(jwks.current().is_empty());
+    }
+
+    #[test]
+    fn failed_fetches_keep_the_last_keys_only_until_max_stale() {
+        let jwks = Jwks::new(url::Url::parse("http://127.0.0.1:1").unwrap(), ALL.to_vec())
+            .unwrap()
+            .with_max_stale(Duration::from_secs(3600));
+        let t0 = Instant::now();
+        jwks.accept(
+            KeySet::from_document(&json!({ "keys": [ec_key("a", None)] }), ALL),
+            t0,
+        );
+        assert!(!jwks.expire_if_stale(t0 + Duration::from_secs(3599)));
+        assert_eq!(
+            jwks.current().len(),
+            1,
+            "an outage within max_stale keeps the keys"
+        );
+        assert!(jwks.expire_if_stale(t0 + Duration::from_secs(3601)));
+        assert!(jwks.current().is_empty());
+        assert_eq!(jwks.epoch(), 1);
+        // Retired once, not again on every later failure.
+        assert!(!jwks.expire_if_stale(t0 + Duration::from_secs(7200)));
     }
 
     #[test]

@@ -69,6 +69,15 @@ pub enum Rejection {
     /// A claim is missing or has the wrong type.
     #[error("claims: {0}")]
     Claims(String),
+    /// An ID token (or another token kind) presented as an access token.
+    #[error("not an access token: {0}")]
+    NotAccessToken(&'static str),
+    /// An access token issued to a client that is not in `auth.allowed_clients`.
+    #[error("azp names a client that is not allowed")]
+    Client,
+    /// The client spent its budget of failed authentications: not checked at all.
+    #[error("client over its failed-authentication budget")]
+    OverBudget(std::time::Duration),
 }
 
 /// A verified token, as cached.
@@ -92,6 +101,10 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Only `typ: at+jwt` headers (RFC 9068 access tokens).
+    pub require_access_token_typ: bool,
+    /// Accepted `azp` values; empty: any.
+    pub allowed_clients: Vec<String>,
     /// Reads the roles out of the verified claims.
     pub roles: RoleMapper,
 }
@@ -102,6 +115,8 @@ pub struct BearerVerifier {
     allowed: Vec<Algorithm>,
     validations: HashMap<Algorithm, Validation>,
     leeway_secs: u64,
+    require_access_token_typ: bool,
+    allowed_clients: Vec<String>,
     roles: RoleMapper,
     cache: Cache<[u8; 32], Arc<Verified>>,
     /// Recently refused tokens: (why, key epoch, when).
@@ -135,6 +150,8 @@ impl BearerVerifier {
             allowed: config.allowed,
             validations,
             leeway_secs: config.leeway_secs,
+            require_access_token_typ: config.require_access_token_typ,
+            allowed_clients: config.allowed_clients,
             roles: config.roles,
             cache: Cache::new(CACHE_ENTRIES),
             rejected: Cache::new(CACHE_ENTRIES),
@@ -160,9 +177,17 @@ impl BearerVerifier {
         &self.jwks
     }
 
-    /// Verifies a token, answering a repeated one from the cache.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, Rejection> {
-        precheck(token)?;
+    /// Verifies a token, answering a repeated one from the cache. A token never seen costs
+    /// a signature check: `budget` may refuse it first, and is charged when it fails.
+    pub async fn verify(
+        &self,
+        token: &str,
+        budget: &impl super::FailureBudget,
+    ) -> Result<Arc<Verified>, Rejection> {
+        if let Err(rejection) = precheck(token) {
+            budget.charge().await;
+            return Err(rejection);
+        }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_secs();
         if let Some(hit) = self.cache.get(&hash) {
@@ -179,6 +204,9 @@ impl BearerVerifier {
             }
             self.rejected.remove(&hash);
         }
+        if let Some(wait) = budget.exhausted() {
+            return Err(Rejection::OverBudget(wait));
+        }
         let epoch = self.jwks.epoch();
         let verified = match self.verify_uncached(token).await {
             Ok(v) => Arc::new(v),
@@ -187,6 +215,7 @@ impl BearerVerifier {
                 if !matches!(rejection, Rejection::UnknownKey | Rejection::NotYetValid) {
                     self.rejected.insert(hash, (rejection.clone(), epoch, now));
                 }
+                budget.charge().await;
                 return Err(rejection);
             }
         };
@@ -208,6 +237,9 @@ impl BearerVerifier {
         precheck(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         check_header(&header, &self.allowed)?;
+        if self.require_access_token_typ && !is_access_token_typ(header.typ.as_deref()) {
+            return Err(Rejection::NotAccessToken("header typ is not at+jwt"));
+        }
         let kid = header.kid.as_deref();
         let epoch = self.jwks.epoch();
         let key = match self.jwks.current().lookup(kid, header.alg) {
@@ -231,12 +263,13 @@ impl BearerVerifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
+        check_access_token(&claims, &self.allowed_clients)?;
         let subject = match claims.get("sub") {
-            // `apikey:` names API-key callers; a token may not claim to be one.
+            // `apikey:` and `dev:` name other identity namespaces; no token may claim them.
             Some(Value::String(s))
                 if !s.is_empty()
                     && s.len() <= MAX_SUBJECT_BYTES
-                    && !s.starts_with(super::api_key::SUBJECT_PREFIX) =>
+                    && !super::is_reserved_subject(s) =>
             {
                 s.clone()
             }
@@ -260,7 +293,7 @@ impl BearerVerifier {
             name: text("name"),
         };
         let caller = Caller {
-            subject,
+            subject: super::qualified_subject(&self.kind, &subject),
             roles: self.roles.roles(&claims),
             kind: self.kind.clone(),
         };
@@ -274,7 +307,7 @@ impl BearerVerifier {
 }
 
 /// Size and alphabet, before anything is decoded.
-fn precheck(token: &str) -> Result<(), Rejection> {
+pub(crate) fn precheck(token: &str) -> Result<(), Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Rejection::Oversized);
     }
@@ -293,7 +326,7 @@ fn precheck(token: &str) -> Result<(), Rejection> {
     }
 }
 
-fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
+pub(crate) fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
     if !allowed.contains(&h.alg) {
         return Err(Rejection::Algorithm);
     }
@@ -321,7 +354,40 @@ fn check_header(h: &Header, allowed: &[Algorithm]) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn classify(kind: &ErrorKind) -> Rejection {
+/// `typ: at+jwt` or `application/at+jwt` (RFC 9068 §2.1), any case.
+fn is_access_token_typ(typ: Option<&str>) -> bool {
+    typ.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.strip_prefix("application/").unwrap_or(&t) == "at+jwt"
+    })
+}
+
+/// Refuses tokens that are not access tokens, by their claims:
+/// - a payload `typ` other than `Bearer` (Keycloak marks its ID tokens `ID`, refresh tokens
+///   `Refresh`, logout tokens `Logout`);
+/// - a `nonce`, which only ID tokens carry, except Keycloak access tokens (`typ: Bearer`)
+///   from before version 25, which copied it;
+/// - an `azp` naming a client outside `allowed` (when the list is not empty).
+fn check_access_token(claims: &Map<String, Value>, allowed: &[String]) -> Result<(), Rejection> {
+    let payload_typ = claims.get("typ").and_then(Value::as_str);
+    if let Some(typ) = payload_typ
+        && !typ.eq_ignore_ascii_case("bearer")
+    {
+        return Err(Rejection::NotAccessToken("payload typ is not Bearer"));
+    }
+    if claims.contains_key("nonce") && payload_typ.is_none() {
+        return Err(Rejection::NotAccessToken("a nonce marks an ID token"));
+    }
+    if !allowed.is_empty()
+        && let Some(azp) = claims.get("azp")
+        && !azp.as_str().is_some_and(|a| allowed.iter().any(|c| c == a))
+    {
+        return Err(Rejection::Client);
+    }
+    Ok(())
+}
+
+pub(crate) fn classify(kind: &ErrorKind) -> Rejection {
     match kind {
         ErrorKind::InvalidSignature => Rejection::Signature,
         ErrorKind::ExpiredSignature => Rejection::Expired,
@@ -362,6 +428,65 @@ mod tests {
         assert_eq!(precheck("a.b+/.c"), Err(Rejection::Malformed));
         assert_eq!(precheck("a.b=.c"), Err(Rejection::Malformed));
         assert_eq!(precheck("a.b.c"), Ok(()));
+    }
+
+    #[test]
+    fn only_access_tokens_pass_the_claim_rules() {
+        let claims = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let none: &[String] = &[];
+        // oidc-provider / RFC 9068 access tokens: no payload typ, no nonce.
+        assert_eq!(
+            check_access_token(&claims(serde_json::json!({"sub": "a"})), none),
+            Ok(())
+        );
+        // Keycloak access tokens say `typ: Bearer`; before Keycloak 25 they carried the nonce.
+        let keycloak_at = serde_json::json!({"typ": "Bearer", "azp": "spa", "nonce": "n"});
+        assert_eq!(
+            check_access_token(&claims(keycloak_at.clone()), none),
+            Ok(())
+        );
+        for (token, why) in [
+            (
+                serde_json::json!({"typ": "ID", "azp": "spa"}),
+                "Keycloak ID token",
+            ),
+            (
+                serde_json::json!({"typ": "Refresh"}),
+                "Keycloak refresh token",
+            ),
+            (
+                serde_json::json!({"nonce": "n", "aud": "web"}),
+                "OIDC ID token",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    check_access_token(&claims(token), none),
+                    Err(Rejection::NotAccessToken(_))
+                ),
+                "{why}"
+            );
+        }
+        let allowed = ["spa".to_string()];
+        assert_eq!(check_access_token(&claims(keycloak_at), &allowed), Ok(()));
+        let other = serde_json::json!({"typ": "Bearer", "azp": "other-app"});
+        assert_eq!(
+            check_access_token(&claims(other), &allowed),
+            Err(Rejection::Client)
+        );
+        // No azp at all (client_credentials at many providers): nothing to refuse.
+        assert_eq!(
+            check_access_token(&claims(serde_json::json!({})), &allowed),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn at_jwt_spellings() {
+        assert!(is_access_token_typ(Some("at+jwt")));
+        assert!(is_access_token_typ(Some("application/AT+JWT")));
+        assert!(!is_access_token_typ(Some("JWT")));
+        assert!(!is_access_token_typ(None));
     }
 
     #[test]

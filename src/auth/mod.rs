@@ -1,15 +1,20 @@
 //! Who is calling: the [`Caller`] every later stage (rate limits, authorization, actions,
-//! audit) reads from the request extensions, proven by a bearer JWT from the OIDC issuer
-//! or by a declared API key — or a 401 problem.
+//! audit) reads from the request extensions, proven by a bearer JWT from the OIDC issuer,
+//! by a declared API key, or by the browser session cookie — or a 401 problem.
 //!
 //! Credentials: `Authorization: Bearer <jwt>`, `Authorization: Bearer nfk_…` (API key) or
-//! `X-API-Key: nfk_…`; exactly one of them. Tokens and keys are never logged.
+//! `X-API-Key: nfk_…`; exactly one of them. Only a request with none of those is
+//! authenticated by its session cookie (`[auth.session]`): an explicit credential is a
+//! deliberate choice of the client, while the cookie rides along on every request of the
+//! browser, so the header wins and the cookie is then ignored. Tokens, keys and session
+//! ids are never logged.
 
 pub mod api_key;
 pub mod dev;
 pub mod jwks;
 pub mod jwt;
 pub mod roles;
+pub mod session;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,15 +40,18 @@ pub enum CallerKind {
     Dev,
     /// A declared API key, by name.
     ApiKey(String),
+    /// The browser session cookie of `[auth.session]`.
+    Session,
 }
 
 impl CallerKind {
-    /// `bearer`, `dev` or `api_key`.
+    /// `bearer`, `dev`, `api_key` or `session`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Bearer => "bearer",
             Self::Dev => "dev",
             Self::ApiKey(_) => "api_key",
+            Self::Session => "session",
         }
     }
 }
@@ -51,12 +59,52 @@ impl CallerKind {
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The `sub` claim (or `apikey:NAME` for API keys).
+    /// Who the caller is, bound to how it proved it: the provider's `sub` as is,
+    /// `dev:<sub>` for development-issuer tokens, `apikey:NAME` for API keys. Row ownership
+    /// compares this value, so one namespace can never own, read or change another's rows.
     pub subject: String,
     /// Roles known to the plan; unknown roles from the token are dropped.
     pub roles: Vec<RoleId>,
     /// How the caller proved it.
     pub kind: CallerKind,
+}
+
+/// Subjects of development-issuer callers start with this, so a development token can never
+/// act as a provider's user of the same `sub` (and the reverse).
+pub const DEV_SUBJECT_PREFIX: &str = "dev:";
+
+/// Whether a token's raw `sub` claims another namespace (`apikey:…`, `dev:…`): refused.
+pub fn is_reserved_subject(sub: &str) -> bool {
+    sub.starts_with(api_key::SUBJECT_PREFIX) || sub.starts_with(DEV_SUBJECT_PREFIX)
+}
+
+/// The subject a verified token's `sub` becomes, by how it was verified.
+pub fn qualified_subject(kind: &CallerKind, sub: &str) -> String {
+    match kind {
+        CallerKind::Dev => format!("{DEV_SUBJECT_PREFIX}{sub}"),
+        _ => sub.to_string(),
+    }
+}
+
+/// A client's allowance of failed authentications (the `auth_failures` rate-limit policy,
+/// by client ip, in the server). Signature checks are what make forged tokens expensive, so
+/// a client that spent it gets 429 before any is made.
+pub trait FailureBudget: Sync {
+    /// `Some(wait)` while the client has no failures left.
+    fn exhausted(&self) -> Option<std::time::Duration>;
+    /// Charges one failed authentication.
+    fn charge(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// No budget: for tools that verify outside a request (`explain`, benchmarks).
+pub struct Unlimited;
+
+impl FailureBudget for Unlimited {
+    fn exhausted(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn charge(&self) {}
 }
 
 /// Header carrying an API key, as an alternative to `Authorization: Bearer nfk_…`.
@@ -71,6 +119,9 @@ pub enum AuthError {
     /// A bearer token that does not verify.
     #[error("invalid credentials: {0}")]
     Invalid(Rejection),
+    /// The client spent its budget of failed authentications (`auth_failures`).
+    #[error("too many failed authentications")]
+    OverBudget(std::time::Duration),
     /// Two or more credentials in one request.
     #[error("invalid credentials: several were presented")]
     Ambiguous,
@@ -86,6 +137,16 @@ impl AuthError {
     /// The 401 problem, with the RFC 6750 challenge: a bare `Bearer` when nothing was
     /// presented, `error="invalid_token"` otherwise. The detail never says which check failed.
     pub fn problem(&self) -> Problem {
+        if let Self::OverBudget(wait) = self {
+            // Whole seconds, rounded up, at least 1 (as every Retry-After here).
+            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth-failures",
+                format!("too many failed authentications from this client; retry in {secs} s"),
+            )
+            .header(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         let (challenge, detail) = match self {
             Self::Missing => (
                 "Bearer",
@@ -118,6 +179,9 @@ pub enum SetupError {
     /// The development issuer's key could not be loaded.
     #[error("development issuer: {0}")]
     Dev(String),
+    /// Browser login could not be set up.
+    #[error("browser login: {0}")]
+    Session(String),
 }
 
 /// Bearer verification and API keys, built once and shared by every worker.
@@ -126,6 +190,8 @@ pub struct Authenticator {
     /// The development issuer's verifier: same checks, a fixed key from the database.
     dev: Option<BearerVerifier>,
     api_keys: ApiKeys,
+    /// Browser login, when `[auth.session]` is declared.
+    sessions: Option<Arc<session::Sessions>>,
 }
 
 impl Authenticator {
@@ -136,6 +202,7 @@ impl Authenticator {
                 bearer: None,
                 dev: None,
                 api_keys: ApiKeys::default(),
+                sessions: None,
             });
         };
         let bearer = match (&auth.issuer, &auth.audience) {
@@ -143,14 +210,10 @@ impl Authenticator {
                 if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
                     return Err(SetupError::NoCryptoProvider);
                 }
-                // The plan only admits asymmetric algorithms; HS* and `none` never get here.
-                let allowed: Vec<_> = auth
-                    .algorithms
-                    .iter()
-                    .filter_map(|a| jsonwebtoken::Algorithm::from_str(a).ok())
-                    .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
-                    .collect();
-                let jwks = Arc::new(Jwks::new(issuer.clone(), allowed.clone())?);
+                let allowed = allowed_algorithms(auth);
+                let jwks = Arc::new(
+                    Jwks::new(issuer.clone(), allowed.clone())?.with_max_stale(auth.jwks_max_stale),
+                );
                 Some(BearerVerifier::new(
                     jwks,
                     verifier_config(plan, auth, allowed, audience.clone()),
@@ -162,41 +225,74 @@ impl Authenticator {
             bearer,
             dev: None,
             api_keys: ApiKeys::new(&auth.api_keys),
+            sessions: None,
         })
     }
 
     /// Accepts tokens of the development issuer, verified like any provider's against the
     /// stored key, and records every verified subject in the users table.
     pub fn attach_store(
-        mut self,
+        self,
         plan: &Plan,
         store: &crate::store::Store,
     ) -> Result<Self, SetupError> {
-        if let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) {
+        let mut me = self;
+        if plan.auth.as_ref().is_some_and(|a| a.dev_issuer) {
             let key = dev::DevKey::open(store).map_err(|e| SetupError::Dev(e.to_string()))?;
-            let issuer =
-                url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
-            let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
-            let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
-            let audience = auth
-                .audience
-                .clone()
-                .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into());
-            let config = verifier_config(plan, auth, allowed, audience);
-            let verifier = BearerVerifier::new(jwks, config).with_kind(CallerKind::Dev);
-            self.dev = Some(verifier.with_users(store.clone()));
+            me = me.with_dev_key(plan, &key)?;
         }
-        self.bearer = self.bearer.map(|b| b.with_users(store.clone()));
+        me.dev = me.dev.map(|d| d.with_users(store.clone()));
+        me.bearer = me.bearer.map(|b| b.with_users(store.clone()));
+        // Sessions verify ID tokens with the bearer verifier's key cache.
+        if let (Some(auth), Some(bearer)) = (&plan.auth, &me.bearer)
+            && let Some(session) = &auth.session
+        {
+            me.sessions = Some(Arc::new(session::Sessions::new(
+                plan,
+                session,
+                bearer.jwks().clone(),
+                allowed_algorithms(auth),
+                store.clone(),
+            )?));
+        }
+        Ok(me)
+    }
+
+    /// Accepts tokens of the development issuer signed by `key`, when `[auth.dev]` is on
+    /// (records no users: `nestflux explain` verifies without writing).
+    pub fn with_dev_key(mut self, plan: &Plan, key: &dev::DevKey) -> Result<Self, SetupError> {
+        let Some(auth) = plan.auth.as_ref().filter(|a| a.dev_issuer) else {
+            return Ok(self);
+        };
+        let issuer =
+            url::Url::parse(dev::DEV_ISSUER).map_err(|e| SetupError::Dev(e.to_string()))?;
+        let allowed = vec![jsonwebtoken::Algorithm::EdDSA];
+        let jwks = Arc::new(Jwks::fixed(issuer, allowed.clone(), &key.jwks())?);
+        let audience = auth
+            .audience
+            .clone()
+            .unwrap_or_else(|| dev::DEFAULT_AUDIENCE.into());
+        let config = verifier_config(plan, auth, allowed, audience);
+        self.dev = Some(BearerVerifier::new(jwks, config).with_kind(CallerKind::Dev));
         Ok(self)
     }
 
-    /// Starts fetching and refreshing the issuer's keys in the background. The server
-    /// serves meanwhile, even while the provider is unreachable.
+    /// Starts fetching and refreshing the issuer's keys in the background (the server
+    /// serves meanwhile, even while the provider is unreachable), and the sweeper of
+    /// expired sessions.
     pub fn start(&self) -> Result<(), SetupError> {
         if let Some(b) = &self.bearer {
             b.jwks().spawn_refresher()?;
         }
+        if let Some(s) = &self.sessions {
+            s.spawn_sweeper()?;
+        }
         Ok(())
+    }
+
+    /// Browser login, when `[auth.session]` is declared.
+    pub fn sessions(&self) -> Option<&Arc<session::Sessions>> {
+        self.sessions.as_ref()
     }
 
     /// The bearer verifier, when an issuer is configured.
@@ -205,9 +301,23 @@ impl Authenticator {
     }
 
     /// Authenticates the credentials in a request's headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
+    ///
+    /// `budget` is the client's allowance of failed authentications: a token never seen
+    /// before is refused unchecked while it is spent, and every failure not answered from a
+    /// cache is charged to it.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        budget: &impl FailureBudget,
+    ) -> Result<Arc<Caller>, AuthError> {
         match credential(headers)? {
-            Credential::ApiKey(key) => self.api_keys.find(key).ok_or(AuthError::UnknownApiKey),
+            Credential::ApiKey(key) => match self.api_keys.find(key) {
+                Some(caller) => Ok(caller),
+                None => {
+                    budget.charge().await;
+                    Err(AuthError::UnknownApiKey)
+                }
+            },
             Credential::Bearer(token) => {
                 // Routed by the unverified `iss`; the chosen verifier then checks everything,
                 // `iss` included, so a lie only picks a verifier that refuses it.
@@ -215,8 +325,11 @@ impl Authenticator {
                     (Some(dev), Some(dev::DEV_ISSUER)) => dev,
                     _ => self.bearer.as_ref().ok_or(AuthError::NoIssuer)?,
                 };
-                let verified = verifier.verify(token).await.map_err(AuthError::Invalid)?;
-                Ok(verified.caller.clone())
+                match verifier.verify(token, budget).await {
+                    Ok(verified) => Ok(verified.caller.clone()),
+                    Err(Rejection::OverBudget(wait)) => Err(AuthError::OverBudget(wait)),
+                    Err(rejection) => Err(AuthError::Invalid(rejection)),
+                }
             }
         }
     }
@@ -234,11 +347,23 @@ fn verifier_config(
         allowed,
         audience,
         leeway_secs: auth.leeway.as_secs(),
+        require_access_token_typ: auth.require_access_token_typ,
+        allowed_clients: auth.allowed_clients.clone(),
         roles: roles::RoleMapper::new(
             auth.roles_claim.clone(),
             plan.roles.closures.keys().cloned(),
         ),
     }
+}
+
+/// The algorithm allow-list as jsonwebtoken's type. The plan only admits asymmetric
+/// algorithms; HS* and `none` never get here.
+fn allowed_algorithms(auth: &crate::plan::auth::AuthPlan) -> Vec<jsonwebtoken::Algorithm> {
+    auth.algorithms
+        .iter()
+        .filter_map(|a| jsonwebtoken::Algorithm::from_str(a).ok())
+        .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+        .collect()
 }
 
 /// The `iss` a token claims, read without verification, only to pick a verifier.
@@ -303,14 +428,25 @@ pub async fn authenticate(
     auth: &Authenticator,
     route: &RoutePlan,
     req: &HttpRequest,
+    budget: &impl FailureBudget,
 ) -> Result<(), Problem> {
     if route.access == Access::Public {
         return Ok(());
     }
-    let caller = auth.authenticate(req.headers()).await.map_err(|e| {
-        tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
-        e.problem()
-    })?;
+    let caller = match auth.authenticate(req.headers(), budget).await {
+        Ok(caller) => caller,
+        // No header credential: the session cookie, if the browser sent one.
+        Err(AuthError::Missing) if auth.sessions.as_ref().is_some_and(|s| s.has_cookie(req)) => {
+            match &auth.sessions {
+                Some(s) => s.authenticate(req, auth.bearer(), budget).await?,
+                None => return Err(AuthError::Missing.problem()),
+            }
+        }
+        Err(e) => {
+            tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
+            return Err(e.problem());
+        }
+    };
     req.extensions_mut().insert(Caller::clone(&caller));
     Ok(())
 }

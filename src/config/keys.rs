@@ -1,16 +1,52 @@
-//! Every unknown key in one pass. serde stops at the first unknown field; this walks the
-//! merged values alongside the file's JSON Schema so `check` lists them all, each with its
-//! path (`routes[2].permision: unknown key`).
+//! The keys a table accepts, read from the file's JSON Schema (the same types serde reads),
+//! so an unknown key can be answered with the nearest valid one.
 
 use serde_json::Value;
 
-/// Keys kept out of the published schema (secrets belong in the environment) but accepted.
-const HIDDEN_KEYS: &[&str] = &["client_secret", "keys"];
+/// The keys the table at `path` (`routes[2]`, `schemas.Note.title.items`) accepts; empty
+/// where any name goes (`[roles]`, `[schemas.NAME]`) or the path is not a table.
+pub fn expected(schema: &Value, path: &str) -> Vec<String> {
+    let mut node = schema;
+    for seg in segments(path) {
+        let next = match seg {
+            Seg::Key(k) => {
+                let obj = pick(node, schema, true);
+                obj.get("properties")
+                    .and_then(|p| p.get(k))
+                    .or_else(|| obj.get("additionalProperties").filter(|a| a.is_object()))
+            }
+            Seg::Index => pick(node, schema, false).get("items"),
+        };
+        match next {
+            Some(n) => node = n,
+            None => return Vec::new(),
+        }
+    }
+    let obj = pick(node, schema, true);
+    let mut keys: Vec<String> = obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
 
-/// Paths of every key the schema does not know.
-pub fn unknown(value: &Value, schema: &Value) -> Vec<String> {
+enum Seg<'a> {
+    Key(&'a str),
+    Index,
+}
+
+/// `routes[2].permission` → `routes`, `[2]`, `permission`.
+fn segments(path: &str) -> Vec<Seg<'_>> {
     let mut out = Vec::new();
-    walk(value, schema, schema, "", &mut out);
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            out.push(Seg::Key(name));
+        }
+        out.extend(rest.matches('[').map(|_| Seg::Index));
+    }
     out
 }
 
@@ -46,43 +82,21 @@ fn pick<'a>(node: &'a Value, root: &'a Value, want_object: bool) -> &'a Value {
     }
 }
 
-fn walk(value: &Value, node: &Value, root: &Value, path: &str, out: &mut Vec<String>) {
-    match value {
-        Value::Object(map) => {
-            let node = pick(node, root, true);
-            let props = node.get("properties").and_then(Value::as_object);
-            let extra = node.get("additionalProperties");
-            for (key, v) in map {
-                let here = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                match (props.and_then(|p| p.get(key)), extra) {
-                    (Some(child), _) => walk(v, child, root, &here, out),
-                    (None, Some(Value::Bool(false))) if HIDDEN_KEYS.contains(&key.as_str()) => {}
-                    (None, Some(Value::Bool(false))) => {
-                        let mut expected: Vec<&str> = props
-                            .map(|p| p.keys().map(String::as_str).collect())
-                            .unwrap_or_default();
-                        expected.sort_unstable();
-                        out.push(format!(
-                            "{here}: unknown key (expected one of: {})",
-                            expected.join(", ")
-                        ));
-                    }
-                    (None, Some(child)) if child.is_object() => walk(v, child, root, &here, out),
-                    _ => {}
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(item) = pick(node, root, false).get("items") {
-                for (i, v) in items.iter().enumerate() {
-                    walk(v, item, root, &format!("{path}[{i}]"), out);
-                }
-            }
-        }
-        _ => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_keys_follow_the_schema() {
+        let schema = serde_json::to_value(schemars::schema_for!(crate::config::RawConfig)).unwrap();
+        let routes = expected(&schema, "routes[3]");
+        assert!(routes.contains(&"permission".to_string()), "{routes:?}");
+        assert!(expected(&schema, "server").contains(&"bind".to_string()));
+        assert!(expected(&schema, "auth.session").contains(&"redirect_url".to_string()));
+        let items = expected(&schema, "schemas.Note.tags.items");
+        assert!(items.contains(&"max_length".to_string()), "{items:?}");
+        assert!(expected(&schema, "rate_limits.writes").contains(&"per_minute".to_string()));
+        assert!(expected(&schema, "roles").is_empty());
+        assert!(expected(&schema, "").contains(&"routes".to_string()));
     }
 }

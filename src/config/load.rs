@@ -3,38 +3,57 @@
 //! `NESTFLUX_SERVER__BIND` sets `server.bind` (a double underscore nests);
 //! `NESTFLUX_AUTH__SESSION__CLIENT_SECRET_FILE=/run/secrets/x` reads that key's value from a
 //! file, so secrets never have to be in the file or in the environment itself.
+//!
+//! Loading never stops at the first mistake: the merged values are read section by section
+//! (see [`super::read`]), so an unknown key or a value of the wrong type is reported beside
+//! every other one and the rest of the file is still checked.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
-use figment::providers::{Format, Toml};
+use figment::providers::Serialized;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use toml_edit::ImDocument;
 
 use super::RawConfig;
+use super::read::{Issue, Reader};
+use super::source::{ConfigSource, EnvEntry, SourceMap};
 
 /// Variables that steer the process rather than name a config key.
-const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
+pub const CONTROL_VARS: &[&str] = &["CONFIG", "PROFILE", "LOG", "LOG_FORMAT"];
 
-/// Where the configuration came from, for summaries (key names only, never values).
-#[derive(Debug, Clone, Default)]
-pub struct ConfigSource {
-    /// The file that was read.
-    pub path: PathBuf,
-    /// Config keys set from the environment, e.g. `server.bind`.
-    pub env_keys: Vec<String>,
+/// The configuration as read, with every problem found while reading it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The raw values; a key that could not be read keeps its default.
+    pub raw: RawConfig,
+    /// The file's text and spans, and the variables that set keys.
+    pub source: ConfigSource,
+    /// Unknown keys and values of the wrong type, each with its path.
+    pub issues: Vec<Issue>,
 }
 
-/// Why the configuration could not be loaded.
+/// Why the configuration could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
     #[error("config file {path}: {reason}")]
     File {
         /// The file.
-        path: PathBuf,
-        /// Why it could not be read or parsed.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
         reason: String,
+    },
+    /// The file is not valid TOML.
+    #[error("{message}")]
+    Syntax {
+        /// The file's text, for showing the line.
+        text: String,
+        /// What the parser says.
+        message: String,
+        /// Where, as a byte range.
+        span: Option<std::ops::Range<usize>>,
     },
     /// A `NESTFLUX_…_FILE` secret file could not be read.
     #[error("{var}: cannot read secret file: {reason}")]
@@ -44,13 +63,13 @@ pub enum LoadError {
         /// Why it could not be read.
         reason: String,
     },
-    /// One line per problem, each starting with its key path.
+    /// The layers could not be merged (e.g. a variable sets a table to a plain value).
     #[error("{0}")]
-    Parse(String),
+    Merge(String),
 }
 
 /// Loads the raw configuration from `path` and the process environment.
-pub fn load(path: &Path) -> Result<(RawConfig, ConfigSource), LoadError> {
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     load_from(path, std::env::vars())
 }
 
@@ -58,50 +77,53 @@ pub fn load(path: &Path) -> Result<(RawConfig, ConfigSource), LoadError> {
 pub fn load_from(
     path: &Path,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<(RawConfig, ConfigSource), LoadError> {
+) -> Result<Loaded, LoadError> {
+    let file_error = |reason: String| LoadError::File {
+        path: path.into(),
+        reason,
+    };
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => {}
-        Ok(_) => {
-            return Err(LoadError::File {
-                path: path.into(),
-                reason: "not a regular file".into(),
-            });
-        }
-        Err(e) => {
-            return Err(LoadError::File {
-                path: path.into(),
-                reason: e.to_string(),
-            });
-        }
+        Ok(_) => return Err(file_error("not a regular file".into())),
+        Err(e) => return Err(file_error(e.to_string())),
     }
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    // One read and one parse of the file: the spans and the values come from the same text.
+    let doc = ImDocument::parse(text.clone()).map_err(|e| LoadError::Syntax {
+        text: text.clone(),
+        message: e.message().to_string(),
+        span: e.span(),
+    })?;
+    let file: Dict = toml_edit::de::from_document(toml_edit::de::Deserializer::from(doc.clone()))
+        .map_err(|e| LoadError::Merge(e.to_string()))?;
+    let map = SourceMap::of(doc);
 
     let env = EnvLayer::collect(vars)?;
-    let env_keys = env.keys();
-    let figment = Figment::new().merge(Toml::file_exact(path)).merge(env);
-    // Every unknown key at once (serde alone would stop at the first).
-    if let Ok(merged) = figment.extract::<serde_json::Value>() {
-        let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
-        let unknown = super::keys::unknown(&merged, &schema);
-        if !unknown.is_empty() {
-            return Err(LoadError::Parse(unknown.join("\n")));
-        }
-    }
-    let raw: RawConfig = figment
+    let figment = Figment::new().merge(Serialized::defaults(file)).merge(&env);
+    let merged: serde_json::Value = figment
         .extract()
-        .map_err(|e| LoadError::Parse(format_figment(e)))?;
-    Ok((
+        .map_err(|e| LoadError::Merge(e.to_string()))?;
+    let source = ConfigSource {
+        path: path.into(),
+        env_keys: env.keys(),
+        text: text.clone(),
+        map,
+        env: env.entries.clone(),
+    };
+    let mut reader = Reader::new(&source);
+    let raw = reader.config(merged);
+    Ok(Loaded {
         raw,
-        ConfigSource {
-            path: path.into(),
-            env_keys,
-        },
-    ))
+        issues: reader.into_issues(),
+        source,
+    })
 }
 
 /// The `NESTFLUX_*` variables as a figment provider.
 struct EnvLayer {
-    /// (dotted key path, value); `_FILE` secrets are read already.
-    entries: Vec<(String, Value)>,
+    /// `_FILE` secrets are read already; a plain variable comes after a `_FILE` one for the
+    /// same key, so it wins.
+    entries: Vec<EnvEntry>,
 }
 
 impl EnvLayer {
@@ -123,37 +145,50 @@ impl EnvLayer {
                     })?;
                 // A secret is taken verbatim, never parsed as a number or list.
                 let secret = secret.trim_end_matches(['\r', '\n']).to_string();
-                files.push((key_path(key), Value::from(secret)));
+                files.push(EnvEntry {
+                    key: key_path(key),
+                    var: name.clone(),
+                    from_file: true,
+                    value: secret,
+                });
             } else {
-                let parsed = Value::from_str(&value).unwrap_or_else(|never| match never {});
-                plain.push((key_path(rest), parsed));
+                plain.push(EnvEntry {
+                    key: key_path(rest),
+                    var: name.clone(),
+                    from_file: false,
+                    value,
+                });
             }
         }
-        // A plain variable and a _FILE variable for the same key: the plain one wins.
         let mut entries = files;
         entries.extend(plain);
         Ok(Self { entries })
     }
 
     fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.entries.iter().map(|(k, _)| k.clone()).collect();
+        let mut keys: Vec<String> = self.entries.iter().map(|e| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
         keys
     }
 }
 
-impl Provider for EnvLayer {
+impl Provider for &EnvLayer {
     fn metadata(&self) -> Metadata {
         Metadata::named("environment variable(s) NESTFLUX_*")
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut figment = Figment::new();
-        for (key, value) in &self.entries {
-            let nested = figment::util::nest(key, value.clone());
+        for e in &self.entries {
+            let value = if e.from_file {
+                Value::from(e.value.clone())
+            } else {
+                Value::from_str(&e.value).unwrap_or_else(|never| match never {})
+            };
+            let nested = figment::util::nest(&e.key, value);
             if let Some(dict) = nested.into_dict() {
-                figment = figment.merge(figment::providers::Serialized::defaults(dict));
+                figment = figment.merge(Serialized::defaults(dict));
             }
         }
         let dict: Dict = figment.extract()?;
@@ -171,41 +206,9 @@ fn key_path(var: &str) -> String {
         .join(".")
 }
 
-/// Every error figment found, one per line, each starting with its key path.
-fn format_figment(err: figment::Error) -> String {
-    err.into_iter()
-        .map(|e| {
-            let path = e
-                .path
-                .iter()
-                .map(|seg| match seg.parse::<usize>() {
-                    Ok(i) => format!("[{i}]"),
-                    Err(_) => format!(".{seg}"),
-                })
-                .collect::<String>()
-                .trim_start_matches('.')
-                .to_string();
-            let what = match &e.kind {
-                figment::error::Kind::UnknownField(_, expected) => {
-                    // figment's path already ends with the unknown key.
-                    return format!(
-                        "{path}: unknown key (expected one of: {})",
-                        expected.join(", ")
-                    );
-                }
-                kind => kind.to_string(),
-            };
-            let origin = e.metadata.as_ref().map(|m| m.name.to_string());
-            let place = if path.is_empty() {
-                String::new()
-            } else {
-                format!("{path}: ")
-            };
-            match origin {
-                Some(origin) => format!("{place}{what} (from {origin})"),
-                None => format!("{place}{what}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// The variable that would set `path`: `server.bind` → `NESTFLUX_SERVER__BIND`.
+pub fn var_for(path: &str) -> String {
+    let mut out = String::from("NESTFLUX_");
+    out.push_str(&path.replace('.', "__").to_ascii_uppercase());
+    out
 }

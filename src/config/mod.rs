@@ -1,14 +1,20 @@
 //! Raw configuration: serde types that mirror `nestflux.toml` key for key, and nothing more.
 //!
 //! These types only parse. Every check, every cross-reference and every conversion into
-//! typed values happens in [`crate::plan`]. Unknown keys are refused here
-//! (`deny_unknown_fields`), so a typo such as `permision` can never silently open a route.
+//! typed values happens in [`crate::plan`]. Unknown keys are collected while reading (every
+//! one of them, with the nearest valid name) and refused by the compile step, so a typo
+//! such as `permision` can never silently open a route; the JSON Schema says so too
+//! (`additionalProperties: false`).
 
 mod keys;
 mod lenient;
 mod load;
+pub mod read;
+pub mod source;
 
-pub use load::{ConfigSource, LoadError, load};
+pub use load::{CONTROL_VARS, LoadError, Loaded, load, load_from, var_for};
+pub use read::{Issue, IssueKind};
+pub use source::{ConfigSource, EnvEntry, Origin, SourceMap};
 
 use std::collections::BTreeMap;
 
@@ -17,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawConfig {
     /// Listening socket, limits, TLS and proxies.
     pub server: RawServer,
@@ -45,7 +52,8 @@ pub struct RawConfig {
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawServer {
     /// Socket address to listen on, e.g. `127.0.0.1:8080`.
     pub bind: String,
@@ -82,7 +90,7 @@ impl Default for RawServer {
 
 /// `[server.tls]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM certificate chain, leaf first.
     pub cert: String,
@@ -100,7 +108,8 @@ pub struct RawTls {
 
 /// `[database]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawDatabase {
     /// `sqlite://path` (embedded) or `postgres://user@host/db`.
     pub url: String,
@@ -131,7 +140,8 @@ impl Default for RawDatabase {
 
 /// `[headers]`: one key per secure header. Absent keeps Helmet's default, `""` removes it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawHeaders {
     /// `Content-Security-Policy`.
     pub content_security_policy: Option<String>,
@@ -163,7 +173,8 @@ pub struct RawHeaders {
 
 /// `[cors]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawCors {
     /// Allowed origins, e.g. `https://app.example.com`; `"*"` allows any (never with credentials).
     pub origins: Vec<String>,
@@ -195,7 +206,8 @@ impl Default for RawCors {
 
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawAuth {
     /// OIDC issuer URL: discovery document and JWKS come from here.
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -211,6 +223,16 @@ pub struct RawAuth {
     /// Clock skew tolerated on `exp` / `nbf`, e.g. `"30s"`.
     #[serde(deserialize_with = "lenient::string")]
     pub leeway: String,
+    /// How long the last good signing keys keep serving while the issuer cannot be reached
+    /// (transport or HTTP failures only), e.g. `"6h"`. After that every token is refused.
+    #[serde(deserialize_with = "lenient::string")]
+    pub jwks_max_stale: String,
+    /// Accept only tokens whose header says `typ: at+jwt` (RFC 9068 access tokens). Off by
+    /// default: Keycloak and Authentik access tokens say `JWT`.
+    pub require_access_token_typ: bool,
+    /// Clients whose access tokens are accepted, by the `azp` claim. Empty (the default):
+    /// any `azp`; otherwise a token naming another client is refused.
+    pub allowed_clients: Vec<String>,
     /// Accept a plain-HTTP issuer that is not on loopback. Refused in production.
     pub dangerous_allow_http_issuer: bool,
     /// Built-in development token issuer.
@@ -229,6 +251,9 @@ impl Default for RawAuth {
             algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
             roles_claim: "roles".into(),
             leeway: "30s".into(),
+            jwks_max_stale: "6h".into(),
+            require_access_token_typ: false,
+            allowed_clients: Vec::new(),
             dangerous_allow_http_issuer: false,
             dev: None,
             session: None,
@@ -239,7 +264,8 @@ impl Default for RawAuth {
 
 /// `[auth.api_keys.NAME]`: a key is declared by its hash, never by the key itself.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawApiKey {
     /// `sha256:<64 hex>` of the key, as printed by `nestflux keys api-key NAME`.
     pub hash: String,
@@ -249,7 +275,8 @@ pub struct RawApiKey {
 
 /// `[auth.dev]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawDevIssuer {
     /// Turn the development issuer on (`nestflux token`). Refused in production.
     pub enabled: bool,
@@ -257,7 +284,8 @@ pub struct RawDevIssuer {
 
 /// `[auth.session]`
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawSession {
     /// The OIDC client id.
     #[serde(deserialize_with = "lenient::string")]
@@ -275,7 +303,18 @@ pub struct RawSession {
     /// A session ends this long after login whatever its use, e.g. `"12h"`.
     #[serde(deserialize_with = "lenient::string")]
     pub absolute_timeout: String,
-    /// Send the session cookie without `Secure` (plain HTTP). Refused in production.
+    /// Scopes asked for at login (`openid` is always asked for); add `offline_access` where
+    /// the provider issues refresh tokens only for it (Authentik).
+    pub scopes: Vec<String>,
+    /// Where the provider sends the browser after logout; must be registered with it.
+    /// Defaults to the origin of `redirect_url` with path `/`.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub post_logout_redirect_url: Option<String>,
+    /// Time a started login may take to come back to the callback, e.g. `"10m"`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub login_timeout: String,
+    /// Send the session cookie without `Secure` and without the `__Host-` prefix, for a
+    /// plain-HTTP `redirect_url` that is not on loopback. Refused in production.
     pub dangerous_insecure_cookie: bool,
 }
 
@@ -287,6 +326,9 @@ impl Default for RawSession {
             redirect_url: String::new(),
             idle_timeout: "30m".into(),
             absolute_timeout: "12h".into(),
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            post_logout_redirect_url: None,
+            login_timeout: "10m".into(),
             dangerous_insecure_cookie: false,
         }
     }
@@ -294,7 +336,8 @@ impl Default for RawSession {
 
 /// `[roles.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRole {
     /// Roles whose permissions this role also has.
     pub inherits: Vec<String>,
@@ -318,7 +361,8 @@ pub struct RawRateLimits {
 
 /// `[rate_limits.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRatePolicy {
     /// `ip`, `user` (falls back to ip for anonymous callers) or `api_key`.
     pub key: Option<String>,
@@ -334,7 +378,8 @@ pub struct RawRatePolicy {
 
 /// `[encryption]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawEncryption {
     /// `kid:base64,…`; the first encrypts, all decrypt. Only from `NESTFLUX_ENCRYPTION__KEYS(_FILE)`.
     #[schemars(skip)]
@@ -345,7 +390,8 @@ pub struct RawEncryption {
 
 /// One field of a `[schemas.NAME]` table.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawField {
     /// `string`, `integer`, `number`, `boolean`, `enum`, `array` or `object`; absent with `ref`.
     #[serde(rename = "type")]
@@ -405,7 +451,8 @@ pub struct RawField {
 
 /// `[resources.NAME]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawResource {
     /// The schema that describes one record.
     pub schema: String,
@@ -421,7 +468,8 @@ pub struct RawResource {
 
 /// `[[routes]]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRoute {
     /// HTTP method in uppercase, e.g. `GET`.
     pub method: String,

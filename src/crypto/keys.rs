@@ -122,6 +122,15 @@ impl KeyRing {
                 problems.push((i, format!("key \"{kid}\" is not 32 bytes (AES-256)")));
                 continue;
             }
+            if !looks_random(&raw) {
+                problems.push((
+                    i,
+                    format!(
+                        "key \"{kid}\" is not random (all zero, or a few repeated bytes): generate one with `nestflux keys generate`"
+                    ),
+                ));
+                continue;
+            }
             match RingKey::new(kid, &raw) {
                 Ok(key) => keys.push(key),
                 Err(e) => problems.push((i, e.to_string())),
@@ -279,6 +288,20 @@ pub fn generate_key() -> Result<String, CryptoError> {
     Ok(format!("k{kid}:{}", STANDARD.encode(key.as_slice())))
 }
 
+/// A sanity check, not an entropy test: 32 random bytes hold about 31 distinct values, and
+/// fewer than [`MIN_DISTINCT_BYTES`] happens by chance with probability below 2^-100. It
+/// catches placeholder keys (all zero, one repeated byte, a short pattern).
+fn looks_random(key: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for b in key {
+        seen[usize::from(*b)] = true;
+    }
+    seen.iter().filter(|s| **s).count() >= MIN_DISTINCT_BYTES
+}
+
+/// Fewest distinct byte values a configured key may hold.
+const MIN_DISTINCT_BYTES: usize = 12;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +383,25 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0], a);
         assert!(all[1].starts_with("k1:"));
+    }
+
+    #[test]
+    fn placeholder_keys_are_refused() {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut pattern = [0u8; 32];
+        for (i, b) in pattern.iter_mut().enumerate() {
+            *b = (i % 4) as u8;
+        }
+        for weak in [[0u8; 32], [0x41u8; 32], pattern] {
+            let text = format!("k1:{}", b64(&weak));
+            let problems = KeyRing::parse_all(&text).unwrap_err();
+            assert!(problems[0].1.contains("not random"), "{problems:?}");
+            assert!(!problems[0].1.contains(&b64(&weak)), "never echoed");
+        }
+        assert!(KeyRing::parse_all(K1).is_ok());
+        let fresh = generate_key().unwrap();
+        assert!(KeyRing::parse_all(&fresh).is_ok());
     }
 
     #[test]

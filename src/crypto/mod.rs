@@ -11,6 +11,7 @@
 //! The first key encrypts and indexes; every key decrypts and matches filters, so a ring in
 //! the middle of a rotation still serves every row.
 
+pub mod dev_key;
 mod keys;
 mod mac;
 

@@ -40,9 +40,6 @@ use security::Schemes;
 /// The `openapi` field of every document.
 pub const OPENAPI_VERSION: &str = "3.1.0";
 
-/// Name of the browser-session cookie, published when `[auth.session]` is declared.
-pub const SESSION_COOKIE: &str = "nestflux_session";
-
 /// Where `$ref`s into `components` point.
 const SCHEMAS: &str = "#/components/schemas/";
 const RESPONSES: &str = "#/components/responses/";

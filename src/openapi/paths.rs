@@ -1,6 +1,7 @@
 //! One operation per route: its id, summary, who may call it, parameters, request body,
 //! success and problem responses.
 
+use actix_web::http::Method;
 use serde_json::{Map, Value, json};
 
 use super::schemas::{guard_note, own_form};
@@ -14,10 +15,12 @@ impl Builder<'_> {
         let target = self.target(route);
         let mut op = Map::new();
         op.insert("operationId".into(), json!(self.operation_id(route)));
-        op.insert(
-            "tags".into(),
-            json!([route.resource.as_ref().map_or("service", |r| r.0.as_str())]),
-        );
+        let tag = match &route.resource {
+            Some(r) => r.0.as_str(),
+            None if route.action.is_session() => "session",
+            None => "service",
+        };
+        op.insert("tags".into(), json!([tag]));
         op.insert(
             "summary".into(),
             json!(
@@ -44,6 +47,7 @@ impl Builder<'_> {
         if let (Action::List, Some((res, schema))) = (route.action, target) {
             parameters.extend(list_parameters(res, schema));
         }
+        parameters.extend(session_parameters(route.action));
         if !parameters.is_empty() {
             op.insert("parameters".into(), Value::Array(parameters));
         }
@@ -123,9 +127,12 @@ impl Builder<'_> {
             );
         };
         refer("400", "BadRequest");
+        // A write authenticated by the session cookie from a foreign origin is a 403 too.
+        let cookie_write = self.schemes.has_session()
+            && !matches!(route.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if route.access != Access::Public {
             refer("401", "Unauthorized");
-            if matches!(route.access, Access::Permission(_)) || field_guarded {
+            if matches!(route.access, Access::Permission(_)) || field_guarded || cookie_write {
                 refer("403", "Forbidden");
             }
         }
@@ -142,7 +149,11 @@ impl Builder<'_> {
         if limited {
             refer("429", "TooManyRequests");
         }
-        if route.action.needs_resource() {
+        if route.action == Action::Logout {
+            refer("403", "Forbidden");
+        }
+        if route.action.needs_resource() || matches!(route.action, Action::Login | Action::Callback)
+        {
             refer("503", "ServiceUnavailable");
         }
         out
@@ -161,6 +172,39 @@ fn default_summary(route: &RoutePlan) -> String {
         Action::Create => format!("Create one of {res}"),
         Action::Update => format!("Update one of {res}"),
         Action::Delete => format!("Delete one of {res}"),
+        Action::Login => "Start the browser login at the OpenID provider".into(),
+        Action::Callback => "The provider's redirect back after login".into(),
+        Action::Logout => "End the browser session, here and at the provider".into(),
+        Action::Session => "The browser session, for front ends".into(),
+    }
+}
+
+/// The query parameters of the browser-login routes.
+fn session_parameters(action: Action) -> Vec<Value> {
+    let query = |name: &str, description: &str| {
+        json!({
+            "name": name,
+            "in": "query",
+            "description": description,
+            "schema": { "type": "string" },
+        })
+    };
+    match action {
+        Action::Login => vec![query(
+            "return_to",
+            "Where to go after login: a path on this server (`/app`), or a URL on an origin listed in `[cors]`. Anything else is replaced by `/`.",
+        )],
+        Action::Callback => vec![
+            query("code", "The authorization code (from the provider)."),
+            query("state", "The login's state (from the provider)."),
+            query("iss", "The provider's issuer identifier (RFC 9207)."),
+            query("error", "Why the provider did not log the user in."),
+            query(
+                "error_description",
+                "The provider's explanation (never shown).",
+            ),
+        ],
+        _ => Vec::new(),
     }
 }
 
@@ -349,7 +393,7 @@ fn success_response(route: &RoutePlan, record: Option<&str>) -> (&'static str, V
                     "required": ["subject", "kind", "roles", "permissions"],
                     "properties": {
                         "subject": { "type": "string" },
-                        "kind": { "type": "string", "enum": ["bearer", "dev", "api_key"] },
+                        "kind": { "type": "string", "enum": ["bearer", "dev", "api_key", "session"] },
                         "roles": { "type": "array", "items": { "type": "string" } },
                         "permissions": { "type": "array", "items": { "type": "string" } },
                         "api_key": { "type": "string", "description": "The key's name, for API-key callers." },
@@ -401,7 +445,57 @@ fn success_response(route: &RoutePlan, record: Option<&str>) -> (&'static str, V
             ("201", res)
         }
         Action::Delete => ("204", json!({ "description": "Deleted." })),
+        Action::Login => (
+            "302",
+            redirect(
+                "To the provider's authorization endpoint, with `state`, `nonce` and a PKCE S256 challenge; sets the short-lived login cookie that binds the login to this browser.",
+            ),
+        ),
+        Action::Callback => (
+            "303",
+            redirect("To `return_to`, with the new session cookie (a fresh id at every login)."),
+        ),
+        Action::Logout => (
+            "303",
+            redirect(
+                "To the provider's `end_session_endpoint` (with `id_token_hint` and `post_logout_redirect_uri`), or to the post-logout URL; the session is deleted and its cookie cleared.",
+            ),
+        ),
+        Action::Session => (
+            "200",
+            json_body(
+                "The browser session, or `authenticated: false`.",
+                json!({
+                    "type": "object",
+                    "required": ["authenticated"],
+                    "properties": {
+                        "authenticated": { "type": "boolean" },
+                        "subject": { "type": "string" },
+                        "roles": { "type": "array", "items": { "type": "string" } },
+                        "expires_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the session ends if unused (idle timeout), never later than its absolute timeout.",
+                        },
+                    },
+                }),
+            ),
+        ),
     }
+}
+
+/// A redirect response with its `Location`.
+fn redirect(description: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": {
+            "Location": {
+                "description": "Where the browser goes next.",
+                "required": true,
+                "schema": { "type": "string", "format": "uri-reference" },
+            },
+        },
+    })
 }
 
 fn rate_limit_headers(headers: &mut Map<String, Value>) {

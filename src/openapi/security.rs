@@ -3,14 +3,14 @@
 
 use serde_json::{Map, Value, json};
 
-use super::SESSION_COOKIE;
 use crate::plan::Plan;
 
 /// Which security schemes a plan declares.
 pub(super) struct Schemes {
     bearer: bool,
     api_key: bool,
-    session: bool,
+    /// The session cookie's name, when `[auth.session]` is declared.
+    session: Option<&'static str>,
 }
 
 impl Schemes {
@@ -21,7 +21,9 @@ impl Schemes {
             // API keys may also be sent as `Authorization: Bearer nfk_…`.
             bearer: auth.is_some_and(|a| a.issuer.is_some() || a.dev_issuer) || api_key,
             api_key,
-            session: auth.is_some_and(|a| a.session.is_some()),
+            session: auth
+                .and_then(|a| a.session.as_ref())
+                .map(|s| s.session_cookie()),
         }
     }
 
@@ -49,18 +51,23 @@ impl Schemes {
                 }),
             );
         }
-        if self.session {
+        if let Some(cookie) = self.session {
             out.insert(
                 "session".into(),
                 json!({
                     "type": "apiKey",
                     "in": "cookie",
-                    "name": SESSION_COOKIE,
-                    "description": "The browser session made by the OIDC login.",
+                    "name": cookie,
+                    "description": "The browser session made by the OIDC login (`GET /auth/login`). Unsafe methods authenticated by it also need a same-origin `Origin` (or `Sec-Fetch-Site`), or one listed in `[cors]`.",
                 }),
             );
         }
         out
+    }
+
+    /// Whether the browser session's cookie is a way in.
+    pub(super) fn has_session(&self) -> bool {
+        self.session.is_some()
     }
 
     /// The `security` of a route that needs an identity: any one declared scheme.
@@ -68,7 +75,7 @@ impl Schemes {
         let names = [
             (self.bearer, "bearer"),
             (self.api_key, "apiKey"),
-            (self.session, "session"),
+            (self.session.is_some(), "session"),
         ];
         Value::Array(
             names

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderName;
 
-use super::diag::Diagnostics;
+use super::diag::{Code, Diagnostics};
 use super::{Profile, is_loopback_host, units};
 use crate::config::RawCors;
 
@@ -60,7 +60,8 @@ pub fn compile_cors(raw: &RawCors, profile: Profile, d: &mut Diagnostics) -> Cor
         }
     }
     if any_origin && raw.credentials {
-        d.error(
+        d.error_with(
+            Code::Insecure,
             "cors.origins",
             "\"*\" together with credentials = true would let any site act with your users' credentials; list the origins",
         );

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::Profile;
-use super::diag::{Diagnostic, Diagnostics};
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::is_name;
 use super::roles::Permission;
 use crate::config::{RawDatabase, RawEncryption, RawField, RawResource};
@@ -117,6 +117,27 @@ pub struct EncryptionPlan {
     pub key_ids: Vec<String>,
     /// `None` when no keys are configured.
     pub ring: Option<std::sync::Arc<crate::crypto::KeyRing>>,
+    /// Outside production, with encrypted fields declared and no keys configured: the file
+    /// holding the development key, which the runtime loads or creates once
+    /// (`crypto::dev_key`) and puts in `ring`. Never set under production.
+    pub dev_key: Option<PathBuf>,
+}
+
+/// Name of the development key file kept beside a PostgreSQL service's config file.
+pub const DEV_KEY_FILE: &str = "nestflux.dev-key";
+
+/// Where the development key lives: beside the SQLite file (`nestflux.db.dev-key`), or for
+/// PostgreSQL beside the config file (`nestflux.dev-key`), which is where the service's own
+/// state lives when the data does not.
+pub fn dev_key_path(db: &DatabasePlan, config_dir: &std::path::Path) -> PathBuf {
+    match &db.url {
+        DatabaseUrl::Sqlite(file) => {
+            let mut name = file.as_os_str().to_os_string();
+            name.push(".dev-key");
+            PathBuf::from(name)
+        }
+        DatabaseUrl::Postgres(_) => config_dir.join(DEV_KEY_FILE),
+    }
 }
 
 /// Checks the shape of `NESTFLUX_ENCRYPTION__KEYS` and loads the key ring.
@@ -128,6 +149,7 @@ pub fn compile_encryption(raw: Option<&RawEncryption>, d: &mut Diagnostics) -> E
         Ok(ring) => EncryptionPlan {
             key_ids: ring.kids().map(str::to_string).collect(),
             ring: Some(std::sync::Arc::new(ring)),
+            dev_key: None,
         },
         Err(problems) => {
             for (i, what) in problems {
@@ -326,9 +348,10 @@ pub fn compile_resources(
     for (name, r) in raw {
         let path = format!("resources.{name}");
         if !is_name(name) || name.contains('-') {
-            d.error(&path, "resource names become table names: lowercase letters, digits and `_`, starting with a letter");
+            d.error_with(Code::InvalidName, &path, "resource names become table names: lowercase letters, digits and `_`, starting with a letter");
         } else if name.starts_with(RESERVED_TABLE_PREFIX) {
-            d.error(
+            d.error_with(
+                Code::InvalidName,
                 &path,
                 format!(
                     "names starting with `{RESERVED_TABLE_PREFIX}` are reserved for internal tables"
@@ -337,19 +360,31 @@ pub fn compile_resources(
         }
         let schema = schemas.get(&r.schema);
         if schema.is_none() {
-            d.error(
+            d.unknown(
+                Code::UnknownSchema,
                 format!("{path}.schema"),
-                format!("no schema named \"{}\"", r.schema),
+                "schema",
+                &r.schema,
+                schemas.keys(),
             );
         }
         let field = |f: &str| schema.and_then(|s| s.get(f));
+        let no_field = |d: &mut Diagnostics, at: String, f: &str| {
+            let meant = schema.and_then(|s| crate::suggest::closest(f, s.keys()));
+            d.push_error(
+                Diagnostic::new(at, format!("no field \"{f}\" in schema \"{}\"", r.schema))
+                    .with_code(Code::UnknownField)
+                    .with_suggestion(meant),
+            );
+        };
         for (i, f) in r.encrypted.iter().enumerate() {
             let fpath = format!("{path}.encrypted[{i}]");
+            if r.encrypted[..i].contains(f) {
+                d.error_with(Code::Duplicate, fpath, format!("\"{f}\" is listed twice"));
+                continue;
+            }
             match field(f) {
-                None if schema.is_some() => d.error(
-                    fpath,
-                    format!("no field \"{f}\" in schema \"{}\"", r.schema),
-                ),
+                None if schema.is_some() => no_field(d, fpath, f),
                 Some(spec) if spec.ty.as_deref() != Some("string") => d.error(
                     fpath,
                     format!("\"{f}\" must be a string field to be encrypted"),
@@ -358,9 +393,15 @@ pub fn compile_resources(
             }
         }
         for (i, f) in r.blind_index.iter().enumerate() {
-            if !r.encrypted.contains(f) {
-                d.error(
-                    format!("{path}.blind_index[{i}]"),
+            let fpath = format!("{path}.blind_index[{i}]");
+            if r.blind_index[..i].contains(f) {
+                d.error_with(Code::Duplicate, fpath, format!("\"{f}\" is listed twice"));
+            } else if schema.is_some() && field(f).is_none() {
+                no_field(d, fpath, f);
+            } else if !r.encrypted.contains(f) {
+                d.error_with(
+                    Code::Conflict,
+                    fpath,
                     format!("\"{f}\" is not listed in encrypted"),
                 );
             }
@@ -369,10 +410,7 @@ pub fn compile_resources(
         for (f, perm) in &r.field_permissions {
             let fpath = format!("{path}.field_permissions.{f}");
             if schema.is_some() && field(f).is_none() {
-                d.error(
-                    &fpath,
-                    format!("no field \"{f}\" in schema \"{}\"", r.schema),
-                );
+                no_field(d, fpath.clone(), f);
             }
             match Permission::parse(perm) {
                 Ok(p) if p.own => d.error(&fpath, "name the permission without :own; holders of its :own form may use the field on their own rows"),
@@ -383,16 +421,27 @@ pub fn compile_resources(
             }
         }
         if !r.encrypted.is_empty() && encryption.key_ids.is_empty() {
+            let tolerated = match &encryption.dev_key {
+                Some(file) => format!(
+                    "NESTFLUX_ENCRYPTION__KEYS is not set: the development key in {} encrypts these fields ({}); anyone who can read that file can decrypt them, so set the variable before real data goes in (production refuses to start without it)",
+                    file.display(),
+                    if file.exists() {
+                        "it exists"
+                    } else {
+                        "created on first start, mode 0600"
+                    }
+                ),
+                None => "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource answer 503 until it is".to_string(),
+            };
             d.refuse_in_production(
                 profile,
                 Diagnostic::new(
                     format!("{path}.encrypted"),
-                    "encrypted fields are declared but NESTFLUX_ENCRYPTION__KEYS is not set",
-                ),
-                Diagnostic::new(
-                    format!("{path}.encrypted"),
-                    "NESTFLUX_ENCRYPTION__KEYS is not set: routes of this resource answer 503 until it is",
-                ),
+                    "encrypted fields are declared but NESTFLUX_ENCRYPTION__KEYS is not set; production never uses a development key file (it would sit beside the data it protects): set NESTFLUX_ENCRYPTION__KEYS or NESTFLUX_ENCRYPTION__KEYS_FILE (`nestflux keys generate` prints a key)",
+                )
+                .with_code(Code::EncryptionKeys),
+                Diagnostic::new(format!("{path}.encrypted"), tolerated)
+                    .with_code(Code::EncryptionKeys),
             );
         }
         let fields: Vec<FieldPlan> = compiled

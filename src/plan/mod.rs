@@ -9,16 +9,19 @@ pub mod data;
 pub mod diag;
 pub mod headers;
 pub mod ratelimit;
+pub mod report;
 pub mod roles;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod units;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
-pub use diag::{Diagnostic, Diagnostics};
+pub use diag::{Code, Diagnostic, Diagnostics};
 
-use crate::config::RawConfig;
+use crate::config::{ConfigSource, IssueKind, Loaded, RawConfig};
 use auth::AuthPlan;
 use cors::CorsPlan;
 use data::{DatabasePlan, EncryptionPlan, ResourceName, ResourcePlan};
@@ -99,9 +102,76 @@ pub struct CompileErrors {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Compiles the raw configuration, gathering every error.
+/// Compiles a configuration given as values (every value counts as written in the file),
+/// gathering every error.
 pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors> {
+    compile_in(raw, profile, None, Diagnostics::default())
+}
+
+/// Compiles what [`crate::config::load`] read: its unknown keys and unreadable values come
+/// first, then every error and warning of the compile step, with no value that came from a
+/// `…_FILE` variable (or a variable whose key can hold a secret) repeated in a message.
+pub fn compile_loaded(loaded: &Loaded, profile: Profile) -> Result<Plan, CompileErrors> {
     let mut d = Diagnostics::default();
+    for issue in &loaded.issues {
+        let code = match issue.kind {
+            IssueKind::UnknownKey => Code::UnknownKey,
+            IssueKind::WrongType => Code::WrongType,
+            IssueKind::MissingKey => Code::MissingKey,
+        };
+        d.push_error(
+            Diagnostic::new(&issue.path, &issue.message)
+                .with_code(code)
+                .with_suggestion(issue.suggestion.clone()),
+        );
+    }
+    // A key read with the wrong type keeps its default: compile findings about that default
+    // would only repeat the problem.
+    let unread: Vec<&str> = loaded
+        .issues
+        .iter()
+        .filter(|i| i.kind != IssueKind::UnknownKey)
+        .map(|i| i.path.as_str())
+        .collect();
+    let loaded_errors = d.errors.len();
+    let result = compile_in(&loaded.raw, profile, Some(&loaded.source), d);
+    let keep = |list: &mut Vec<Diagnostic>, skip: usize| {
+        let mut i = 0;
+        list.retain(|diag| {
+            i += 1;
+            i <= skip || !unread.iter().any(|u| within(&diag.path, u))
+        });
+    };
+    match result {
+        Ok(mut plan) => {
+            keep(&mut plan.warnings, 0);
+            secrets::scrub(&mut plan.warnings, &loaded.source);
+            Ok(plan)
+        }
+        Err(mut e) => {
+            keep(&mut e.errors, loaded_errors);
+            keep(&mut e.warnings, 0);
+            secrets::scrub(&mut e.errors, &loaded.source);
+            secrets::scrub(&mut e.warnings, &loaded.source);
+            Err(e)
+        }
+    }
+}
+
+/// Whether `path` is `at` or a key inside it.
+fn within(path: &str, at: &str) -> bool {
+    path == at
+        || path
+            .strip_prefix(at)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+fn compile_in(
+    raw: &RawConfig,
+    profile: Profile,
+    source: Option<&ConfigSource>,
+    mut d: Diagnostics,
+) -> Result<Plan, CompileErrors> {
     let server = server::compile_server(&raw.server, &mut d);
     let headers = headers::compile_headers(&raw.headers, server.tls.is_some(), &mut d);
     let cors = raw
@@ -110,7 +180,8 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         .map(|c| cors::compile_cors(c, profile, &mut d));
     let database = data::compile_database(&raw.database, &mut d);
     if database.busy_timeout >= server.request_timeout {
-        d.error(
+        d.error_with(
+            Code::Conflict,
             "database.busy_timeout",
             "must be shorter than server.request_timeout: a write still waiting for the database when the request times out could commit after the client was told 503",
         );
@@ -121,7 +192,17 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         .map(|a| auth::compile_auth(a, &raw.roles, profile, &mut d));
     let roles = roles::compile_roles(&raw.roles, &mut d);
     let rate_limits = ratelimit::compile_rate_limits(&raw.rate_limits, &mut d);
-    let encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
+    let mut encryption = data::compile_encryption(raw.encryption.as_ref(), &mut d);
+    // Encrypted fields and browser sessions (their tokens are sealed at rest) need a ring.
+    let declares_encrypted = raw.resources.values().any(|r| !r.encrypted.is_empty())
+        || raw.auth.as_ref().is_some_and(|a| a.session.is_some());
+    if encryption.ring.is_none() && declares_encrypted && profile == Profile::Development {
+        let config_dir = source
+            .and_then(|s| s.path.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        encryption.dev_key = Some(data::dev_key_path(&database, config_dir));
+    }
     let schemas = crate::validate::compile_schemas(&raw.schemas, &mut d);
     let resources = data::compile_resources(
         &raw.resources,
@@ -137,10 +218,46 @@ pub fn compile(raw: &RawConfig, profile: Profile) -> Result<Plan, CompileErrors>
         auth: auth.as_ref(),
         roles: &roles,
     };
-    let routes = routes::compile_routes(&raw.routes, &cx, &mut d);
-    if raw.routes.is_empty() {
-        d.warn("routes", "no routes declared: every request will get 404");
+    let mut routes = routes::compile_routes(&raw.routes, &cx, &mut d);
+    if let Some(session) = auth.as_ref().and_then(|a| a.session.as_ref()) {
+        routes::add_session_routes(&mut routes, session, &mut d);
+        if encryption.ring.is_none() && encryption.dev_key.is_none() {
+            d.refuse_in_production(
+                profile,
+                Diagnostic::new(
+                    "auth.session",
+                    "browser sessions keep their tokens encrypted, but NESTFLUX_ENCRYPTION__KEYS is not set",
+                ),
+                Diagnostic::new(
+                    "auth.session",
+                    "NESTFLUX_ENCRYPTION__KEYS is not set: /auth/login answers 503 until it is",
+                ),
+            );
+        }
     }
+    routes::lint_overlaps(&routes, &mut d);
+    if raw.routes.is_empty() {
+        d.warn_with(
+            Code::Unused,
+            "routes",
+            "no routes declared: every request will get 404",
+        );
+    }
+    let needed: Vec<roles::Permission> = routes
+        .iter()
+        .filter_map(|r| match &r.access {
+            routes::Access::Permission(p) => Some(p.clone()),
+            _ => None,
+        })
+        .chain(
+            resources
+                .values()
+                .flat_map(|r| r.guarded().map(|(_, p)| p.clone())),
+        )
+        .collect();
+    let resource_names: BTreeSet<String> = raw.resources.keys().cloned().collect();
+    roles::lint_segments(&raw.roles, &resource_names, &needed, &mut d);
+    secrets::lint(raw, source, profile, &mut d);
     if d.has_errors() {
         return Err(CompileErrors {
             errors: d.errors,
@@ -170,14 +287,14 @@ impl Plan {
     pub fn unenforced(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         let mut note = |path: String, what: &str| {
-            out.push(Diagnostic {
-                path,
-                message: format!("{what} is not enforced by this build of nestflux"),
-            })
+            out.push(
+                Diagnostic::new(
+                    path,
+                    format!("{what} is not enforced by this build of nestflux"),
+                )
+                .with_code(Code::NotEnforced),
+            )
         };
-        if self.auth.as_ref().is_some_and(|a| a.session.is_some()) {
-            note("auth.session".into(), "browser login");
-        }
         if matches!(
             self.rate_limits.backend,
             ratelimit::LimitBackend::Redis { .. }

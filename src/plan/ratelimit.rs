@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::diag::Diagnostics;
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::is_name;
 use crate::config::RawRateLimits;
 
@@ -57,9 +57,25 @@ pub enum LimitBackend {
 pub struct RateLimitsPlan {
     /// Where the buckets live.
     pub backend: LimitBackend,
-    /// Every policy, by name.
+    /// Every policy, by name (with the built-in `auth_failures` when none is declared).
     pub policies: BTreeMap<PolicyName, RatePolicy>,
+    /// Whether `auth_failures` is the built-in default rather than declared.
+    pub default_auth_failures: bool,
 }
+
+impl RateLimitsPlan {
+    /// The policies the file declares (the built-in `auth_failures` not counted).
+    pub fn declared(&self) -> usize {
+        self.policies.len() - usize::from(self.default_auth_failures)
+    }
+}
+
+/// The policy charged with each failed authentication (by client ip); once a client has
+/// spent it, its new tokens are refused with 429 before any signature is checked.
+pub const AUTH_FAILURES: &str = "auth_failures";
+
+/// `auth_failures` when the file declares none: 30 failures at once, then one a second.
+const DEFAULT_AUTH_FAILURES: (u32, Duration, u32) = (60, Duration::from_secs(60), 30);
 
 impl RateLimitsPlan {
     /// The policy named `global`, counted on every request before authentication.
@@ -84,7 +100,8 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
                 LimitBackend::Memory
             }
             None => {
-                d.error(
+                d.error_with(
+                    Code::MissingKey,
                     "rate_limits.redis_url",
                     "required with backend = \"redis\" (NESTFLUX_RATE_LIMITS__REDIS_URL)",
                 );
@@ -92,9 +109,12 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             }
         },
         other => {
-            d.error(
-                "rate_limits.backend",
-                format!("`{other}`: expected \"memory\" or \"redis\""),
+            d.push_error(
+                Diagnostic::new(
+                    "rate_limits.backend",
+                    format!("`{other}`: expected \"memory\" or \"redis\""),
+                )
+                .with_suggestion(crate::suggest::closest(other, ["memory", "redis"])),
             );
             LimitBackend::Memory
         }
@@ -103,7 +123,8 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
     for (name, p) in &raw.policies {
         let path = format!("rate_limits.{name}");
         if !is_name(name) {
-            d.error(
+            d.error_with(
+                Code::InvalidName,
                 &path,
                 "policy names are lowercase letters, digits, `_` or `-`",
             );
@@ -113,17 +134,27 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             "user" => LimitKey::User,
             "api_key" => LimitKey::ApiKey,
             other => {
-                d.error(
-                    format!("{path}.key"),
-                    format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                d.push_error(
+                    Diagnostic::new(
+                        format!("{path}.key"),
+                        format!("`{other}`: expected \"ip\", \"user\" or \"api_key\""),
+                    )
+                    .with_suggestion(crate::suggest::closest(other, ["ip", "user", "api_key"])),
                 );
                 LimitKey::Ip
             }
         };
         if name == "global" && key != LimitKey::Ip {
-            d.error(
+            d.error_with(
+                Code::Conflict,
                 format!("{path}.key"),
                 "the global policy runs before authentication, so it can only count by \"ip\"",
+            );
+        }
+        if name == AUTH_FAILURES && key != LimitKey::Ip {
+            d.error(
+                format!("{path}.key"),
+                "failed authentications have no user to count by, so this policy can only count by \"ip\"",
             );
         }
         let rates = [
@@ -141,11 +172,16 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
                 }
             },
             [] => {
-                d.error(&path, "declare one of per_second, per_minute or per_hour");
+                d.error_with(
+                    Code::MissingKey,
+                    &path,
+                    "declare one of per_second, per_minute or per_hour",
+                );
                 continue;
             }
             _ => {
-                d.error(
+                d.error_with(
+                    Code::Conflict,
                     &path,
                     "declare only one of per_second, per_minute or per_hour",
                 );
@@ -180,5 +216,57 @@ pub fn compile_rate_limits(raw: &RawRateLimits, d: &mut Diagnostics) -> RateLimi
             },
         );
     }
-    RateLimitsPlan { backend, policies }
+    // Failed authentications always have a budget: flooding forged tokens must not buy
+    // unlimited signature checks.
+    let auth_failures = PolicyName(AUTH_FAILURES.into());
+    let default_auth_failures = !raw.policies.contains_key(AUTH_FAILURES);
+    if default_auth_failures {
+        let (count, window, burst) = DEFAULT_AUTH_FAILURES;
+        if let (Some(quota), Some(burst)) = (NonZeroU32::new(count), NonZeroU32::new(burst)) {
+            policies.insert(
+                auth_failures.clone(),
+                RatePolicy {
+                    name: auth_failures,
+                    key: LimitKey::Ip,
+                    period: window / count,
+                    quota,
+                    window,
+                    burst,
+                },
+            );
+        }
+    }
+    RateLimitsPlan {
+        backend,
+        policies,
+        default_auth_failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawRateLimits;
+
+    fn compile(toml_text: &str) -> (RateLimitsPlan, Diagnostics) {
+        let raw: RawRateLimits = toml::from_str(toml_text).unwrap();
+        let mut d = Diagnostics::default();
+        (compile_rate_limits(&raw, &mut d), d)
+    }
+
+    #[test]
+    fn auth_failures_is_built_in_and_counts_by_ip_only() {
+        let (plan, d) = compile("");
+        assert!(d.errors.is_empty());
+        assert!(plan.default_auth_failures);
+        assert_eq!(plan.declared(), 0);
+        let p = &plan.policies[&PolicyName(AUTH_FAILURES.into())];
+        assert_eq!((p.key, p.burst.get()), (LimitKey::Ip, 30));
+        let (plan, d) = compile("[auth_failures]\nper_minute = 10\nburst = 3\n");
+        assert!(d.errors.is_empty());
+        assert!(!plan.default_auth_failures);
+        assert_eq!(plan.declared(), 1);
+        let (_, d) = compile("[auth_failures]\nkey = \"user\"\nper_minute = 10\n");
+        assert_eq!(d.errors[0].path, "rate_limits.auth_failures.key");
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::diag::Diagnostics;
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::is_name;
 use crate::config::RawRole;
 
@@ -101,12 +101,63 @@ pub struct RoleId(pub String);
 pub struct RolesPlan {
     /// Each role's permissions, its own and inherited.
     pub closures: BTreeMap<RoleId, BTreeSet<Permission>>,
+    /// Each role's own permissions, as declared (for explaining a decision).
+    pub direct: BTreeMap<RoleId, BTreeSet<Permission>>,
+    /// Each role's declared parents, in file order (for explaining a decision).
+    pub inherits: BTreeMap<RoleId, Vec<RoleId>>,
+}
+
+/// How a role comes to grant a permission: the inheritance chain from the role to the
+/// role that declares it, and the permission as declared there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// `editor → viewer`: the role asked about first, the declaring role last.
+    pub chain: Vec<RoleId>,
+    /// The declared permission that satisfies the need (`notes:*`, `notes:update:own`).
+    pub held: Permission,
 }
 
 impl RolesPlan {
     /// Every permission granted by any role.
     pub fn all_granted(&self) -> impl Iterator<Item = &Permission> {
         self.closures.values().flatten()
+    }
+
+    /// The shortest inheritance chain by which `role` grants `need`, preferring a grant on
+    /// every row to one limited to the caller's own rows.
+    pub fn grant(&self, role: &RoleId, need: &Permission) -> Option<Grant> {
+        let mut best: Option<Grant> = None;
+        let mut seen = BTreeSet::new();
+        let mut queue = std::collections::VecDeque::from([vec![role.clone()]]);
+        while let Some(chain) = queue.pop_front() {
+            let Some(at) = chain.last() else { continue };
+            if !seen.insert(at.clone()) {
+                continue;
+            }
+            for held in self.direct.get(at).into_iter().flatten() {
+                match held.grants(need) {
+                    Some(false) => {
+                        return Some(Grant {
+                            chain,
+                            held: held.clone(),
+                        });
+                    }
+                    Some(true) if best.is_none() => {
+                        best = Some(Grant {
+                            chain: chain.clone(),
+                            held: held.clone(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            for parent in self.inherits.get(at).into_iter().flatten() {
+                let mut next = chain.clone();
+                next.push(parent.clone());
+                queue.push_back(next);
+            }
+        }
+        best
     }
 }
 
@@ -116,7 +167,8 @@ pub fn compile_roles(raw: &BTreeMap<String, RawRole>, d: &mut Diagnostics) -> Ro
     for (name, role) in raw {
         let path = format!("roles.{name}");
         if !is_name(name) {
-            d.error(
+            d.error_with(
+                Code::InvalidName,
                 &path,
                 "role names are lowercase letters, digits, `_` or `-`, starting with a letter",
             );
@@ -132,19 +184,23 @@ pub fn compile_roles(raw: &BTreeMap<String, RawRole>, d: &mut Diagnostics) -> Ro
         }
         for (i, parent) in role.inherits.iter().enumerate() {
             if !raw.contains_key(parent) {
-                d.error(
+                d.unknown(
+                    Code::UnknownRole,
                     format!("{path}.inherits[{i}]"),
-                    format!("no role named \"{parent}\""),
+                    "role",
+                    parent,
+                    raw.keys().filter(|k| *k != name),
                 );
             } else if parent == name {
-                d.error(
+                d.error_with(
+                    Code::Cycle,
                     format!("{path}.inherits[{i}]"),
                     "a role cannot inherit itself",
                 );
             }
         }
         if role.permissions.is_empty() && role.inherits.is_empty() {
-            d.warn(&path, "grants no permission");
+            d.warn_with(Code::Unused, &path, "grants no permission");
         }
         direct.insert(name, set);
     }
@@ -175,7 +231,97 @@ pub fn compile_roles(raw: &BTreeMap<String, RawRole>, d: &mut Diagnostics) -> Ro
         }
         closures.insert(RoleId(name.clone()), perms);
     }
-    RolesPlan { closures }
+    let inherits = raw
+        .iter()
+        .map(|(name, role)| {
+            let parents = role
+                .inherits
+                .iter()
+                .filter(|p| raw.contains_key(*p) && *p != name)
+                .cloned()
+                .map(RoleId)
+                .collect();
+            (RoleId(name.clone()), parents)
+        })
+        .collect();
+    let direct = direct
+        .into_iter()
+        .map(|(name, set)| (RoleId(name.to_string()), set))
+        .collect();
+    RolesPlan {
+        closures,
+        direct,
+        inherits,
+    }
+}
+
+/// Warns about a segment of a role's permission that matches nothing the file declares
+/// or needs, when it is close to one that does (`notse:read` → `notes:read`): such a
+/// permission grants nothing and hides the one meant.
+pub fn lint_segments(
+    raw: &BTreeMap<String, RawRole>,
+    resources: &BTreeSet<String>,
+    needed: &[Permission],
+    d: &mut Diagnostics,
+) {
+    let name_of = |s: &Segment| match s {
+        Segment::Name(n) => Some(n.clone()),
+        Segment::Any => None,
+    };
+    let mut known_resources: BTreeSet<String> = resources.clone();
+    known_resources.extend(needed.iter().filter_map(|p| name_of(&p.resource)));
+    for (role, r) in raw {
+        for (i, text) in r.permissions.iter().enumerate() {
+            let Ok(p) = Permission::parse(text) else {
+                continue;
+            };
+            let path = format!("roles.{role}.permissions[{i}]");
+            if let Some(res) = name_of(&p.resource) {
+                if !known_resources.contains(&res) {
+                    if let Some(meant) = crate::suggest::closest(&res, &known_resources) {
+                        let fixed = Permission {
+                            resource: Segment::Name(meant),
+                            ..p.clone()
+                        };
+                        d.push_warning(
+                            Diagnostic::new(
+                                path,
+                                format!("`{res}` is not a resource any route or field names"),
+                            )
+                            .with_code(Code::UnknownPermission)
+                            .with_suggestion(Some(fixed.to_string())),
+                        );
+                    }
+                    continue;
+                }
+                let Some(action) = name_of(&p.action) else {
+                    continue;
+                };
+                let actions: BTreeSet<String> = needed
+                    .iter()
+                    .filter(|n| n.resource == p.resource || n.resource == Segment::Any)
+                    .filter_map(|n| name_of(&n.action))
+                    .collect();
+                if !actions.is_empty()
+                    && !actions.contains(&action)
+                    && let Some(meant) = crate::suggest::closest(&action, &actions)
+                {
+                    let fixed = Permission {
+                        action: Segment::Name(meant),
+                        ..p.clone()
+                    };
+                    d.push_warning(
+                        Diagnostic::new(
+                            path,
+                            format!("no route or field of `{res}` needs the action `{action}`"),
+                        )
+                        .with_code(Code::UnknownPermission)
+                        .with_suggestion(Some(fixed.to_string())),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn find_cycles<'a>(
@@ -195,7 +341,8 @@ fn find_cycles<'a>(
                 key.sort();
                 if cycle.len() > 1 && reported.insert(key) {
                     cycle.push(name);
-                    d.error(
+                    d.error_with(
+                        Code::Cycle,
                         format!("roles.{}.inherits", cycle[0]),
                         format!("inheritance cycle: {}", cycle.join(" → ")),
                     );

@@ -7,7 +7,7 @@ use actix_web::http::Method;
 
 use super::auth::AuthPlan;
 use super::data::{ResourceName, ResourcePlan};
-use super::diag::Diagnostics;
+use super::diag::{Code, Diagnostic, Diagnostics};
 use super::ratelimit::{PolicyName, RateLimitsPlan};
 use super::roles::{Permission, RolesPlan};
 use crate::config::RawRoute;
@@ -33,9 +33,30 @@ pub enum Action {
     Delete,
     /// Serves the OpenAPI document of the plan.
     OpenApi,
+    /// Browser login: redirects to the provider (built in with `[auth.session]`).
+    Login,
+    /// The provider's redirect back: code exchange, then the session cookie (built in).
+    Callback,
+    /// Ends the browser session here and at the provider (built in).
+    Logout,
+    /// The browser session's state, for front ends (built in).
+    Session,
 }
 
 impl Action {
+    /// Every action, in the order the file's documentation lists them.
+    pub const ALL: &'static [Action] = &[
+        Self::Health,
+        Self::Whoami,
+        Self::Audit,
+        Self::List,
+        Self::Get,
+        Self::Create,
+        Self::Update,
+        Self::Delete,
+        Self::OpenApi,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "health" => Self::Health,
@@ -63,6 +84,10 @@ impl Action {
             Self::Update => "update",
             Self::Delete => "delete",
             Self::OpenApi => "openapi",
+            Self::Login => "login",
+            Self::Callback => "callback",
+            Self::Logout => "logout",
+            Self::Session => "session",
         }
     }
 
@@ -72,6 +97,20 @@ impl Action {
             self,
             Self::List | Self::Get | Self::Create | Self::Update | Self::Delete
         )
+    }
+
+    /// The browser-login routes `[auth.session]` brings.
+    pub fn is_session(self) -> bool {
+        matches!(
+            self,
+            Self::Login | Self::Callback | Self::Logout | Self::Session
+        )
+    }
+
+    /// GET actions that change nothing, so `HEAD` may run them too. The login and callback
+    /// steps store and consume one-time login state: a prefetching `HEAD` must not.
+    pub fn answers_head(self) -> bool {
+        !matches!(self, Self::Login | Self::Callback)
     }
 
     /// Actions that read a JSON request body.
@@ -84,6 +123,7 @@ impl Action {
             Self::Create => Method::POST,
             Self::Update => Method::PATCH,
             Self::Delete => Method::DELETE,
+            Self::Logout => Method::POST,
             _ => Method::GET,
         }
     }
@@ -118,7 +158,8 @@ impl fmt::Display for Access {
 /// One compiled route.
 #[derive(Debug, Clone)]
 pub struct RoutePlan {
-    /// Position in the file, for messages: `routes[3]`.
+    /// Position in the file, for messages: `routes[3]` ([`BUILT_IN`] for routes that come
+    /// with a feature, such as the browser login's).
     pub index: usize,
     /// The HTTP method.
     pub method: Method,
@@ -136,6 +177,80 @@ pub struct RoutePlan {
     pub body_schema: Option<String>,
     /// Summary for the OpenAPI document.
     pub summary: Option<String>,
+}
+
+/// The `index` of routes no `[[routes]]` entry declares.
+pub const BUILT_IN: usize = usize::MAX;
+
+/// Where the browser login starts (`?return_to=`).
+pub const LOGIN_PATH: &str = "/auth/login";
+/// Where the browser session ends (POST).
+pub const LOGOUT_PATH: &str = "/auth/logout";
+/// Where front ends read the browser session's state.
+pub const SESSION_PATH: &str = "/auth/session";
+
+/// Adds the routes `[auth.session]` brings: `GET /auth/login`, `GET <redirect_url path>`,
+/// `POST /auth/logout`, `GET /auth/session`, all public (they read the session cookie
+/// themselves). A declared route in one of their places is an error.
+pub fn add_session_routes(
+    routes: &mut Vec<RoutePlan>,
+    session: &super::auth::SessionPlan,
+    d: &mut Diagnostics,
+) {
+    let callback = session.redirect_url.path().to_string();
+    match check_path(&callback, "auth.session.redirect_url", d) {
+        Some(params) if params.is_empty() => {}
+        Some(_) => {
+            d.error(
+                "auth.session.redirect_url",
+                "the callback path cannot have {parameters}",
+            );
+            return;
+        }
+        None => return,
+    }
+    let built_in = [
+        (Action::Login, LOGIN_PATH.to_string()),
+        (Action::Callback, callback),
+        (Action::Logout, LOGOUT_PATH.to_string()),
+        (Action::Session, SESSION_PATH.to_string()),
+    ];
+    let mut added: Vec<RoutePlan> = Vec::new();
+    for (action, path) in built_in {
+        let method = action.method();
+        let shape = normalise(&path);
+        let taken = routes
+            .iter()
+            .chain(&added)
+            .find(|r| r.method == method && normalise(&r.path) == shape);
+        if let Some(r) = taken {
+            let at = if r.index == BUILT_IN {
+                "auth.session.redirect_url".to_string()
+            } else {
+                format!("routes[{}]", r.index)
+            };
+            d.error(
+                at,
+                format!(
+                    "{method} {path} is the browser login's {} route ([auth.session])",
+                    action.name()
+                ),
+            );
+            continue;
+        }
+        added.push(RoutePlan {
+            index: BUILT_IN,
+            method,
+            path,
+            action,
+            resource: None,
+            access: Access::Public,
+            rate_limit: None,
+            body_schema: None,
+            summary: None,
+        });
+    }
+    routes.extend(added);
 }
 
 /// What routes are checked against.
@@ -179,9 +294,13 @@ pub fn compile_routes(
 
         let action = Action::parse(&r.action);
         if action.is_none() {
-            d.error(
-                format!("{at}.action"),
-                format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update, delete or openapi", r.action),
+            d.push_error(
+                Diagnostic::new(
+                    format!("{at}.action"),
+                    format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update, delete or openapi", r.action),
+                )
+                .with_code(Code::UnknownAction)
+                .with_suggestion(crate::suggest::closest(&r.action, Action::ALL.iter().map(|a| a.name()))),
             );
         }
         if let Some(action) = action {
@@ -216,18 +335,23 @@ pub fn compile_routes(
                 }
             }
             match (&r.resource, action.needs_resource()) {
-                (None, true) => d.error(
+                (None, true) => d.error_with(
+                    Code::MissingKey,
                     format!("{at}.resource"),
                     format!("action {} needs a resource", action.name()),
                 ),
-                (Some(_), false) => d.error(
+                (Some(_), false) => d.error_with(
+                    Code::Conflict,
                     format!("{at}.resource"),
                     format!("action {} takes no resource", action.name()),
                 ),
                 (Some(name), true) if !cx.resources.contains_key(&ResourceName(name.clone())) => d
-                    .error(
+                    .unknown(
+                        Code::UnknownResource,
                         format!("{at}.resource"),
-                        format!("no resource named \"{name}\""),
+                        "resource",
+                        name,
+                        cx.resources.keys().map(|k| k.0.as_str()),
                     ),
                 _ => {}
             }
@@ -239,7 +363,7 @@ pub fn compile_routes(
             .count();
         let access = match declared {
             0 => {
-                d.error(&at, "declares none of public = true, authenticated = true or permission = \"…\": every route must say who may call it");
+                d.error_with(Code::NoAccessRule, &at, "declares none of public = true, authenticated = true or permission = \"…\": every route must say who may call it");
                 None
             }
             1 if r.public => Some(Access::Public),
@@ -257,7 +381,8 @@ pub fn compile_routes(
                 None => None,
             },
             _ => {
-                d.error(
+                d.error_with(
+                    Code::Conflict,
                     &at,
                     "declare exactly one of public, authenticated or permission",
                 );
@@ -266,7 +391,8 @@ pub fn compile_routes(
         };
         if let Some(access) = &access {
             if *access != Access::Public && !has_identity {
-                d.error(
+                d.error_with(
+                    Code::MissingKey,
                     &at,
                     "needs a caller identity, but [auth] declares no issuer, dev issuer or API key",
                 );
@@ -280,23 +406,48 @@ pub fn compile_routes(
             if let Access::Permission(need) = access
                 && !cx.roles.all_granted().any(|g| g.grants(need).is_some())
             {
-                d.warn(
-                    format!("{at}.permission"),
-                    format!(
-                        "no role grants \"{need}\": only API keys or nobody can call this route"
-                    ),
+                let granted: BTreeSet<String> = cx
+                    .roles
+                    .all_granted()
+                    .map(|p| {
+                        Permission {
+                            own: false,
+                            ..p.clone()
+                        }
+                        .to_string()
+                    })
+                    .filter(|p| !p.contains('*'))
+                    .collect();
+                d.push_warning(
+                    Diagnostic::new(
+                        format!("{at}.permission"),
+                        format!(
+                            "no role grants \"{need}\": only API keys or nobody can call this route"
+                        ),
+                    )
+                    .with_code(Code::UnknownPermission)
+                    .with_suggestion(crate::suggest::closest(&need.to_string(), &granted)),
                 );
             }
         }
 
         let rate_limit = r.rate_limit.as_ref().and_then(|name| {
             let name = PolicyName(name.clone());
-            if cx.limits.policies.contains_key(&name) {
-                Some(name)
-            } else {
+            if name.0 == super::ratelimit::AUTH_FAILURES {
                 d.error(
                     format!("{at}.rate_limit"),
-                    format!("no policy named \"{}\"", name.0),
+                    "auth_failures counts failed authentications only; a route cannot use it",
+                );
+                None
+            } else if cx.limits.policies.contains_key(&name) {
+                Some(name)
+            } else {
+                d.unknown(
+                    Code::UnknownPolicy,
+                    format!("{at}.rate_limit"),
+                    "policy",
+                    &name.0,
+                    cx.limits.policies.keys().map(|p| p.0.as_str()),
                 );
                 None
             }
@@ -305,7 +456,8 @@ pub fn compile_routes(
         if let (Some(method), Some(_)) = (&method, &params) {
             let shape = normalise(&r.path);
             if let Some(first) = shapes.insert((method.to_string(), shape), index) {
-                d.error(
+                d.error_with(
+                    Code::RouteDuplicate,
                     &at,
                     format!("{method} {} is already declared by routes[{first}]", r.path),
                 );
@@ -336,6 +488,121 @@ pub fn compile_routes(
     out
 }
 
+/// The route table as Actix gets it: one resource per distinct path pattern, registered in
+/// this order (by pattern text), each serving the methods of its routes. Actix sends a
+/// request to the first resource whose pattern matches its path, whatever the method, and
+/// that resource answers 405 for a method it does not serve. The server and
+/// [`lint_overlaps`] (and `explain`) all read this one order.
+pub fn registration_order(routes: &[RoutePlan]) -> Vec<(&str, Vec<&RoutePlan>)> {
+    let mut by_path: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
+    for r in routes {
+        by_path.entry(r.path.as_str()).or_default().push(r);
+    }
+    by_path.into_iter().collect()
+}
+
+/// A request path both patterns match, if any (`/a/{id}` and `/a/search` → `/a/search`).
+fn common_path(a: &str, b: &str) -> Option<String> {
+    let (x, y): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    if x.len() != y.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(x.len());
+    for (s, t) in x.iter().zip(&y) {
+        match (s.starts_with('{'), t.starts_with('{')) {
+            (true, true) | (false, true) => out.push(*s),
+            (true, false) => out.push(*t),
+            (false, false) if s == t => out.push(*s),
+            (false, false) => return None,
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// Whether every request path `inner` matches is matched by `outer` too.
+fn covers(outer: &str, inner: &str) -> bool {
+    let (x, y): (Vec<&str>, Vec<&str>) = (outer.split('/').collect(), inner.split('/').collect());
+    x.len() == y.len() && x.iter().zip(&y).all(|(o, i)| o.starts_with('{') || o == i)
+}
+
+/// Refuses routes that can match the same request under Actix's rules: two routes with
+/// the same method whose different patterns overlap (which one serves depends on the order
+/// of registration, not on the file), and routes shadowed by another path that Actix
+/// tries first and that answers 405 for their method. Identical patterns with the same
+/// method are reported as duplicates while compiling.
+pub fn lint_overlaps(routes: &[RoutePlan], d: &mut Diagnostics) {
+    let order = registration_order(routes);
+    let rank = |path: &str| order.iter().position(|(p, _)| *p == path).unwrap_or(0);
+    // Split once: a file of hundreds of routes compares every pair.
+    let segments: Vec<Vec<&str>> = routes.iter().map(|r| r.path.split('/').collect()).collect();
+    let param = |s: &str| s.starts_with('{');
+    for (i, a) in routes.iter().enumerate() {
+        for (j, b) in routes.iter().enumerate().skip(i + 1) {
+            let (x, y) = (&segments[i], &segments[j]);
+            // Most pairs differ in length or in a static segment: no request matches both.
+            if a.path == b.path
+                || x.len() != y.len()
+                || !x.iter().zip(y).all(|(s, t)| param(s) || param(t) || s == t)
+            {
+                continue;
+            }
+            let same_shape = x.iter().zip(y).all(|(s, t)| s == t || param(s) && param(t));
+            if same_shape && a.method == b.method {
+                continue; // a duplicate, reported while compiling
+            }
+            let Some(both) = common_path(&a.path, &b.path) else {
+                continue;
+            };
+            let name = |r: &RoutePlan| format!("routes[{}] ({} {})", r.index, r.method, r.path);
+            if a.method == b.method {
+                d.error_with(
+                    Code::RouteOverlap,
+                    format!("routes[{}].path", b.index),
+                    format!(
+                        "{} {both} matches both {} and {}: Actix would serve it with whichever path it registers first, not the one the file means; make the paths distinct",
+                        b.method,
+                        name(a),
+                        name(b)
+                    ),
+                );
+                continue;
+            }
+            // Different methods: the request goes to the path registered first; if that is
+            // not the route's own path, it answers 405.
+            let (first, later) = if rank(&a.path) <= rank(&b.path) {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            if routes
+                .iter()
+                .any(|r| r.path == first.path && r.method == later.method)
+            {
+                // The first path serves this method too: that pair is an overlap, reported
+                // on its own.
+                continue;
+            }
+            let how = if covers(&first.path, &later.path) {
+                "never reaches it".to_string()
+            } else {
+                format!("does not reach it for paths such as {both}")
+            };
+            d.error_with(
+                Code::RouteShadowed,
+                format!("routes[{}].path", later.index),
+                format!(
+                    "{} is shadowed by {}: {} {both} matches both paths, Actix tries {} first and answers 405, so {} {how}; give both routes the same path pattern or make the paths distinct",
+                    name(later),
+                    name(first),
+                    later.method,
+                    first.path,
+                    later.method,
+                ),
+            );
+        }
+    }
+}
+
 /// Checks a path pattern and returns its parameter names.
 fn check_path(path: &str, at: &str, d: &mut Diagnostics) -> Option<Vec<String>> {
     if !path.starts_with('/') {
@@ -354,14 +621,19 @@ fn check_path(path: &str, at: &str, d: &mut Diagnostics) -> Option<Vec<String>> 
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !ok {
-                d.error(
+                d.error_with(
+                    Code::InvalidName,
                     at,
                     format!("`{{{name}}}` is not a parameter name (lowercase, digits, _)"),
                 );
                 return None;
             }
             if !seen.insert(name) {
-                d.error(at, format!("parameter `{name}` appears twice"));
+                d.error_with(
+                    Code::Duplicate,
+                    at,
+                    format!("parameter `{name}` appears twice"),
+                );
                 return None;
             }
             params.push(name.to_string());
@@ -383,4 +655,33 @@ fn normalise(path: &str) -> String {
         .map(|s| if s.starts_with('{') { "{}" } else { s })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::dev::ResourceDef;
+
+    #[test]
+    fn overlaps_are_judged_as_actix_matches() {
+        for (a, b, both) in [
+            ("/a/{id}", "/a/b", Some("/a/b")),
+            ("/a/{id}", "/a/{x}", Some("/a/{id}")),
+            ("/{x}/b", "/a/{y}", Some("/a/b")),
+            ("/a/{id}", "/a/{id}/b", None),
+            ("/a/b", "/a/c", None),
+            ("/", "/a", None),
+        ] {
+            let found = common_path(a, b);
+            assert_eq!(found.as_deref(), both, "{a} {b}");
+            // The witness really is a request path Actix sends to both patterns.
+            if let Some(p) = found {
+                let concrete = p.replace("{id}", "1");
+                assert!(ResourceDef::new(a).is_match(&concrete), "{a} {concrete}");
+                assert!(ResourceDef::new(b).is_match(&concrete), "{b} {concrete}");
+            }
+        }
+        assert!(covers("/a/{id}", "/a/b") && covers("/a/{id}", "/a/{x}"));
+        assert!(!covers("/a/b", "/a/{id}"));
+    }
 }

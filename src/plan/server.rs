@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::diag::Diagnostics;
+use super::diag::{Code, Diagnostics};
 use super::units;
 use crate::config::{RawServer, RawTls};
 
@@ -102,7 +102,8 @@ pub fn compile_server(raw: &RawServer, d: &mut Diagnostics) -> ServerPlan {
             .parse::<IpNet>()
             .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from));
         match parsed {
-            Ok(net) if net.prefix_len() == 0 => d.error(
+            Ok(net) if net.prefix_len() == 0 => d.error_with(
+                Code::Insecure,
                 path,
                 format!("`{cidr}` would trust every address; list your proxies' addresses instead"),
             ),
@@ -154,7 +155,11 @@ fn compile_redirect(raw: &RawTls, bind: SocketAddr, d: &mut Diagnostics) -> Opti
         return None;
     };
     if listen == bind {
-        d.error("server.tls.redirect_http", "must differ from server.bind");
+        d.error_with(
+            Code::Conflict,
+            "server.tls.redirect_http",
+            "must differ from server.bind",
+        );
         return None;
     }
     let origin = match raw.public_host.as_deref() {
@@ -178,7 +183,8 @@ fn compile_redirect(raw: &RawTls, bind: SocketAddr, d: &mut Diagnostics) -> Opti
             }
         },
         None if bind.ip().is_unspecified() || bind.port() == 0 => {
-            d.error(
+            d.error_with(
+                Code::MissingKey,
                 "server.tls.public_host",
                 "required with redirect_http when server.bind listens on every address: name the host clients use",
             );
@@ -216,7 +222,11 @@ fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
             }
         }
         Err(e) => {
-            d.error("server.tls.cert", format!("{}: {e}", raw.cert));
+            d.error_with(
+                Code::Unreadable,
+                "server.tls.cert",
+                format!("{}: {e}", raw.cert),
+            );
             None
         }
     };
@@ -240,7 +250,11 @@ fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
             }
         },
         Err(e) => {
-            d.error("server.tls.key", format!("{}: {e}", raw.key));
+            d.error_with(
+                Code::Unreadable,
+                "server.tls.key",
+                format!("{}: {e}", raw.key),
+            );
             None
         }
     };

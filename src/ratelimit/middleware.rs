@@ -34,18 +34,8 @@ pub async fn global<B: MessageBody + 'static>(
     if limits.is_empty() {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    if let Some(policy) = limits.global() {
-        let ip = client_ip_of(&limits, req.request());
-        match limits.check(policy, &BucketKey::ip(ip)).await {
-            Ok(applied) => record(req.request(), applied),
-            Err(refusal) => {
-                let mut res = refusal.problem.to_response(&request_id::of(req.request()));
-                if let Some(applied) = refusal.applied {
-                    limits.write_headers(&[applied], res.headers_mut());
-                }
-                return Ok(req.into_response(res));
-            }
-        }
+    if let Err(refused) = count_global(&limits, req.request()).await {
+        return Ok(req.into_response(refused));
     }
     let mut res = next.call(req).await?;
     let applied = res
@@ -55,6 +45,59 @@ pub async fn global<B: MessageBody + 'static>(
         .unwrap_or_default();
     limits.write_headers(&applied.0, res.headers_mut());
     Ok(res.map_into_boxed_body())
+}
+
+/// Counts CORS preflights against the `global` policy. It runs outside CORS, because
+/// actix-cors answers a preflight itself and [`global`] never sees it; a refused preflight
+/// gets its 429 without CORS headers, so the browser does not send the request.
+pub async fn preflight<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let is_preflight = req.method() == actix_web::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    if is_preflight && let Some(limits) = req.app_data::<web::Data<RateLimits>>().cloned() {
+        match count_global(&limits, req.request()).await {
+            Ok(()) => {
+                let mut res = next.call(req).await?;
+                let applied = res
+                    .request()
+                    .extensions_mut()
+                    .remove::<AppliedLimits>()
+                    .unwrap_or_default();
+                limits.write_headers(&applied.0, res.headers_mut());
+                return Ok(res.map_into_boxed_body());
+            }
+            Err(refused) => return Ok(req.into_response(refused)),
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Counts one request against the `global` policy by client ip: `Err` is the 429 response.
+async fn count_global(
+    limits: &RateLimits,
+    req: &HttpRequest,
+) -> Result<(), actix_web::HttpResponse> {
+    let Some(policy) = limits.global() else {
+        return Ok(());
+    };
+    let ip = client_ip_of(limits, req);
+    match limits.check(policy, &BucketKey::ip(ip)).await {
+        Ok(applied) => {
+            record(req, applied);
+            Ok(())
+        }
+        Err(refusal) => {
+            let mut res = refusal.problem.to_response(&request_id::of(req));
+            if let Some(applied) = refusal.applied {
+                limits.write_headers(&[applied], res.headers_mut());
+            }
+            Err(res)
+        }
+    }
 }
 
 /// Counts a request against its route's policy, keyed as the policy says (user and API
@@ -91,7 +134,7 @@ pub async fn route(
 }
 
 /// The request's client address, resolved once and kept in its extensions.
-fn client_ip_of(limits: &RateLimits, req: &HttpRequest) -> IpAddr {
+pub fn client_ip_of(limits: &RateLimits, req: &HttpRequest) -> IpAddr {
     if let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() {
         return *ip;
     }

@@ -48,9 +48,18 @@ pub struct RateLimits<B: Backend = MemoryBackend> {
     policies: Vec<Policy>,
     by_name: HashMap<PolicyName, PolicyId>,
     global: Option<PolicyId>,
+    auth_failures: Option<PolicyId>,
+    /// The `auth_failures` emission interval: how long until a spent budget admits one again.
+    auth_period: std::time::Duration,
+    /// Clients that spent their `auth_failures` budget, until when: answered here without
+    /// asking the backend again (and without a signature check).
+    blocked: quick_cache::sync::Cache<BucketKey, std::time::Instant>,
     trusted: Vec<IpNet>,
     backend: B,
 }
+
+/// Clients remembered at once as over their failed-authentication budget.
+const BLOCKED_CLIENTS: usize = 64 * 1024;
 
 struct Policy {
     name: PolicyName,
@@ -86,10 +95,19 @@ impl<B: Backend> RateLimits<B> {
             .map(|(i, p)| (p.name.clone(), PolicyId(i)))
             .collect::<HashMap<_, _>>();
         let global = by_name.get(&PolicyName("global".into())).copied();
+        let auth_failures = by_name
+            .get(&PolicyName(crate::plan::ratelimit::AUTH_FAILURES.into()))
+            .copied();
         Self {
             policies,
             by_name,
             global,
+            auth_failures,
+            auth_period: plan
+                .policies
+                .get(&PolicyName(crate::plan::ratelimit::AUTH_FAILURES.into()))
+                .map_or(std::time::Duration::ZERO, |p| p.period),
+            blocked: quick_cache::sync::Cache::new(BLOCKED_CLIENTS),
             trusted: trusted.to_vec(),
             backend,
         }
@@ -158,6 +176,48 @@ impl<B: Backend> RateLimits<B> {
                     applied: None,
                 })
             }
+        }
+    }
+
+    /// `Some(wait)` while the client at `ip` is over its `auth_failures` budget: its next
+    /// unverified credential is refused with 429 before any signature is checked.
+    pub fn auth_blocked(&self, ip: IpAddr) -> Option<std::time::Duration> {
+        let key = BucketKey::ip(ip);
+        let until = self.blocked.get(&key)?;
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            self.blocked.remove(&key);
+            return None;
+        }
+        Some(left)
+    }
+
+    /// Charges one failed authentication to the client at `ip`; once the budget is spent,
+    /// the client is blocked until the bucket admits one again.
+    pub async fn charge_auth_failure(&self, ip: IpAddr) {
+        let Some(policy) = self.auth_failures else {
+            return;
+        };
+        let key = BucketKey::ip(ip);
+        match self.backend.check(policy, &key).await {
+            // The last failure allowed, or one beyond: blocked until the bucket admits one.
+            Ok(verdict) if !verdict.allowed || verdict.remaining == 0 => {
+                let wait = if verdict.allowed {
+                    self.auth_period
+                } else {
+                    verdict.retry_after
+                };
+                let until = std::time::Instant::now() + wait;
+                self.blocked.insert(key, until);
+                tracing::warn!(
+                    target: "nestflux::auth",
+                    client = %ip,
+                    retry_after_ms = wait.as_millis() as u64,
+                    "client over its budget of failed authentications: its new credentials are refused unchecked for a while"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "rate limiting: backend failed"),
         }
     }
 

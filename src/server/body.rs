@@ -9,6 +9,10 @@ use serde_json::Value;
 use crate::problem::Problem;
 
 /// Reads and parses the body. `Ok(None)` when the request has none.
+///
+/// Whether a body exists is decided by the payload stream, not by `Content-Length` or
+/// `Transfer-Encoding` (an HTTP/2 request may carry a body with neither). A route that
+/// takes no body refuses one before reading or parsing it.
 pub async fn read(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -20,16 +24,29 @@ pub async fn read(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-    if declared.unwrap_or(0) == 0 && !chunked {
+    if !takes_body {
+        let refuse = || Problem::bad_request("this route takes no request body");
+        if declared.is_some_and(|n| n > 0) {
+            return Err(refuse());
+        }
+        // No length (chunked, or HTTP/2): the first data byte is the answer.
+        while let Some(chunk) = payload.next().await {
+            match chunk {
+                Ok(c) if c.is_empty() => continue,
+                _ => return Err(refuse()),
+            }
+        }
         return Ok(None);
     }
-    if !is_json(req) {
-        return Err(Problem::new(
+    let unsupported = || {
+        Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "the request body must be application/json",
-        ));
+        )
+    };
+    if declared.is_some_and(|n| n > 0) && !is_json(req) {
+        return Err(unsupported());
     }
     let too_large = || {
         Problem::new(
@@ -53,6 +70,9 @@ pub async fn read(
     if bytes.is_empty() {
         return Ok(None);
     }
+    if !is_json(req) {
+        return Err(unsupported());
+    }
     let value: Value = super::json::parse(&bytes).map_err(|e| {
         // Position and category only: the message never echoes the body.
         let what = match e.classify() {
@@ -68,9 +88,6 @@ pub async fn read(
             e.column()
         ))
     })?;
-    if !takes_body {
-        return Err(Problem::bad_request("this route takes no request body"));
-    }
     Ok(Some(value))
 }
 

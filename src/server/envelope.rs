@@ -34,6 +34,8 @@ pub async fn envelope<B: MessageBody + 'static>(
     let started = Instant::now();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let rid = request_id::assign(&req);
+    // Whether this listener speaks TLS (the redirect listener does not).
+    let secure = req.app_config().secure();
     let method = req.method().clone();
     let preflight =
         method == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
@@ -73,6 +75,7 @@ pub async fn envelope<B: MessageBody + 'static>(
                 problem,
                 rid,
                 state,
+                secure,
             }
             .into());
         }
@@ -103,7 +106,7 @@ pub async fn envelope<B: MessageBody + 'static>(
     }
 
     if let Some(state) = &state {
-        crate::headers::apply(&state.plan.headers, res.headers_mut());
+        crate::headers::apply(&state.plan.headers, res.headers_mut(), secure);
     }
     if let Ok(value) = HeaderValue::from_str(&rid) {
         res.headers_mut()
@@ -152,6 +155,7 @@ struct Escaped {
     problem: Problem,
     rid: String,
     state: Option<web::Data<AppState>>,
+    secure: bool,
 }
 
 impl std::fmt::Debug for Escaped {
@@ -174,7 +178,7 @@ impl ResponseError for Escaped {
     fn error_response(&self) -> HttpResponse {
         let mut res = self.problem.to_response(&self.rid);
         if let Some(state) = &self.state {
-            crate::headers::apply(&state.plan.headers, res.headers_mut());
+            crate::headers::apply(&state.plan.headers, res.headers_mut(), self.secure);
         }
         if let Ok(value) = HeaderValue::from_str(&self.rid) {
             res.headers_mut()

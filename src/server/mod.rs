@@ -1,26 +1,25 @@
 //! Assembles Actix from a [`Plan`]: the pipeline order, the route table, 404 and 405.
 //!
 //! Outermost first: envelope (request id, timeout, problem+json, secure headers, access
-//! log) → CORS → global rate limit → route → route rate limit → body → action.
+//! log) → CORS preflights counted by the global limit → CORS → global rate limit → route →
+//! route rate limit → body → action.
 
 pub mod body;
 pub mod envelope;
 pub mod json;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
 use crate::deadline::Deadline;
 use crate::plan::Plan;
-use crate::plan::routes::RoutePlan;
 use crate::problem::Problem;
 use crate::request_id;
 
@@ -48,6 +47,7 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
                 cors.is_some(),
                 cors.map(crate::cors::build).unwrap_or_default(),
             ))
+            .wrap(from_fn(crate::ratelimit::middleware::preflight))
             .wrap(from_fn(envelope::envelope))
     })
     .shutdown_timeout(plan.server.shutdown_timeout.as_secs())
@@ -115,18 +115,30 @@ fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
 
 /// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
 fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
-    let mut by_path: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
-    for r in &plan.routes {
-        by_path.entry(r.path.as_str()).or_default().push(r);
-    }
-    for (path, routes) in by_path {
-        let allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
+    // The order `check` lints overlaps against and `explain` matches with.
+    for (path, routes) in crate::plan::routes::registration_order(&plan.routes) {
+        let mut allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
+        // HEAD is answered wherever GET is declared (RFC 9110 §9.3.2): the same pipeline and
+        // headers, and actix sends no body.
+        let head = routes
+            .iter()
+            .find(|r| r.method == Method::GET && r.action.answers_head())
+            .copied();
+        let head = head.filter(|_| !routes.iter().any(|r| r.method == Method::HEAD));
+        if head.is_some() {
+            allow.push(Method::HEAD.to_string());
+        }
         let allow =
             HeaderValue::from_str(&allow.join(", ")).unwrap_or(HeaderValue::from_static("GET"));
         let mut resource = web::resource(path);
-        for r in routes {
+        let get_as_head = head.map(|r| (Method::HEAD, r));
+        for (method, r) in routes
+            .iter()
+            .map(|r| (r.method.clone(), *r))
+            .chain(get_as_head)
+        {
             let route = Arc::new(r.clone());
-            resource = resource.route(web::method(r.method.clone()).to(
+            resource = resource.route(web::method(method).to(
                 move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
                     handle(route.clone(), req, payload, state)
                 },
@@ -155,7 +167,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 /// Runs one route: body, then the action; a panic becomes a 500 problem, never a dropped
 /// connection or a leaked message.
 async fn handle(
-    route: Arc<RoutePlan>,
+    route: Arc<crate::plan::routes::RoutePlan>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -170,8 +182,12 @@ async fn handle(
     let work = async {
         // Authentication: the `Caller` into the extensions, or 401. May wait for a JWKS
         // refetch (unknown kid).
+        let budget = ClientBudget {
+            limits: &state.limits,
+            ip: crate::ratelimit::middleware::client_ip_of(&state.limits, &req),
+        };
         deadline
-            .within(crate::auth::authenticate(&state.auth, &route, &req))
+            .within(crate::auth::authenticate(&state.auth, &route, &req, &budget))
             .await
             .map_err(late)??;
         // Route rate limit: after authentication, which puts the `Caller` it keys by.
@@ -193,6 +209,22 @@ async fn handle(
         crate::actions::run(&route, &req, body, &state).await
     };
     guarded(work, &rid, &route.path).await
+}
+
+/// The `auth_failures` budget of the client making a request.
+struct ClientBudget<'a> {
+    limits: &'a crate::ratelimit::RateLimits,
+    ip: std::net::IpAddr,
+}
+
+impl crate::auth::FailureBudget for ClientBudget<'_> {
+    fn exhausted(&self) -> Option<std::time::Duration> {
+        self.limits.auth_blocked(self.ip)
+    }
+
+    fn charge(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.limits.charge_auth_failure(self.ip)
+    }
 }
 
 /// Runs a handler future; a problem becomes its response, a panic a bare 500 problem (the

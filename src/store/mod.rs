@@ -17,6 +17,7 @@
 //! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
 //! users     the users table and the lossy sightings channel; dev_keys: the development
 //!           issuer's keys; secrets: server secrets generated on first start
+//! sessions  browser sessions and pending logins (refresh claimed and stored by compare-and-swap)
 //! open      the one way `serve`, `migrate` and `keys rotate` open a database
 //! ```
 
@@ -28,6 +29,7 @@ pub mod dev_keys;
 pub mod dialect;
 pub mod rotate;
 pub mod secrets;
+pub mod sessions;
 pub mod table;
 pub mod users;
 pub mod writer;
@@ -399,6 +401,23 @@ impl Store {
             })
         })
         .await
+        .map_err(|_| StoreError::Database("the database task did not finish".into()))?
+    }
+
+    /// Runs blocking database work on a pooled connection off the async workers, waiting
+    /// at most `database.busy_timeout` for a connection (the browser-session routes, whose
+    /// few statements need neither the writer's batching nor a request deadline).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        actix_web::web::block(move || {
+            let mut conn = store.conn()?;
+            f(&mut conn)
+        })
+        .await
+        // The blocking task panicked or was cancelled: a server fault, not an outage.
         .map_err(|_| StoreError::Database("the database task did not finish".into()))?
     }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::config::RawField;
 use crate::plan::data::SERVER_COLUMNS;
-use crate::plan::diag::Diagnostics;
+use crate::plan::diag::{Code, Diagnostic, Diagnostics};
 
 /// Largest compiled program a `pattern` may produce, so a pathological regex cannot eat
 /// memory at startup or time per request.
@@ -33,13 +33,18 @@ pub fn compile_schemas(
 ) -> Schemas {
     for (name, fields) in raw {
         if !is_schema_name(name) {
-            diags.error(
+            diags.error_with(
+                Code::InvalidName,
                 format!("schemas.{name}"),
                 "a schema name must start with a letter and contain only letters, digits and `_` (at most 63)",
             );
         }
         if fields.is_empty() {
-            diags.warn(format!("schemas.{name}"), "this schema declares no fields");
+            diags.warn_with(
+                Code::Unused,
+                format!("schemas.{name}"),
+                "this schema declares no fields",
+            );
         }
     }
 
@@ -164,7 +169,8 @@ fn reference_order<'a>(
                     let start = stack.iter().position(|(n, _)| n == target).unwrap_or(0);
                     let mut cycle: Vec<&str> = stack[start..].iter().map(|(n, _)| *n).collect();
                     cycle.push(target);
-                    diags.error(
+                    diags.error_with(
+                        Code::Cycle,
                         ref_path.clone(),
                         format!(
                             "reference cycle {}: a schema cannot contain itself, directly or through others",
@@ -270,17 +276,20 @@ impl Compiler<'_, '_> {
         for (name, raw) in fields {
             let field_path = format!("{path}.{name}");
             if !is_field_name(name) {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::InvalidName,
                     &field_path,
                     "a field name must match [a-z_][a-z0-9_]{0,62} (it becomes a column name)",
                 );
             } else if top && SERVER_COLUMNS.contains(&name.as_str()) {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::InvalidName,
                     &field_path,
                     format!("`{name}` is set by the server on every record and cannot be declared"),
                 );
             } else if top && name.contains("__") {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::InvalidName,
                     &field_path,
                     "`__` is reserved for columns NestFlux adds (blind indexes such as `email__bidx`)",
                 );
@@ -358,7 +367,8 @@ impl Compiler<'_, '_> {
     fn declared<'r>(&mut self, path: &str, raw: &'r RawField) -> Declared<'r> {
         match (raw.ty.as_deref(), raw.reference.as_deref()) {
             (Some(_), Some(_)) => {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::Conflict,
                     format!("{path}.ref"),
                     "`ref` and `type` cannot be used together: a `ref` field has the type of the schema it names",
                 );
@@ -379,9 +389,13 @@ impl Compiler<'_, '_> {
                 "array" => Declared::Array,
                 "object" => Declared::Object,
                 other => {
-                    self.diags.error(
-                        format!("{path}.type"),
-                        format!("unknown type \"{other}\"; expected one of {TYPES}"),
+                    let meant = crate::suggest::closest(other, TYPES.split(", "));
+                    self.diags.push_error(
+                        Diagnostic::new(
+                            format!("{path}.type"),
+                            format!("unknown type \"{other}\"; expected one of {TYPES}"),
+                        )
+                        .with_suggestion(meant),
                     );
                     Declared::Invalid
                 }
@@ -416,7 +430,8 @@ impl Compiler<'_, '_> {
         let family = declared.family();
         for (keyword, is_set, belongs_to) in present {
             if is_set && family != Some(belongs_to) {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::Conflict,
                     format!("{path}.{keyword}"),
                     format!("`{keyword}` does not apply to {}", declared.describe()),
                 );
@@ -428,7 +443,8 @@ impl Compiler<'_, '_> {
         if let (Some(min), Some(max)) = (raw.min_length, raw.max_length)
             && min > max
         {
-            self.diags.error(
+            self.diags.error_with(
+                Code::Conflict,
                 format!("{path}.min_length"),
                 format!("min_length ({min}) is greater than max_length ({max})"),
             );
@@ -456,12 +472,16 @@ impl Compiler<'_, '_> {
             let found = Format::from_name(name);
             if found.is_none() {
                 let known: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-                self.diags.error(
-                    format!("{path}.format"),
-                    format!(
-                        "unknown format \"{name}\"; expected one of {}",
-                        known.join(", ")
-                    ),
+                let meant = crate::suggest::closest(name, &known);
+                self.diags.push_error(
+                    Diagnostic::new(
+                        format!("{path}.format"),
+                        format!(
+                            "unknown format \"{name}\"; expected one of {}",
+                            known.join(", ")
+                        ),
+                    )
+                    .with_suggestion(meant),
                 );
             }
             found
@@ -523,7 +543,8 @@ impl Compiler<'_, '_> {
                     lo > hi
                 };
                 if empty {
-                    self.diags.error(
+                    self.diags.error_with(
+                        Code::Conflict,
                         format!("{path}.{low_key}"),
                         format!("{low_key} ({lo}) leaves no value below {high_key} ({hi})"),
                     );
@@ -535,7 +556,8 @@ impl Compiler<'_, '_> {
 
     fn enum_values(&mut self, path: &str, raw: &RawField) -> Vec<String> {
         let Some(values) = &raw.values else {
-            self.diags.error(path, "an enum needs `values`");
+            self.diags
+                .error_with(Code::MissingKey, path, "an enum needs `values`");
             return Vec::new();
         };
         if values.is_empty() {
@@ -545,7 +567,8 @@ impl Compiler<'_, '_> {
         let mut seen = BTreeSet::new();
         for (i, value) in values.iter().enumerate() {
             if !seen.insert(value) {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::Duplicate,
                     format!("{path}.values[{i}]"),
                     format!("duplicate enum value \"{value}\""),
                 );
@@ -558,7 +581,8 @@ impl Compiler<'_, '_> {
         if let (Some(min), Some(max)) = (raw.min_items, raw.max_items)
             && min > max
         {
-            self.diags.error(
+            self.diags.error_with(
+                Code::Conflict,
                 format!("{path}.min_items"),
                 format!("min_items ({min}) is greater than max_items ({max})"),
             );
@@ -566,7 +590,8 @@ impl Compiler<'_, '_> {
         let items = match &raw.items {
             Some(items) => self.field(&format!("{path}.items"), "items", items, Place::Items),
             None => {
-                self.diags.error(
+                self.diags.error_with(
+                    Code::MissingKey,
                     path,
                     "an array needs `items`, the declaration of its elements",
                 );
@@ -599,7 +624,8 @@ impl Compiler<'_, '_> {
             ))),
             None => {
                 if strict {
-                    self.diags.error(
+                    self.diags.error_with(
+                        Code::MissingKey,
                         path,
                         "an object needs `fields` (or `strict = false` to accept any keys)",
                     );
@@ -619,12 +645,16 @@ impl Compiler<'_, '_> {
             None => {
                 if !self.raw.contains_key(target) {
                     let known: Vec<&str> = self.raw.keys().map(String::as_str).collect();
-                    self.diags.error(
-                        format!("{path}.ref"),
-                        format!(
-                            "no schema named \"{target}\" (declared: {})",
-                            known.join(", ")
-                        ),
+                    self.diags.push_error(
+                        Diagnostic::new(
+                            format!("{path}.ref"),
+                            format!(
+                                "no schema named \"{target}\" (declared: {})",
+                                known.join(", ")
+                            ),
+                        )
+                        .with_code(Code::UnknownSchema)
+                        .with_suggestion(crate::suggest::closest(target, &known)),
                     );
                 }
                 // Otherwise the target is on a reference cycle, reported already.

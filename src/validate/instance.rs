@@ -105,6 +105,15 @@ impl Num {
 }
 
 /// A bound in messages: `5`, not `5.0`.
+/// The violation for an integer beyond `i64`, when no declared bound already refuses it.
+pub(super) fn storage_limit(positive: bool) -> (&'static str, String) {
+    if positive {
+        ("maximum", format!("must be at most {}", i64::MAX))
+    } else {
+        ("minimum", format!("must be at least {}", i64::MIN))
+    }
+}
+
 fn show(bound: f64) -> String {
     if bound.fract() == 0.0 && bound.abs() < 1e15 {
         format!("{}", bound as i64)
@@ -310,22 +319,19 @@ impl Validator {
         };
         let i = if let Some(i) = n.as_i64() {
             i
-        } else if n.is_u64() {
-            self.push("maximum", format!("must be at most {}", i64::MAX));
-            return None;
         } else {
             // JSON Schema counts 3.0 as an integer; it is stored as 3.
             let f = n.as_f64().unwrap_or(f64::NAN);
-            if !f.is_finite() || f.fract() != 0.0 {
+            if !n.is_u64() && (!f.is_finite() || f.fract() != 0.0) {
                 self.push("type", "must be an integer");
                 return None;
             }
-            if f >= TWO_63 {
-                self.push("maximum", format!("must be at most {}", i64::MAX));
-                return None;
-            }
-            if f < -TWO_63 {
-                self.push("minimum", format!("must be at least {}", i64::MIN));
+            if n.is_u64() || !(-TWO_63..TWO_63).contains(&f) {
+                // Beyond what an integer column holds: the schema's own bounds speak first.
+                if self.bounds(rules, Num::Float(f)) {
+                    let (code, message) = storage_limit(f > 0.0);
+                    self.push(code, message);
+                }
                 return None;
             }
             f as i64

@@ -22,15 +22,24 @@ pub fn coerce_param(field: &CompiledField, raw: &str) -> Result<Value, Violation
         Kind::Integer(_) => match raw.parse::<i64>() {
             Ok(i) => Value::from(i),
             Err(e) => {
-                return Err(match e.kind() {
-                    IntErrorKind::PosOverflow => {
-                        refuse("maximum", format!("must be at most {}", i64::MAX))
-                    }
-                    IntErrorKind::NegOverflow => {
-                        refuse("minimum", format!("must be at least {}", i64::MIN))
-                    }
-                    _ => refuse("type", "must be an integer".into()),
-                });
+                let positive = match e.kind() {
+                    IntErrorKind::PosOverflow => true,
+                    IntErrorKind::NegOverflow => false,
+                    _ => return Err(refuse("type", "must be an integer".into())),
+                };
+                // The schema's own bound first (`max = 5` says "at most 5"), else the
+                // storage limit.
+                let beyond = raw
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64);
+                if let Some(Err(found)) = beyond.map(|n| field.validate(&Value::Number(n)))
+                    && let Some(v) = found.into_iter().next()
+                {
+                    return Err(refuse(v.code, v.message));
+                }
+                let (code, message) = instance::storage_limit(positive);
+                return Err(refuse(code, message));
             }
         },
         Kind::Number(_) => {

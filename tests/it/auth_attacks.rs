@@ -83,10 +83,15 @@ fn thirty_plus_hostile_tokens_are_all_refused() {
     trap.set_nonblocking(true).expect("nonblocking");
     let trap_url = format!("http://{}", trap.local_addr().expect("addr"));
 
-    let project = Project::new(&nestflux_config(
-        &issuer,
-        AUD,
-        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    // Every hostile token comes from this one client: a budget of failed authentications
+    // large enough that each is checked, not refused unchecked (tested on its own).
+    let project = Project::new(&format!(
+        "{}\n[rate_limits.auth_failures]\nper_second = 1000\nburst = 1000\n",
+        nestflux_config(
+            &issuer,
+            AUD,
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        )
     ));
     let server = project.serve(&[("RUST_LOG", "info,nestflux::auth=debug")]);
 
@@ -391,6 +396,14 @@ fn thirty_plus_hostile_tokens_are_all_refused() {
         (
             "empty sub",
             rs(rs_header("rsa-1"), &with(json!({"sub": ""}))),
+        ),
+        (
+            "sub in the development namespace",
+            rs(rs_header("rsa-1"), &with(json!({"sub": "dev:alice"}))),
+        ),
+        (
+            "sub in the API-key namespace",
+            rs(rs_header("rsa-1"), &with(json!({"sub": "apikey:ci"}))),
         ),
         // Header rules.
         (

@@ -213,3 +213,63 @@ path = "/health"
 action = "health"
 public = true
 "#;
+
+/// A throwaway CA and a server certificate for `127.0.0.1` and `localhost` signed by it.
+pub struct TestCa {
+    /// The CA certificate, for clients to trust.
+    pub ca_pem: String,
+    /// The server's certificate and private key.
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "nestflux test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf");
+        Self {
+            ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        }
+    }
+
+    /// Writes `server.pem` and `server.key` into the project, as `[server.tls]` names them.
+    pub fn install(&self, p: &Project) {
+        p.write("server.pem", &self.cert_pem);
+        p.write("server.key", &self.key_pem);
+    }
+
+    /// A client that trusts this CA.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA pem"),
+            )
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+}
+
+/// The `[server.tls]` table for a project where [`TestCa::install`] wrote the files.
+pub const TLS: &str = "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n";
+
+/// A free port on 127.0.0.1 (released before use: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

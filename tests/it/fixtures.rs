@@ -163,26 +163,12 @@ pub fn crud_routes(name: &str) -> String {
         .replace("resource = \"notes\"", &format!("resource = \"{name}\""))
 }
 
-/// The reference service as this build serves it: the development issuer as the only token
-/// source (no `issuer`, no browser login `[auth.session]`) and no audit route (not built
-/// yet).
+/// The reference service as this build serves it: everything but the audit route (not
+/// built yet). Its provider (`auth.issuer`, for bearer tokens and browser login) need not
+/// run: development tokens are served all the same.
 pub fn servable_reference() -> String {
-    let mut out = String::new();
-    let mut skip = false;
-    for block in REFERENCE.split_inclusive('\n') {
-        let line = block.trim();
-        if line.starts_with("[auth.session]") {
-            skip = true;
-        } else if line.starts_with('[') {
-            skip = false;
-        }
-        if skip || line.starts_with("issuer =") {
-            continue;
-        }
-        out.push_str(block);
-    }
     edit(
-        &out,
+        REFERENCE,
         "[[routes]]\nmethod = \"GET\"\npath = \"/api/audit\"\naction = \"audit\"\npermission = \"audit:read\"\n",
         "",
     )

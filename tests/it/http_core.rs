@@ -1,7 +1,7 @@
 //! The runtime core over real HTTP: secure headers, CORS, problem+json errors, environment
 //! overrides, `_FILE` secrets and TLS — each against the real binary.
 
-use crate::common::{MINIMAL, Project, client};
+use crate::common::{self, MINIMAL, Project, client};
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
 use serde_json::Value;
@@ -119,20 +119,23 @@ fn request_id_is_kept_when_sane_and_replaced_otherwise() {
 
 #[test]
 fn errors_are_problem_json_with_headers() {
-    let p = Project::new(&format!("[server]\nbody_limit = \"64\"\n{MINIMAL}"));
+    let p = Project::new(&format!(
+        "[server]\nbody_limit = \"64\"\n{}{MINIMAL}",
+        crate::fixtures::Notes::new()
+    ));
     let s = p.serve(&[]);
     let c = client();
 
     let body = assert_problem(c.get(s.url("/nope")).send().unwrap(), StatusCode::NOT_FOUND);
     assert_eq!(body["type"], "urn:nestflux:problem:not-found");
 
-    let res = c.delete(s.url("/health")).send().unwrap();
-    assert_eq!(header(&res, "allow"), Some("GET"));
+    let res = c.delete(s.url("/api/notes")).send().unwrap();
+    assert_eq!(header(&res, "allow"), Some("GET, POST, HEAD"));
     assert_problem(res, StatusCode::METHOD_NOT_ALLOWED);
 
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(100));
     let res = c
-        .get(s.url("/health"))
+        .post(s.url("/api/notes"))
         .header("content-type", "application/json")
         .body(big)
         .send()
@@ -140,7 +143,7 @@ fn errors_are_problem_json_with_headers() {
     assert_problem(res, StatusCode::PAYLOAD_TOO_LARGE);
 
     let res = c
-        .get(s.url("/health"))
+        .post(s.url("/api/notes"))
         .header("content-type", "text/plain")
         .body("hello")
         .send()
@@ -148,7 +151,7 @@ fn errors_are_problem_json_with_headers() {
     assert_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let res = c
-        .get(s.url("/health"))
+        .post(s.url("/api/notes"))
         .header("content-type", "application/json")
         .body("{\"a\":")
         .send()
@@ -158,27 +161,21 @@ fn errors_are_problem_json_with_headers() {
         body["detail"].as_str().unwrap().contains("line 1 column 5"),
         "{body}"
     );
-
-    // A body on a route that takes none is refused, not ignored.
-    let res = c
-        .get(s.url("/health"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .unwrap();
-    assert_problem(res, StatusCode::BAD_REQUEST);
 }
 
 #[test]
 fn oversized_chunked_body_is_413() {
     use std::io::{Read, Write};
-    let p = Project::new(&format!("[server]\nbody_limit = \"64\"\n{MINIMAL}"));
+    let p = Project::new(&format!(
+        "[server]\nbody_limit = \"64\"\n{}",
+        crate::fixtures::Notes::new()
+    ));
     let s = p.serve(&[]);
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port())).unwrap();
     let chunk = "a".repeat(100);
     write!(
         tcp,
-        "GET /health HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        "POST /api/notes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         chunk.len()
     )
     .unwrap();
@@ -292,14 +289,17 @@ fn cors_preflight_allowed_and_refused() {
 
 #[test]
 fn environment_overrides_file_values() {
-    let p = Project::new(&format!("[server]\nbody_limit = \"1MiB\"\n{MINIMAL}"));
+    let p = Project::new(&format!(
+        "[server]\nbody_limit = \"1MiB\"\n{}{MINIMAL}",
+        crate::fixtures::Notes::new()
+    ));
     // server.body_limit (a key of a section) and headers.referrer_policy.
     let s = p.serve(&[
         ("NESTFLUX_SERVER__BODY_LIMIT", "16"),
         ("NESTFLUX_HEADERS__REFERRER_POLICY", "same-origin"),
     ]);
     let res = client()
-        .get(s.url("/health"))
+        .post(s.url("/api/notes"))
         .header("content-type", "application/json")
         .body("{\"twenty\":\"bytes...\"}")
         .send()
@@ -364,30 +364,13 @@ fn file_secrets_are_read_and_never_echoed() {
 
 #[test]
 fn serves_https_with_hsts_when_tls_is_configured() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "nestflux test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_params =
-        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-
-    let p = Project::new(&format!(
-        "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{MINIMAL}"
-    ));
-    p.write("server.pem", &leaf.pem());
-    p.write("server.key", &leaf_key.serialize_pem());
+    let ca = common::TestCa::new();
+    let p = Project::new(&format!("{}{MINIMAL}", common::TLS));
+    ca.install(&p);
     let s = p.serve(&[]);
     assert!(s.url.starts_with("https://"), "{}", s.url);
 
-    let c = reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let c = ca.client();
     let res = c.get(s.url("/health")).send().unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(

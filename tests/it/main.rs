@@ -8,6 +8,7 @@
 // Tests may unwrap: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent;
 mod common;
 mod fixtures;
 mod oidc;
@@ -15,11 +16,15 @@ mod regression;
 
 mod auth_attacks;
 mod auth_oidc;
+mod browser;
 mod config_check;
 mod encryption;
+mod explain;
+mod first_run;
 mod http_core;
 mod openapi;
 mod ratelimit;
 mod rbac;
 mod resources;
+mod sessions;
 mod writes;

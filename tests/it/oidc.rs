@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -57,13 +58,7 @@ pub fn require_node() {
     );
 }
 
-/// A free TCP port on 127.0.0.1 (released before use; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use crate::common::free_port;
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -77,12 +72,25 @@ pub struct Provider {
     child: Child,
     pub port: u16,
     pub keys_file: PathBuf,
+    /// What it printed, line by line (`grant refresh_token`, …).
+    out: Arc<Mutex<Vec<String>>>,
 }
 
 impl Provider {
     /// Starts the provider on `port` with signing keys in `keys_file` (generated with kids
     /// `rsa-GEN` / `ec-GEN` when the file does not exist yet).
     pub fn start(port: u16, keys_file: &Path, key_gen: &str) -> Provider {
+        Self::start_with(port, keys_file, key_gen, &[])
+    }
+
+    /// As [`Provider::start`], with more of provider.mjs's environment (`RP_REDIRECT`,
+    /// `AT_TTL`, `ROTATE_REFRESH`, `REFRESH_DELAY_MS`).
+    pub fn start_with(
+        port: u16,
+        keys_file: &Path,
+        key_gen: &str,
+        env: &[(&str, &str)],
+    ) -> Provider {
         require_node();
         let mut child = Command::new("node")
             .arg(dir().join("provider.mjs"))
@@ -91,12 +99,15 @@ impl Provider {
             .env("KEY_GEN", key_gen)
             .env("API_AUD", AUD)
             .env("API_AUD_ES", AUD_ES)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn node provider.mjs");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -105,6 +116,7 @@ impl Provider {
                 {
                     let _ = tx.send(());
                 }
+                sink.lock().unwrap().push(line);
             }
         });
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
@@ -115,7 +127,19 @@ impl Provider {
             child,
             port,
             keys_file: keys_file.to_path_buf(),
+            out,
         }
+    }
+
+    /// How many successful grants of `grant_type` the provider has answered so far.
+    pub fn grants(&self, grant_type: &str) -> usize {
+        let line = format!("grant {grant_type}");
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| **l == line)
+            .count()
     }
 
     pub fn issuer(&self) -> String {

@@ -88,6 +88,10 @@ fn the_document_describes_every_route_of_the_notes_api() {
             "/api/me",
             "/api/notes",
             "/api/notes/{id}",
+            "/auth/callback",
+            "/auth/login",
+            "/auth/logout",
+            "/auth/session",
             "/health",
             "/internal/openapi.json",
             "/openapi.json"
@@ -104,6 +108,10 @@ fn the_document_describes_every_route_of_the_notes_api() {
         ("/health", "get", "health"),
         ("/openapi.json", "get", "openapi"),
         ("/internal/openapi.json", "get", "openapi_2"),
+        ("/auth/login", "get", "login"),
+        ("/auth/callback", "get", "callback"),
+        ("/auth/logout", "post", "logout"),
+        ("/auth/session", "get", "session"),
     ];
     for (path, method, id) in ids {
         assert_eq!(op(path, method)["operationId"], id, "{method} {path}");
@@ -161,13 +169,14 @@ fn the_document_describes_every_route_of_the_notes_api() {
         json!(["pointer", "message"])
     );
 
-    // Security schemes: bearer and the declared API keys; no browser login declared.
+    // Security schemes: bearer, the declared API keys and the browser session's cookie.
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["bearer"]["scheme"], "bearer");
     assert_eq!(schemes["bearer"]["bearerFormat"], "JWT");
     assert_eq!(schemes["apiKey"]["in"], "header");
     assert_eq!(schemes["apiKey"]["name"], "X-API-Key");
-    assert!(schemes.get("session").is_none(), "{schemes}");
+    assert_eq!(schemes["session"]["in"], "cookie", "{schemes}");
+    assert_eq!(schemes["session"]["name"], "__Host-nestflux_session");
 
     // List: paging, sorting by never-null scalars, one filter per short scalar field (text
     // longer than 256 characters, such as `body`, is neither sorted nor filtered).
@@ -292,7 +301,7 @@ fn the_document_describes_every_route_of_the_notes_api() {
     );
 
     // Who may call: the requirement, and the permission as an extension.
-    let identity = json!([{ "bearer": [] }, { "apiKey": [] }]);
+    let identity = json!([{ "bearer": [] }, { "apiKey": [] }, { "session": [] }]);
     assert_eq!(get["security"], identity);
     assert_eq!(get["x-nestflux-permission"], "notes:read");
     let me = op("/api/me", "get");
@@ -470,8 +479,8 @@ fn the_reference_file_prints_a_document_without_its_secrets() {
         json!({
             "type": "apiKey",
             "in": "cookie",
-            "name": "nestflux_session",
-            "description": "The browser session made by the OIDC login.",
+            "name": "__Host-nestflux_session",
+            "description": "The browser session made by the OIDC login (`GET /auth/login`). Unsafe methods authenticated by it also need a same-origin `Origin` (or `Sec-Fetch-Site`), or one listed in `[cors]`.",
         })
     );
     assert_eq!(

@@ -111,7 +111,10 @@ fn every_reference_route_for_every_role() {
         Some(json!({"title": "alice's", "secret": "a-secret"})),
     );
     assert_eq!(s, StatusCode::CREATED, "{a1}");
-    assert_eq!(a1["owner"], "alice");
+    assert_eq!(
+        a1["owner"], "dev:alice",
+        "development subjects are namespaced"
+    );
     assert_eq!(
         a1["secret"], "a-secret",
         "editors see secret on their own rows"
@@ -301,7 +304,7 @@ fn whoami_reports_subject_roles_and_permissions_and_users_are_recorded() {
     let w = world();
     let (s, me) = w.call("alice", "GET", "/api/me", None);
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(me["subject"], "alice");
+    assert_eq!(me["subject"], "dev:alice");
     assert_eq!(me["roles"], json!(["editor"]));
     let perms: Vec<&str> = me["permissions"]
         .as_array()

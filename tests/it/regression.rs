@@ -14,6 +14,7 @@ use crate::common::{self, MINIMAL, Project, Server, client};
 use crate::config_check::check;
 use crate::fixtures::Notes;
 use crate::http_core::assert_problem;
+use crate::oidc::{AUD, AUD_ES, Provider, free_port};
 
 /// A resource without owners (`docs`) whose `level` has a server-filled default and is
 /// guarded by `docs:admin`; `reader` holds only `docs:read:own` and `docs:create`, `boss`
@@ -131,7 +132,12 @@ fn a_token_cannot_claim_an_api_key_subject() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    let (plain, claiming) = (token("ci"), token("apikey:ci"));
+    let plain = token("ci");
+    let out = p.run(&["token", "--sub", "apikey:ci", "--role", "viewer"], &[]);
+    assert!(!out.status.success(), "minting refuses a reserved subject");
+    // Whoever reads the development key from the database can still sign anything: the
+    // verifier itself refuses the claim.
+    let claiming = sign_with_dev_key(&p, json!({"sub": "apikey:ci", "roles": ["viewer"]}));
     let s = p.serve(&[]);
     let me = |token: &str| {
         client()
@@ -142,13 +148,48 @@ fn a_token_cannot_claim_an_api_key_subject() {
     };
     let res = me(&plain);
     assert_eq!(res.status(), StatusCode::OK, "the same token, another sub");
-    assert_eq!(res.json::<Value>().unwrap()["subject"], "ci");
+    assert_eq!(res.json::<Value>().unwrap()["subject"], "dev:ci");
     let res = me(&claiming);
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         res.headers()["www-authenticate"],
         "Bearer error=\"invalid_token\""
     );
+}
+
+/// A token signed with the development issuer's key read straight from the database, as
+/// anyone holding the file (or a backup) could.
+fn sign_with_dev_key(p: &Project, claims: Value) -> String {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kid: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        private_pem: String,
+    }
+    let db = p.path().join("nestflux.db");
+    let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    let key: Key = diesel::sql_query("SELECT kid, private_pem FROM nestflux_dev_keys")
+        .get_result(&mut c)
+        .unwrap();
+    let now = common_now();
+    let mut all =
+        json!({"iss": "urn:nestflux:dev-issuer", "aud": "nestflux", "iat": now, "exp": now + 600});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(key.kid);
+    let signing = jsonwebtoken::EncodingKey::from_ed_pem(key.private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &all, &signing).unwrap()
+}
+
+fn common_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Broke: the suite's PostgreSQL URL was `NESTFLUX_TEST_POSTGRES_URL`; every `NESTFLUX_*`
@@ -190,9 +231,9 @@ fn a_body_with_a_duplicate_key_is_refused() {
     let s = p.serve(&[]);
     let c = client();
     let res = c
-        .get(s.url("/health"))
+        .post(s.url("/api/notes"))
         .header("content-type", "application/json")
-        .body("{\"a\":1,\"a\":2}")
+        .body("{\"title\":\"checked\",\"title\":\"stored\"}")
         .send()
         .unwrap();
     let body = assert_problem(res, StatusCode::BAD_REQUEST);
@@ -200,13 +241,6 @@ fn a_body_with_a_duplicate_key_is_refused() {
         body["detail"].as_str().unwrap().contains("duplicate key"),
         "{body}"
     );
-    let res = c
-        .post(s.url("/api/notes"))
-        .header("content-type", "application/json")
-        .body("{\"title\":\"checked\",\"title\":\"stored\"}")
-        .send()
-        .unwrap();
-    assert_problem(res, StatusCode::BAD_REQUEST);
     let page: Value = c.get(s.url("/api/notes")).send().unwrap().json().unwrap();
     assert_eq!(page["items"], json!([]), "nothing was stored");
 }
@@ -768,6 +802,756 @@ fn last_seen_moves_on_later_requests_and_one_issuer_is_one_user() {
         users_until(&|u| !u.is_empty() && u.iter().any(|u| u.last_seen > second[0].last_seen));
     assert_eq!(third.len(), 1, "{third:?}");
     assert_eq!(third[0].issuer, issuer, "stored without the trailing slash");
+}
+
+/// Broke (issue 17, medium 1): the development issuer and `auth.issuer` shared one subject
+/// namespace, so `nestflux token --sub <a provider user's sub>` read, changed and deleted
+/// that user's own rows. Development subjects are now `dev:<sub>`.
+#[test]
+fn a_development_token_never_owns_a_provider_users_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let config = format!(
+        "[auth]\nissuer = \"{}\"\naudience = \"{AUD}\"\nalgorithms = [\"RS256\", \"EdDSA\"]\n\
+         [auth.dev]\nenabled = true\n\
+         [roles.editor]\npermissions = [\"notes:read\", \"notes:create\", \"notes:update:own\", \"notes:delete:own\", \"notes:secret:own\"]\n\
+         [roles.service]\ninherits = [\"editor\"]\n{}",
+        provider.issuer(),
+        Notes::new()
+            .resource("owner = true")
+            .resource("encrypted = [\"secret\"]")
+            .resource("field_permissions = { secret = \"notes:secret\" }")
+            .access("list", "permission = \"notes:read\"")
+            .access("get", "permission = \"notes:read\"")
+            .access("create", "permission = \"notes:create\"")
+            .access("update", "permission = \"notes:update\"")
+            .access("delete", "permission = \"notes:delete\"")
+    );
+    let p = Project::new(&config);
+    let env = [(
+        "NESTFLUX_ENCRYPTION__KEYS",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )];
+    // The provider's client_credentials tokens have `sub` = nestflux-svc, roles [service].
+    let user = provider.token(AUD);
+    let out = p.run(
+        &["token", "--sub", "nestflux-svc", "--role", "editor"],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let impostor = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let s = p.serve(&env);
+    let call = |token: &str, method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = client().request(method, s.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().unwrap();
+        let status = res.status();
+        (status, res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let me = |token: &str| call(token, reqwest::Method::GET, "/api/notes?limit=10", None);
+    // The provider's keys arrive in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while me(&user).0 != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, note) = call(
+        &user,
+        reqwest::Method::POST,
+        "/api/notes",
+        Some(json!({"title": "mine", "secret": "provider user's secret"})),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{note}");
+    assert_eq!(note["owner"], "nestflux-svc");
+    let path = format!("/api/notes/{}", note["id"].as_str().unwrap());
+
+    // The development token with the same `sub` is somebody else: `dev:nestflux-svc`.
+    // `notes:read` reads every row, but `secret` only on one's own rows.
+    let (_, list) = me(&impostor);
+    assert_eq!(list["items"][0]["id"], note["id"]);
+    assert!(list["items"][0].get("secret").is_none(), "{list}");
+    let (status, row) = call(&impostor, reqwest::Method::GET, &path, None);
+    assert_eq!(status, StatusCode::OK);
+    assert!(row.get("secret").is_none(), "{row}");
+    // Own-row writes find no row of theirs.
+    for (method, body) in [
+        (
+            reqwest::Method::PATCH,
+            Some(json!({"title": "overwritten"})),
+        ),
+        (reqwest::Method::DELETE, None),
+    ] {
+        let (status, _) = call(&impostor, method.clone(), &path, body);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} of the user's row");
+    }
+    let (status, mine) = call(
+        &impostor,
+        reqwest::Method::POST,
+        "/api/notes",
+        Some(json!({"title": "dev's"})),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(mine["owner"], "dev:nestflux-svc");
+    // The row is untouched, secret included, and the user still owns it.
+    let (status, row) = call(&user, reqwest::Method::GET, &path, None);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(row["secret"], "provider user's secret");
+    assert_eq!(row["title"], "mine");
+    // And the reverse: no development token may name a reserved namespace.
+    let out = p.run(&["token", "--sub", "dev:alice", "--role", "editor"], &env);
+    assert!(!out.status.success(), "a `dev:` sub is refused at minting");
+}
+
+/// Broke (issue 17, medium 2): a valid JWKS answer without a usable key (an emergency
+/// revocation, or a rotation to algorithms outside `auth.algorithms`) was treated like an
+/// outage, so tokens signed with the removed keys stayed valid indefinitely.
+#[test]
+fn a_jwks_without_usable_keys_retires_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gen1 = dir.path().join("gen1.json");
+    let provider = Provider::start(port, &gen1, "1");
+    // This service trusts ES256 only.
+    let config = format!(
+        "[auth]\nissuer = \"{}\"\naudience = \"{AUD_ES}\"\nalgorithms = [\"ES256\"]\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n",
+        provider.issuer()
+    );
+    let p = Project::new(&config);
+    let s = p.serve(&[("RUST_LOG", "info,nestflux::auth=debug")]);
+    let status = |token: &str| {
+        client()
+            .get(s.url("/api/me"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+    let old = provider.token(AUD_ES);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status(&old) != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The provider rotates to an RSA key only: a valid answer, no key usable here.
+    provider.stop();
+    let mut keys: Value = serde_json::from_str(&std::fs::read_to_string(&gen1).unwrap()).unwrap();
+    let rsa: Vec<Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "RSA")
+        .map(|k| {
+            let mut k = k.clone();
+            k["kid"] = json!("rsa-2");
+            k
+        })
+        .collect();
+    keys["keys"] = Value::Array(rsa);
+    let gen2 = dir.path().join("gen2.json");
+    std::fs::write(&gen2, keys.to_string()).unwrap();
+    let _provider = Provider::start(port, &gen2, "2");
+    // An ES256 token naming an unknown kid makes the service look at the keys again.
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let probe = format!(
+        "{}.{}.c2ln",
+        b64(json!({"alg": "ES256", "kid": "ec-unknown"})),
+        b64(json!({"sub": "x"}))
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert_eq!(status(&probe), StatusCode::UNAUTHORIZED);
+        // The old token is refused, although it verified (and was cached) before.
+        if status(&old) == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old key still verifies:\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        s.log_when(|l| l.contains("publishes no key usable"))
+            .contains("publishes no key usable"),
+        "{}",
+        s.log()
+    );
+}
+
+/// Broke (issue 17, low 12): the plain-HTTP redirect listener sent
+/// `Strict-Transport-Security`, which RFC 6797 §7.2 forbids over plain HTTP.
+#[test]
+fn the_plain_http_redirect_listener_sends_no_hsts() {
+    let ca = common::TestCa::new();
+    let port = free_port();
+    let p = Project::new(&format!(
+        "{}redirect_http = \"127.0.0.1:{port}\"\npublic_host = \"localhost\"\n{MINIMAL}",
+        common::TLS
+    ));
+    ca.install(&p);
+    let s = p.serve(&[]);
+    s.log_when(|l| l.contains("nestflux redirecting http://"));
+    let tls = ca.client().get(s.url("/health")).send().unwrap();
+    assert!(tls.headers().contains_key("strict-transport-security"));
+    let plain = client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::PERMANENT_REDIRECT);
+    assert!(plain.headers().contains_key("x-content-type-options"));
+    assert!(
+        !plain.headers().contains_key("strict-transport-security"),
+        "{:?}",
+        plain.headers()
+    );
+}
+
+/// Broke (issue 17, low 11): `HEAD` on a GET route answered 405; RFC 9110 wants it
+/// answered wherever GET is, with the same headers and no body.
+#[test]
+fn head_is_answered_wherever_get_is_declared() {
+    let p = Project::new(&Notes::new().to_string());
+    let s = p.serve(&[]);
+    let created: Value = client()
+        .post(s.url("/api/notes"))
+        .json(&json!({"title": "t"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let one = format!("/api/notes/{}", created["id"].as_str().unwrap());
+    let get = client().get(s.url(&one)).send().unwrap();
+    let head = client().head(s.url(&one)).send().unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    for name in [
+        "content-type",
+        "content-length",
+        "x-content-type-options",
+        "cache-control",
+    ] {
+        assert_eq!(head.headers().get(name), get.headers().get(name), "{name}");
+    }
+    assert!(head.bytes().unwrap().is_empty(), "no body");
+    // A missing row: the same 404 problem headers, no body.
+    let missing = client()
+        .head(s.url("/api/notes/01a2296d-d507-7109-b0b8-6add276c0ee8"))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    // HEAD is listed where GET is.
+    let res = client().put(s.url("/api/notes")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = res.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("HEAD"), "{allow}");
+}
+
+/// Broke (issue 17, low 8): over HTTP/2 a body without `Content-Length` was ignored: a POST
+/// got 422 "must be a JSON object" and a GET with a non-JSON body 200. Whether a body exists
+/// now comes from the payload stream.
+#[test]
+fn http2_bodies_without_a_length_are_read() {
+    // HTTP/2 is served over TLS (ALPN h2).
+    let ca = common::TestCa::new();
+    let p = Project::new(&format!("{}{}{MINIMAL}", common::TLS, Notes::new()));
+    ca.install(&p);
+    let s = p.serve(&[]);
+    let h2 = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // A streamed body: HTTP/2 DATA frames and no content-length header.
+    let streamed = |text: &'static str| {
+        reqwest::blocking::Body::new(std::io::Cursor::new(text.as_bytes().to_vec()))
+    };
+    let res = h2
+        .post(s.url("/api/notes"))
+        .header("content-type", "application/json")
+        .body(streamed(r#"{"title": "over h2"}"#))
+        .send()
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.json::<Value>().unwrap()["title"], "over h2");
+    let res = h2
+        .get(s.url("/health"))
+        .header("content-type", "text/plain")
+        .body(streamed("hello"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "a body on a route that takes none"
+    );
+    let res = h2
+        .post(s.url("/api/notes"))
+        .header("content-type", "text/plain")
+        .body(streamed("title=x"))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+/// Broke (issue 17, also fixed): a body sent to a public route that takes none was read and
+/// parsed (413, 415 or a JSON syntax error) before it was refused; it is now refused unread.
+#[test]
+fn a_body_on_a_route_that_takes_none_is_refused_before_it_is_parsed() {
+    let p = Project::new(&format!("[server]\nbody_limit = \"64\"\n{MINIMAL}"));
+    let s = p.serve(&[]);
+    for (ct, payload) in [
+        ("application/json", "{}".to_string()),
+        ("text/plain", "hello".to_string()),
+        (
+            "application/json",
+            format!("{{\"x\":\"{}\"}}", "a".repeat(100)),
+        ),
+        ("application/json", "{\"a\":".to_string()),
+    ] {
+        let res = client()
+            .get(s.url("/health"))
+            .header("content-type", ct)
+            .body(payload)
+            .send()
+            .unwrap();
+        let body = assert_problem(res, StatusCode::BAD_REQUEST);
+        assert_eq!(body["detail"], "this route takes no request body");
+    }
+}
+
+/// Broke (issue 17, also fixed): an integer beyond i64 was refused with "must be at most
+/// 9223372036854775807" although the schema says `max = 5`.
+#[test]
+fn an_integer_overflow_reports_the_schemas_own_bound() {
+    let p = Project::new(&Notes::new().to_string());
+    let s = p.serve(&[]);
+    for body in [
+        r#"{"title": "t", "priority": 99999999999999999999}"#,
+        r#"{"title": "t", "priority": 1e19}"#,
+    ] {
+        let res = client()
+            .post(s.url("/api/notes"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem["errors"][0]["pointer"], "/priority", "{problem}");
+        assert_eq!(
+            problem["errors"][0]["message"], "must be at most 5",
+            "{body}"
+        );
+    }
+    let res = client()
+        .get(s.url("/api/notes?priority=99999999999999999999"))
+        .send()
+        .unwrap();
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at most 5",
+        "{problem}"
+    );
+    let res = client()
+        .get(s.url("/api/notes?priority=-99999999999999999999"))
+        .send()
+        .unwrap();
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at least 1",
+        "{problem}"
+    );
+}
+
+/// Broke (issue 17, also fixed): an all-zero or repeated-byte AES key was accepted.
+#[test]
+fn a_placeholder_encryption_key_is_refused() {
+    for key in [
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+    ] {
+        let keys = format!("k1:{key}");
+        let (code, text) = check(MINIMAL, &[("NESTFLUX_ENCRYPTION__KEYS", keys.as_str())]);
+        assert_eq!(code, 1, "{text}");
+        assert!(
+            text.contains("encryption.keys[0]") && text.contains("not random"),
+            "{text}"
+        );
+        assert!(!text.contains(key), "the key is never echoed: {text}");
+    }
+}
+
+/// Broke (issue 17, also fixed): CORS preflights were answered by actix-cors before the
+/// global rate limit saw them, so a flood of preflights was never limited.
+#[test]
+fn cors_preflights_count_against_the_global_limit() {
+    let p = Project::new(&format!(
+        "[cors]\norigins = [\"http://app.example\"]\nmethods = [\"GET\", \"POST\"]\n\
+         [rate_limits.global]\nper_minute = 1\nburst = 3\n{MINIMAL}"
+    ));
+    let s = p.serve(&[]);
+    let preflight = || {
+        client()
+            .request(reqwest::Method::OPTIONS, s.url("/health"))
+            .header("origin", "http://app.example")
+            .header("access-control-request-method", "GET")
+            .send()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let res = preflight();
+        assert!(res.status().is_success(), "{:?}", res.status());
+        assert!(
+            res.headers().contains_key("ratelimit"),
+            "{:?}",
+            res.headers()
+        );
+    }
+    let res = preflight();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+    // The same bucket as every other request from this client.
+    let res = client().get(s.url("/health")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Broke (issue 17, low 9): answers made by actix's HTTP/1 codec itself (a request head it
+/// cannot parse, one too large, one too slow) carry no security headers and no
+/// problem+json. actix offers no hook for them, so they are the README's documented
+/// exceptions: exactly these three, each an empty body on a closed connection. Anything the
+/// codec accepts, however odd, gets the full envelope.
+#[test]
+fn only_the_documented_codec_answers_bypass_the_envelope() {
+    use std::io::{Read, Write};
+    let p = Project::new(&format!(
+        "[server]\nrequest_timeout = \"1s\"\n[database]\nbusy_timeout = \"500ms\"\n{MINIMAL}"
+    ));
+    let s = p.serve(&[]);
+    let raw = |head: &[u8]| {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port())).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tcp.write_all(head).unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_lowercase()
+    };
+    let huge = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    for (what, head, status) in [
+        ("bad request line", "GARBAGE\r\n\r\n".to_string(), "400"),
+        (
+            "content-length with transfer-encoding",
+            "POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n".to_string(),
+            "400",
+        ),
+        ("head too large", huge, "431"),
+        ("head too slow", "GET /health HTTP/1.1\r\nhost: x\r\n".to_string(), "408"),
+    ] {
+        let answer = raw(head.as_bytes());
+        assert!(answer.starts_with(&format!("http/1.1 {status}")), "{what}: {answer}");
+        assert!(answer.contains("content-length: 0"), "{what}: {answer}");
+        assert!(answer.contains("connection: close"), "{what}: {answer}");
+    }
+    // Odd but parseable requests get the envelope: problem+json and the secure headers.
+    for head in [
+        "GET /%zz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "BREW /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "GET /health?%ff=%00 HTTP/1.0\r\nconnection: close\r\n\r\n",
+    ] {
+        let answer = raw(head.as_bytes());
+        assert!(
+            answer.contains("x-content-type-options: nosniff"),
+            "{head}: {answer}"
+        );
+        assert!(answer.contains("x-request-id:"), "{head}: {answer}");
+    }
+}
+
+/// Broke (issue 17, low 5): distinct forged tokens each cost a signature check (about 10x a
+/// cached one) with no limit but the global one. Failed authentications are now charged to
+/// the client's `auth_failures` budget; once it is spent, its unseen tokens get 429 before
+/// any signature is checked, while tokens it already proved and other clients are unaffected.
+#[test]
+fn forged_tokens_spend_a_budget_then_are_refused_unchecked() {
+    let p = Project::new(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[auth.dev]\nenabled = true\n\
+         [rate_limits.auth_failures]\nper_minute = 1\nburst = 5\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n{MINIMAL}"
+    ));
+    let mint = |sub: &str| {
+        let out = p.run(&["token", "--sub", sub], &[]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (proven, unseen) = (mint("early"), mint("late"));
+    let s = p.serve(&[]);
+    let me = |token: &str, client_ip: &str| {
+        client()
+            .get(s.url("/api/me"))
+            .bearer_auth(token)
+            .header("x-forwarded-for", client_ip)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(me(&proven, "192.0.2.1").status(), StatusCode::OK);
+    // Distinct forgeries: a valid signature under another payload.
+    let parts: Vec<&str> = proven.split('.').collect();
+    let forged = |i: usize| {
+        use base64::Engine;
+        let payload = json!({"iss": "urn:nestflux:dev-issuer", "aud": "nestflux", "sub": format!("f{i}"), "exp": 4_000_000_000u64});
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    for i in 0..5 {
+        let res = me(&forged(i), "192.0.2.1");
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "failure {i} is checked"
+        );
+    }
+    let res = me(&forged(5), "192.0.2.1");
+    let problem = assert_problem(res, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(problem["type"], "urn:nestflux:problem:auth-failures");
+    let res = me(&unseen, "192.0.2.1");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even a good token waits: it was never checked"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    // Tokens this client already proved are answered from the cache; other clients are
+    // unaffected.
+    assert_eq!(me(&proven, "192.0.2.1").status(), StatusCode::OK);
+    assert_eq!(me(&unseen, "198.51.100.7").status(), StatusCode::OK);
+    assert_eq!(
+        me(&forged(6), "198.51.100.7").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        s.log_when(|l| l.contains("over its budget of failed authentications"))
+            .contains("192.0.2.1")
+    );
+}
+
+/// Broke (found merging browser login with HEAD support): `HEAD /auth/callback` ran the
+/// callback and used up the one-time login `state` (a link prefetcher could break a login);
+/// login and callback answer only GET.
+#[test]
+fn head_never_runs_the_login_steps() {
+    let port = common::free_port();
+    let p = Project::new(&format!(
+        "[auth]\nissuer = \"http://127.0.0.1:{port}\"\naudience = \"nestflux\"\n\
+         [auth.session]\nclient_id = \"web\"\nredirect_url = \"http://127.0.0.1:{port}/auth/callback\"\n{MINIMAL}"
+    ));
+    let s = p.serve(&[(
+        "NESTFLUX_ENCRYPTION__KEYS",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )]);
+    for path in ["/auth/login", "/auth/callback?code=x&state=y"] {
+        let res = client().head(s.url(path)).send().unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(res.headers()["allow"], "GET", "{path}");
+    }
+    let res = client().head(s.url("/auth/session")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Broke (issue 17, low 6): an OIDC ID token was accepted as a bearer access token when its
+/// audience matched (the reference file names the same client id and audience). Tokens with
+/// a `nonce` (ID tokens) or a payload `typ` other than `Bearer` are refused.
+#[test]
+fn an_id_token_is_not_an_access_token() {
+    use base64::Engine;
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    // A real login at the provider as the confidential web client, with a nonce.
+    let redirect = "http://127.0.0.1:8080/callback";
+    let verifier = "a-code-verifier-long-enough-for-pkce-0123456789abcdefghijkl";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let authorize = format!(
+        "{}/auth?client_id=nestflux-web&response_type=code&scope=openid&redirect_uri={}&nonce=n-42&state=s-42&code_challenge={challenge}&code_challenge_method=S256",
+        provider.issuer(),
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    );
+    let callback = crate::agent::Agent::new().authorize(&authorize, "alice", redirect);
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.to_string())
+        .expect("code");
+    let tokens: Value = client()
+        .post(format!("{}/token", provider.issuer()))
+        .basic_auth("nestflux-web", Some("web-secret"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id_token = tokens["id_token"].as_str().expect("id_token").to_string();
+    // A service whose audience is the web client's id: the ID token's `aud`, `iss` and
+    // signature are all right.
+    let p = Project::new(&format!(
+        "[auth]\nissuer = \"{}\"\naudience = \"nestflux-web\"\nalgorithms = [\"RS256\"]\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n{MINIMAL}",
+        provider.issuer()
+    ));
+    let s = p.serve(&[("RUST_LOG", "info,nestflux::auth=debug")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.log().contains("issuer signing keys loaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let res = client()
+        .get(s.url("/api/me"))
+        .bearer_auth(&id_token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        s.log_when(|l| l.contains("a nonce marks an ID token"))
+            .contains("a nonce marks an ID token")
+    );
+}
+
+/// Issue 17, low 6, the opt-in half: `auth.require_access_token_typ = true` accepts only
+/// RFC 9068 access tokens (`typ: at+jwt`), as `nestflux token` now mints them.
+#[test]
+fn require_access_token_typ_refuses_plain_jwts() {
+    let p = Project::new(&format!(
+        "[auth]\nrequire_access_token_typ = true\n[auth.dev]\nenabled = true\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/api/me\"\naction = \"whoami\"\nauthenticated = true\n{MINIMAL}"
+    ));
+    let out = p.run(&["token", "--sub", "alice"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // The same key, the same claims, but the header says `JWT`.
+    let plain = sign_with_dev_key(&p, json!({"sub": "alice"}));
+    let s = p.serve(&[]);
+    let status = |token: &str| {
+        client()
+            .get(s.url("/api/me"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(&minted), StatusCode::OK);
+    assert_eq!(status(&plain), StatusCode::UNAUTHORIZED);
+}
+
+/// Broke (issue 17, low 10): a value read from a `…_FILE` variable was echoed in config
+/// errors (``auth.leeway: `<file content>` is not a duration``), and so were values of
+/// variables whose key can hold a secret. Now neither is; other variables still are.
+#[test]
+fn values_from_file_variables_and_secret_variables_are_never_echoed() {
+    let p = Project::new(MINIMAL);
+    let leeway = p.write("leeway", "soon-CONFIDENTIAL\n");
+    let workers = p.write("workers", "many-CONFIDENTIAL\n");
+    let out = p.run(
+        &["check", "--format", "json"],
+        &[
+            ("NESTFLUX_AUTH__LEEWAY_FILE", leeway.to_str().unwrap()),
+            ("NESTFLUX_SERVER__WORKERS_FILE", workers.to_str().unwrap()),
+            (
+                "NESTFLUX_DATABASE__URL",
+                "mysql://app:PASSWORD-CONFIDENTIAL@db/app",
+            ),
+            ("NESTFLUX_RATE_LIMITS__BACKEND", "redis"),
+            (
+                "NESTFLUX_RATE_LIMITS__REDIS_URL",
+                "http://:REDIS-CONFIDENTIAL@cache",
+            ),
+            ("NESTFLUX_SERVER__BIND", "localhost"),
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains("CONFIDENTIAL"),
+        "a secret was echoed:\n{text}"
+    );
+    for (path, var) in [
+        ("auth.leeway", "NESTFLUX_AUTH__LEEWAY_FILE"),
+        ("server.workers", "NESTFLUX_SERVER__WORKERS_FILE"),
+        ("database.url", "NESTFLUX_DATABASE__URL"),
+        ("rate_limits.redis_url", "NESTFLUX_RATE_LIMITS__REDIS_URL"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("\"path\":\"{path}\"")))
+            .unwrap_or_else(|| panic!("no diagnostic at {path}:\n{text}"));
+        assert!(line.contains(&format!("\"variable\":\"{var}\"")), "{line}");
+    }
+    // A variable whose key holds no secret is still quoted: it helps fix the mistake.
+    assert!(
+        text.contains("`localhost` is not a socket address"),
+        "{text}"
+    );
+}
+
+/// Broke: the same field listed twice in `encrypted` or `blind_index` passed `check`.
+#[test]
+fn duplicate_encrypted_or_blind_index_entries_are_refused() {
+    let (code, text) = check(
+        &format!(
+            "[schemas.P]\nemail = {{ type = \"string\" }}\n[resources.people]\nschema = \"P\"\nencrypted = [\"email\", \"email\"]\nblind_index = [\"email\", \"email\"]{MINIMAL}"
+        ),
+        &[(
+            "NESTFLUX_ENCRYPTION__KEYS",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )],
+    );
+    assert_eq!(code, 1, "{text}");
+    for e in [
+        "error[duplicate]: resources.people.encrypted[1]: \"email\" is listed twice",
+        "error[duplicate]: resources.people.blind_index[1]: \"email\" is listed twice",
+    ] {
+        assert!(text.contains(e), "missing `{e}` in:\n{text}");
+    }
+    assert!(text.contains("nestflux.toml:5:23"), "{text}");
+}
+
+/// Broke: `dangerous_insecure_cookie = true` with an https redirect URL reported its
+/// production error at `auth.session.redirect_url`, a key that was fine.
+#[test]
+fn the_insecure_cookie_error_points_at_the_dangerous_key() {
+    let (code, text) = check(
+        &format!(
+            "[auth]\nissuer = \"https://idp.example.com\"\naudience = \"a\"\n[auth.session]\nclient_id = \"c\"\nredirect_url = \"https://app.example.com/cb\"\ndangerous_insecure_cookie = true{MINIMAL}"
+        ),
+        &[("NESTFLUX_PROFILE", "production")],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("error[refused-in-production]: auth.session.dangerous_insecure_cookie: session cookies without `Secure` are refused in production"),
+        "{text}"
+    );
+    assert!(text.contains("nestflux.toml:7:29"), "{text}");
+    assert!(!text.contains("auth.session.redirect_url"), "{text}");
 }
 
 // Fixed without a test here, because no test can make them happen on demand:

@@ -3,7 +3,11 @@
 // Usage: PORT=9000 node provider.mjs
 // Env: PORT (default 9000), RP_REDIRECT (default http://127.0.0.1:8080/callback),
 //      API_AUD (default http://127.0.0.1:8080/api), API_AUD_ES, KEYS_FILE (default ./keys.json),
-//      KEY_GEN (kid suffix of freshly generated keys, default 1)
+//      KEY_GEN (kid suffix of freshly generated keys, default 1),
+//      AT_TTL (access-token lifetime in seconds, default 300),
+//      ROTATE_REFRESH=1 (a new refresh token at every refresh),
+//      REFRESH_DELAY_MS (hold each refresh grant this long, to catch requests in flight).
+// Prints `grant <grant_type>` for every successful token grant (the tests count refreshes).
 import Provider from 'oidc-provider';
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,6 +20,9 @@ const API_AUD_ES = process.env.API_AUD_ES || 'urn:nestflux:api:es256';    // ES2
 const KEYS_FILE = process.env.KEYS_FILE || new URL('./keys.json', import.meta.url).pathname;
 // Key generation label: a new KEY_GEN in a new KEYS_FILE is a key rotation with new kids.
 const KEY_GEN = process.env.KEY_GEN || '1';
+const AT_TTL = Number(process.env.AT_TTL || 300);
+const REFRESH_DELAY_MS = Number(process.env.REFRESH_DELAY_MS || 0);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Persist signing keys so restarts keep the same kids (private JWKs; /jwks only serves public parts).
 function loadKeys() {
@@ -44,7 +51,7 @@ const configuration = {
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'RS256',
       scope: 'openid profile email roles offline_access api:read api:write',
-      post_logout_redirect_uris: [RP_REDIRECT.replace(/\/callback$/, '/')],
+      post_logout_redirect_uris: [RP_REDIRECT.replace(/\/callback$/, '/'), new URL('/', RP_REDIRECT).href],
     },
     { // public SPA client: PKCE required automatically (auth method none), ES256 id_token
       client_id: 'nestflux-spa', token_endpoint_auth_method: 'none',
@@ -69,9 +76,13 @@ const configuration = {
       roles: ROLES[id] || ['user'] }),
   }),
   // custom claims inside JWT access tokens (user tokens and client_credentials tokens)
-  extraTokenClaims: async (ctx, token) => (token.accountId
-    ? { roles: ROLES[token.accountId] || ['user'] }
-    : { roles: CLIENT_ROLES[token.clientId] || [] }),
+  extraTokenClaims: async (ctx, token) => {
+    if (REFRESH_DELAY_MS && ctx.oidc.params.grant_type === 'refresh_token') await sleep(REFRESH_DELAY_MS);
+    return token.accountId
+      ? { roles: ROLES[token.accountId] || ['user'] }
+      : { roles: CLIENT_ROLES[token.clientId] || [] };
+  },
+  ...(process.env.ROTATE_REFRESH === '1' ? { rotateRefreshToken: () => true } : {}),
   // refresh token whenever the client is allowed the refresh_token grant (no offline_access/prompt=consent dance)
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   features: {
@@ -86,18 +97,19 @@ const configuration = {
       useGrantedResource: async () => true,
       getResourceServerInfo: async (ctx, resource) => {
         if (resource === API_AUD) return { scope: 'api:read api:write', audience: API_AUD,
-          accessTokenTTL: 300, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+          accessTokenTTL: AT_TTL, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
         if (resource === API_AUD_ES) return { scope: 'api:read api:write', audience: API_AUD_ES,
-          accessTokenTTL: 300, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'ES256' } } };
+          accessTokenTTL: AT_TTL, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'ES256' } } };
         throw new Provider.errors.InvalidTarget();
       },
     },
   },
-  ttl: { AccessToken: 300, IdToken: 300, RefreshToken: 86400, ClientCredentials: 300,
+  ttl: { AccessToken: AT_TTL, IdToken: 300, RefreshToken: 86400, ClientCredentials: 300,
     Interaction: 600, Session: 3600, Grant: 3600, AuthorizationCode: 60 },
   cookies: { keys: ['nestflux-test-cookie-key'] },
 };
 
 const provider = new Provider(ISSUER, configuration);
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('grant.success', (ctx) => console.log(`grant ${ctx.oidc.params.grant_type}`));
 provider.listen(PORT, '127.0.0.1', () => console.log(`oidc-provider ${ISSUER} ready`));

@@ -1,0 +1,2 @@
+DROP TABLE nestflux_logins;
+DROP TABLE nestflux_sessions;
