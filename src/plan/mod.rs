@@ -3,6 +3,7 @@
 //! Every error is gathered with the path of its key before anything runs; warnings are
 //! returned beside the plan. The server is only ever assembled from a `Plan`.
 
+pub mod audit;
 pub mod auth;
 pub mod cors;
 pub mod data;
@@ -28,7 +29,7 @@ use data::{DatabasePlan, EncryptionPlan, ResourceName, ResourcePlan};
 use headers::HeadersPlan;
 use ratelimit::RateLimitsPlan;
 use roles::RolesPlan;
-use routes::{Action, RoutePlan};
+use routes::RoutePlan;
 use server::ServerPlan;
 
 /// `NESTFLUX_PROFILE`: production turns warnings about insecure choices into errors.
@@ -87,6 +88,8 @@ pub struct Plan {
     pub schemas: crate::validate::Schemas,
     /// Declared resources and their per-field facts.
     pub resources: BTreeMap<ResourceName, ResourcePlan>,
+    /// Audit log retention and the fingerprint of this configuration.
+    pub audit: audit::AuditPlan,
     /// The route table, in file order.
     pub routes: Vec<RoutePlan>,
     /// Warnings found while compiling.
@@ -258,6 +261,7 @@ fn compile_in(
     let resource_names: BTreeSet<String> = raw.resources.keys().cloned().collect();
     roles::lint_segments(&raw.roles, &resource_names, &needed, &mut d);
     secrets::lint(raw, source, profile, &mut d);
+    let audit = audit::compile_audit(raw, profile, &mut d);
     if d.has_errors() {
         return Err(CompileErrors {
             errors: d.errors,
@@ -277,6 +281,7 @@ fn compile_in(
         schemas,
         resources,
         routes,
+        audit,
         warnings: d.warnings,
     })
 }
@@ -301,16 +306,8 @@ impl Plan {
         ) {
             note("rate_limits.backend".into(), "the redis rate-limit backend");
         }
-        for r in &self.routes {
-            // Authentication and authorization are enforced for every route; what remains
-            // is whether the action itself exists yet.
-            if matches!(r.action, Action::Audit) {
-                note(
-                    format!("routes[{}].action", r.index),
-                    &format!("action {}", r.action.name()),
-                );
-            }
-        }
+        // Authentication and authorization are enforced for every route, and every action
+        // exists (the audit log's since issue 14).
         out
     }
 }
