@@ -56,7 +56,7 @@ pub fn start(store: crate::store::Store, retain: Duration) -> std::io::Result<()
                 match done {
                     Ok(Some(anchor)) => super::sink::trace(&[anchor]),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(target: "audit", error = %e, "audit prune failed; retried in an hour"),
+                    Err(e) => tracing::warn!(target: "nestflux::audit", error = %e, "audit prune failed; retried in an hour"),
                 }
                 std::thread::sleep(EVERY);
             }

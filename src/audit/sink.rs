@@ -101,7 +101,7 @@ impl Sink {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 let n = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
-                    tracing::warn!(target: "audit", lost = n, "audit queue full: non-mutation audit events dropped");
+                    tracing::warn!(target: "nestflux::audit", lost = n, "audit queue full: non-mutation audit events dropped");
                 }
             }
         }
@@ -208,14 +208,31 @@ fn write(store: &Store, batch: Vec<Event>) {
     }) {
         Ok(rows) => trace(&rows),
         Err(e) => {
-            tracing::error!(target: "audit", error = %e, lost = n, "audit events not written");
+            tracing::error!(target: "nestflux::audit", error = %e, lost = n, "audit events not written");
         }
     }
 }
 
-/// Emits each written row under the target `audit` as one JSON line.
+/// Emits each written row under the target `audit`: with `NESTFLUX_LOG_FORMAT=json`, one
+/// JSON line whose fields are the row's columns (and `message: "audit"`).
 pub fn trace(rows: &[Row]) {
     for row in rows {
-        tracing::info!(target: "audit", "{}", row.json_line());
+        let e = &row.event;
+        tracing::info!(
+            target: "audit",
+            seq = row.seq,
+            at = %e.at,
+            actor = %e.actor,
+            action = %e.action,
+            resource = %e.resource,
+            record_id = %e.record_id,
+            outcome = %e.outcome,
+            details = %e.details,
+            request_id = %e.request_id,
+            client_ip = %e.client_ip,
+            prev_hash = %row.prev_hash,
+            hash = %row.hash,
+            "audit"
+        );
     }
 }
