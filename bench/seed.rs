@@ -40,7 +40,7 @@ fn main() {
 }
 
 fn nestflux_rows(config: &Path, count: usize, owner: &str) {
-    let (raw, _) = nestflux::config::load(config).expect("config");
+    let raw = nestflux::config::load(config).expect("config").raw;
     let plan = nestflux::plan::compile(&raw, nestflux::plan::Profile::Development)
         .unwrap_or_else(|e| panic!("{:?}", e.errors));
     let opened = nestflux::store::open(&plan).expect("open");

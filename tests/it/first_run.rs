@@ -158,7 +158,7 @@ fn with_postgres_the_key_lives_beside_the_config_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("development token, verified against the stored key: subject \"alice\""),
+        text.contains("development token, verified against the stored key: subject \"dev:alice\""),
         "{text}"
     );
 }
