@@ -252,6 +252,14 @@ pub(super) fn expiries(
     (Some(at), can_refresh.then_some(at - margin))
 }
 
+/// Records a failed session refresh (the hook for the audit log).
+pub fn refresh_failed(subject: &str, reason: &str) {
+    crate::audit::sink::offer(
+        crate::audit::Event::now(subject, "session.refresh_failed", "failed")
+            .details(&serde_json::json!({ "reason": reason })),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,12 +285,4 @@ mod tests {
         );
         assert_eq!(expiries(0, None, None, true), (None, None));
     }
-}
-
-/// Records a failed session refresh (the hook for the audit log).
-pub fn refresh_failed(subject: &str, reason: &str) {
-    crate::audit::sink::offer(
-        crate::audit::Event::now(subject, "session.refresh_failed", "failed")
-            .details(&serde_json::json!({ "reason": reason })),
-    );
 }
