@@ -40,8 +40,8 @@ fn main() {
 }
 
 fn nestflux_rows(config: &Path, count: usize, owner: &str) {
-    let raw = nestflux::config::load(config).expect("config").raw;
-    let plan = nestflux::plan::compile(&raw, nestflux::plan::Profile::Development)
+    let loaded = nestflux::config::load(config).expect("config");
+    let plan = nestflux::plan::compile_loaded(&loaded, nestflux::plan::Profile::Development)
         .unwrap_or_else(|e| panic!("{:?}", e.errors));
     let opened = nestflux::store::open(&plan).expect("open");
     let notes = opened

@@ -183,11 +183,12 @@ async fn handle(
     let late = |_| Problem::timeout();
     // Pipeline after routing, in the order of BRIEF §3: authentication → route rate limit →
     // authorization → validation of path, query and body → action. Each stage that may wait
-    // stops at the deadline; none of them writes, so stopping is safe. The action bounds its
+    // stops at the deadline; none of them writes a request's data, so stopping is safe. The action bounds its
     // own database work (a write is answered by the writer, never abandoned).
     let work = async {
         // Authentication: the `Caller` into the extensions, or 401. May wait for a JWKS
-        // refetch (unknown kid).
+        // refetch (unknown kid) or a browser session's refresh (claimed in the database
+        // under a lease, so one abandoned at the deadline is taken over once the lease ends).
         let ip = crate::ratelimit::middleware::client_ip_of(&state.limits, &req);
         let budget = ClientBudget {
             limits: &state.limits,

@@ -430,9 +430,11 @@ impl Store {
         })
     }
 
-    /// Runs blocking database work on a pooled connection off the async workers, waiting
-    /// at most `database.busy_timeout` for a connection (the browser-session routes, whose
-    /// few statements need neither the writer's batching nor a request deadline).
+    /// Runs blocking database work off the async workers, on a pooled connection that
+    /// waits at most `database.busy_timeout` (for a connection, and on SQLite for the write
+    /// lock, which it may share with the writer). For the server's own tables (browser
+    /// sessions, pending logins); a declared resource's rows go through [`Store::read`] and
+    /// [`Store::write`], which carry the request's deadline.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
