@@ -1,7 +1,7 @@
 //! The command line: `serve` (default), `check`, `explain`, `routes`, `openapi`, `migrate`,
 //! `token`, `keys`, `config schema`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -101,6 +101,37 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The audit log: verify its hash chain, export it, prune it.
+    Audit {
+        /// The audit subcommand.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `nestflux audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain from its first row to its head; print the first broken row
+    /// (changed, missing, reordered) with its seq and exit 1, or say it is valid.
+    Verify,
+    /// Write rows as JSON lines (oldest first) to stdout, for archiving.
+    Export {
+        /// Only rows at or after this time: RFC 3339 (`2026-11-01T00:00:00Z`) or an age
+        /// (`7d`: the last seven days).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only rows before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Delete rows older than `[audit] retain` (or than --before), leaving an anchor row so
+    /// `verify` still passes.
+    Prune {
+        /// Delete rows before this time instead (RFC 3339 or an age such as `400d`).
+        #[arg(long)]
+        before: Option<String>,
+    },
 }
 
 /// `nestflux keys …`.
@@ -180,6 +211,7 @@ pub fn run() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { batch_size },
         } => rotate(&cli.config, batch_size as usize),
+        Command::Audit { command } => audit(&cli.config, command),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
@@ -620,12 +652,30 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
     };
     let result = crate::store::open(&plan).and_then(|opened| {
         let resources: Vec<_> = opened.resources.into_values().collect();
-        crate::store::rotate::rotate_all(&mut opened.store.conn()?, &resources, batch_size, |r| {
+        let mut conn = opened.store.conn()?;
+        let mut progress = Vec::new();
+        let done = crate::store::rotate::rotate_all(&mut conn, &resources, batch_size, |r| {
             println!(
                 "{}: batch {} committed, {} rows so far",
                 r.resource, r.batches, r.rows
             );
-        })
+            progress.retain(|p: &crate::store::rotate::Rotated| p.resource != r.resource);
+            progress.push(r.clone());
+        });
+        // The run is recorded whether it finished or stopped (with how far it got).
+        let event = crate::audit::Event::now("cli", "keys.rotate", if done.is_ok() { "ok" } else { "failed" })
+            .details(&serde_json::json!({
+                "active_kid": ring.active_kid(),
+                "resources": progress
+                    .iter()
+                    .map(|r| serde_json::json!({ "resource": r.resource, "rows": r.rows, "batches": r.batches }))
+                    .collect::<Vec<_>>(),
+            }));
+        match conn.transaction(|c| crate::store::audit::append(c, vec![event])) {
+            Ok(rows) => crate::audit::sink::trace(&rows),
+            Err(e) => eprintln!("warning: the rotation run could not be written to the audit log: {e}"),
+        }
+        done
     });
     match result {
         Ok(done) => {
@@ -652,6 +702,99 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
             }
             eprintln!("rotation stopped; committed batches are kept, rerun to resume");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A time given as RFC 3339 or as an age before now, in the stored form.
+fn instant(text: &str) -> Result<String, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')) {
+        return Ok(humantime::format_rfc3339_micros(t).to_string());
+    }
+    let age = crate::plan::units::duration(text)?;
+    std::time::SystemTime::now()
+        .checked_sub(age)
+        .map(|t| humantime::format_rfc3339_micros(t).to_string())
+        .ok_or_else(|| format!("`{text}` reaches before 1970"))
+}
+
+fn audit(path: &Path, command: AuditCommand) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let mut conn = match crate::store::Store::open(&plan.database).and_then(|(s, _)| s.conn()) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("database: {e}")),
+    };
+    match command {
+        AuditCommand::Verify => match crate::audit::verify::verify(&mut conn) {
+            Ok(crate::audit::verify::Verdict::Valid { rows, first, head }) => {
+                match (first, head) {
+                    (Some(f), Some(h)) => {
+                        println!("audit chain valid: {rows} rows, seq {f} to {h}")
+                    }
+                    _ => println!("audit chain valid: no rows yet"),
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(crate::audit::verify::Verdict::Broken { seq, why }) => {
+                println!("audit chain broken at row {seq}: {why}");
+                ExitCode::FAILURE
+            }
+            Err(e) => fail(&format!("database: {e}")),
+        },
+        AuditCommand::Export { since, until } => {
+            let (since, until) = match (
+                since.as_deref().map(instant).transpose(),
+                until.as_deref().map(instant).transpose(),
+            ) {
+                (Ok(s), Ok(u)) => (s, u),
+                (Err(e), _) | (_, Err(e)) => return fail(&e),
+            };
+            let mut after = i64::MIN;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let page = match crate::store::audit::walk(&mut conn, after, 1000) {
+                    Ok(p) => p,
+                    Err(e) => return fail(&format!("database: {e}")),
+                };
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for row in page.iter().filter(|r| {
+                    since.as_ref().is_none_or(|s| r.event.at >= *s)
+                        && until.as_ref().is_none_or(|u| r.event.at < *u)
+                }) {
+                    if writeln!(out, "{}", row.json_line()).is_err() {
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        AuditCommand::Prune { before } => {
+            let cutoff = match (before, plan.audit.retain) {
+                (Some(b), _) => instant(&b),
+                (None, Some(retain)) => instant(&format!("{}s", retain.as_secs())),
+                (None, None) => Err("no retention: set [audit] retain or give --before".into()),
+            };
+            let cutoff = match cutoff {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match conn.transaction(|c| crate::audit::retention::prune_before(c, &cutoff)) {
+                Ok(Some(anchor)) => {
+                    println!(
+                        "pruned audit rows through seq {} (before {cutoff}); anchor row {}",
+                        anchor.event.record_id, anchor.seq
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    println!("no audit rows before {cutoff}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("database: {e}")),
+            }
         }
     }
 }

@@ -464,7 +464,9 @@ fn action_note(action: Action) -> String {
     match action {
         Action::Health => "health: status of the service".into(),
         Action::Whoami => "whoami: the caller's subject, roles and effective permissions".into(),
-        Action::Audit => "audit: not enforced by this build (serve refuses the file)".into(),
+        Action::Audit => {
+            "audit: a page of the audit log, newest first (explain reads nothing)".into()
+        }
         Action::OpenApi => "openapi: the OpenAPI 3.1 document of this file".into(),
         other => format!(
             "{}: runs against the database (explain writes nothing)",

@@ -12,6 +12,7 @@
 //! none; `explain` sits beside `actions`, walking one request through the same layers unserved.
 
 pub mod actions;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cli;

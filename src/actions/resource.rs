@@ -31,6 +31,9 @@ struct Ctx<'a> {
     only_owner: Option<String>,
     /// By when the request must be answered.
     deadline: Deadline,
+    /// The request's id and client address, for audit events.
+    request_id: String,
+    client_ip: String,
 }
 
 /// Runs a resource action for a caller the pipeline has authenticated and authorized.
@@ -90,6 +93,8 @@ pub async fn run(
         caller,
         only_owner,
         deadline: Deadline::of(req, state.plan.server.request_timeout),
+        request_id: crate::request_id::of(req),
+        client_ip: crate::ratelimit::middleware::client_ip_of(&state.limits, req).to_string(),
     };
     match action {
         Action::List => list(&cx, req).await,
@@ -110,6 +115,18 @@ fn path_id(req: &HttpRequest) -> Result<String, Problem> {
 }
 
 impl Ctx<'_> {
+    /// The audit event of a change to `record_id` writing `fields` (names only).
+    fn event(&self, action: &str, record_id: &str, fields: Vec<String>) -> crate::audit::Event {
+        crate::audit::mutation(
+            self.caller.as_ref().map(|c| c.subject.as_str()),
+            action,
+            &self.resource.table.name,
+            record_id,
+            fields,
+        )
+        .request(&self.request_id, &self.client_ip)
+    }
+
     /// Whether the caller may read or write `field` of a row owned by `owner`.
     fn may_use(&self, field: &str, owner: Option<&str>) -> bool {
         let Some(need) = self.plan.permission(field) else {
@@ -285,12 +302,18 @@ async fn create(
         .prepare_insert(owner.as_deref(), &doc)
         .map_err(store_problem)?;
     let res = cx.resource.clone();
-    let text = cx
+    let event = cx.event("create", insert.id(), doc.keys().cloned().collect());
+    // The change and its audit row commit together or not at all.
+    let (text, audited) = cx
         .state
         .store
-        .write(cx.deadline, move |c| res.insert(c, &insert))
+        .write(cx.deadline, move |c| {
+            let text = res.insert(c, &insert)?;
+            Ok((text, crate::store::audit::append(c, vec![event])?))
+        })
         .await
         .map_err(store_problem)?;
+    crate::audit::sink::trace(&audited);
     let row = cx
         .resource
         .reveal(&text, &cx.read_mask(), None)
@@ -324,12 +347,17 @@ async fn update(
         .prepare_update(&id, only_owner.as_deref(), &patch)
         .map_err(store_problem)?;
     let res = cx.resource.clone();
-    let text = cx
+    let event = cx.event("update", &id, patch.keys().cloned().collect());
+    let (text, audited) = cx
         .state
         .store
-        .write(cx.deadline, move |c| res.run_update(c, &update))
+        .write(cx.deadline, move |c| {
+            let text = res.run_update(c, &update)?;
+            Ok((text, crate::store::audit::append(c, vec![event])?))
+        })
         .await
         .map_err(store_problem)?;
+    crate::audit::sink::trace(&audited);
     let row = cx
         .resource
         .reveal(&text, &cx.read_mask(), None)
@@ -340,11 +368,17 @@ async fn update(
 async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
-    cx.state
+    let event = cx.event("delete", &id, Vec::new());
+    let audited = cx
+        .state
         .store
-        .write(cx.deadline, move |c| res.delete(c, &id, owner.as_deref()))
+        .write(cx.deadline, move |c| {
+            res.delete(c, &id, owner.as_deref())?;
+            crate::store::audit::append(c, vec![event])
+        })
         .await
         .map_err(store_problem)?;
+    crate::audit::sink::trace(&audited);
     Ok(HttpResponse::NoContent().finish())
 }
 

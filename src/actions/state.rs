@@ -33,6 +33,10 @@ pub struct AppState {
     pub resources: BTreeMap<ResourceName, Arc<Resource>>,
     /// The last readiness check, for `health`.
     pub readiness: Readiness,
+    /// The sink of non-mutation audit events.
+    pub audit: Arc<crate::audit::sink::Sink>,
+    /// Signs and checks the audit log's page cursors.
+    pub cursors: Arc<crate::store::cursor::CursorKeys>,
     /// The OpenAPI document of the plan, rendered once at startup when a route serves it:
     /// the same bytes `nestflux openapi` prints.
     pub openapi: Option<Bytes>,

@@ -48,6 +48,18 @@ pub struct RawConfig {
     pub resources: BTreeMap<String, RawResource>,
     /// The route table.
     pub routes: Vec<RawRoute>,
+    /// The audit log: retention of `nestflux_audit` (the log itself is always on).
+    pub audit: Option<RawAudit>,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Delete audit rows older than this, e.g. `"400d"` (at least one day); absent: keep
+    /// every row. Pruning leaves an anchor row so `nestflux audit verify` still passes.
+    pub retain: Option<String>,
 }
 
 /// `[server]`

@@ -52,6 +52,7 @@ pub const SECTIONS: &[&str] = &[
     "schemas",
     "resources",
     "routes",
+    "audit",
 ];
 
 /// Keys the published schema leaves out (secrets belong in the environment) but the file
@@ -182,6 +183,7 @@ impl<'a> Reader<'a> {
                 "roles" => raw.roles = self.map(value, "roles"),
                 "rate_limits" => raw.rate_limits = self.rate_limits(value),
                 "encryption" => raw.encryption = self.read(value, "encryption"),
+                "audit" => raw.audit = self.read(value, "audit"),
                 "schemas" => {
                     if let Some(tables) = self.table(value, "schemas") {
                         for (name, fields) in tables {

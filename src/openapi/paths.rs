@@ -48,6 +48,9 @@ impl Builder<'_> {
             parameters.extend(list_parameters(res, schema));
         }
         parameters.extend(session_parameters(route.action));
+        if route.action == Action::Audit {
+            parameters.extend(audit_parameters());
+        }
         if !parameters.is_empty() {
             op.insert("parameters".into(), Value::Array(parameters));
         }
@@ -115,7 +118,7 @@ impl Builder<'_> {
         let by_id = matches!(route.action, Action::Get | Action::Update | Action::Delete);
         // A malformed `{id}` is a 404 (it cannot name a row), so only bodies and list
         // queries are validated into a 422.
-        let validated = body || route.action == Action::List;
+        let validated = body || matches!(route.action, Action::List | Action::Audit);
         let field_guarded = body
             && self
                 .target(route)
@@ -164,7 +167,10 @@ impl Builder<'_> {
                     if r.on_error == crate::plan::ratelimit::OnBackendError::Deny
             );
         if route.action.needs_resource()
-            || matches!(route.action, Action::Login | Action::Callback)
+            || matches!(
+                route.action,
+                Action::Login | Action::Callback | Action::Audit
+            )
             || limiter_may_refuse
         {
             refer("503", "ServiceUnavailable");
@@ -191,6 +197,43 @@ fn default_summary(route: &RoutePlan) -> String {
         Action::Logout => "End the browser session, here and at the provider".into(),
         Action::Session => "The browser session, for front ends".into(),
     }
+}
+
+/// The query parameters of the audit log.
+fn audit_parameters() -> Vec<Value> {
+    let query = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "query", "description": description, "schema": schema });
+    let text = || json!({ "type": "string", "maxLength": 512 });
+    let time = || json!({ "type": "string", "format": "date-time" });
+    vec![
+        query(
+            "actor",
+            "Only events of this subject (`dev:alice`, `apikey:ci`, a provider's `sub`; `-` for none).",
+            text(),
+        ),
+        query(
+            "action",
+            "Only this action: `create`, `update`, `delete`, `authz.denied`, `auth.failures`, `ratelimit.exceeded`, `session.login`, `session.logout`, `session.refresh_failed`, `keys.rotate`, `config.loaded`, `audit.prune`, `audit.lost`.",
+            text(),
+        ),
+        query("resource", "Only events about this resource.", text()),
+        query("record_id", "Only events about this record.", text()),
+        query(
+            "since",
+            "Only events at or after this time (RFC 3339).",
+            time(),
+        ),
+        query("until", "Only events before this time (RFC 3339).", time()),
+        query(
+            "limit",
+            "Events per page.",
+            json!({ "type": "integer", "minimum": 1, "maximum": 200, "default": 50 }),
+        ),
+        query(
+            "cursor",
+            "The `next_cursor` of the previous page.",
+            json!({ "type": "string", "maxLength": 2560 }),
+        ),
+    ]
 }
 
 /// The query parameters of the browser-login routes.
@@ -463,7 +506,37 @@ fn success_response(route: &RoutePlan, record: Option<&str>) -> (&'static str, V
         ),
         Action::Audit => (
             "200",
-            json_body("Audit log entries.", json!({ "type": "object" })),
+            json_body(
+                "A page of audit events, newest first.",
+                json!({
+                    "type": "object",
+                    "required": ["items", "next_cursor"],
+                    "properties": {
+                        "items": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["seq", "at", "actor", "action", "resource", "record_id", "outcome", "details", "request_id", "client_ip", "prev_hash", "hash"],
+                            "properties": {
+                                "seq": { "type": "integer", "minimum": 1 },
+                                "at": { "type": "string", "format": "date-time" },
+                                "actor": { "type": "string" },
+                                "action": { "type": "string" },
+                                "resource": { "type": "string" },
+                                "record_id": { "type": "string" },
+                                "outcome": { "type": "string" },
+                                "details": { "type": ["object", "null"], "description": "Field names, counts, hashes: never a field's value. Hashed as the stored JSON text (see `nestflux audit export`)." },
+                                "request_id": { "type": "string" },
+                                "client_ip": { "type": "string" },
+                                "prev_hash": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                                "hash": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                            },
+                        } },
+                        "next_cursor": {
+                            "type": ["string", "null"],
+                            "description": "Pass as `cursor` for the next page; `null` on the last page.",
+                        },
+                    },
+                }),
+            ),
         ),
         Action::List => (
             "200",

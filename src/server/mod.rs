@@ -40,6 +40,7 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
     // The global rate limit reads only its own state.
     let limits = web::Data::from(state.limits.clone());
     let redirect_state = state.clone();
+    let audit = state.audit.clone();
     let mut server = HttpServer::new(move || {
         let cors = app_plan.cors.as_ref();
         App::new()
@@ -72,7 +73,10 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
         tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
     }
     let Some(redirect) = plan.server.tls.as_ref().and_then(|t| t.redirect.clone()) else {
-        return Ok(server.run().await?);
+        let ran = server.run().await;
+        // The counters of the last window, written before the process ends.
+        audit.flush(std::time::Duration::from_secs(5));
+        return Ok(ran?);
     };
     let origin = Arc::new(redirect.origin);
     let redirector = HttpServer::new(move || {
@@ -92,7 +96,9 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
     for addr in redirector.addrs() {
         tracing::info!(addr = %addr, to = %origin_of(&plan), "nestflux redirecting http://{addr} to https");
     }
-    futures_util::future::try_join(server.run(), redirector.run()).await?;
+    let ran = futures_util::future::try_join(server.run(), redirector.run()).await;
+    audit.flush(std::time::Duration::from_secs(5));
+    ran?;
     Ok(())
 }
 
@@ -188,9 +194,10 @@ async fn handle(
         // Authentication: the `Caller` into the extensions, or 401. May wait for a JWKS
         // refetch (unknown kid) or a browser session's refresh (claimed in the database
         // under a lease, so one abandoned at the deadline is taken over once the lease ends).
+        let ip = crate::ratelimit::middleware::client_ip_of(&state.limits, &req);
         let budget = ClientBudget {
             limits: &state.limits,
-            ip: crate::ratelimit::middleware::client_ip_of(&state.limits, &req),
+            ip,
         };
         deadline
             .within(crate::auth::authenticate(
@@ -200,7 +207,8 @@ async fn handle(
                 &budget,
             ))
             .await
-            .map_err(late)??;
+            .map_err(late)?
+            .inspect_err(|p| audit_auth_refusal(p, &ip))?;
         // Route rate limit: after authentication, which puts the `Caller` it keys by.
         deadline
             .within(crate::ratelimit::middleware::route(
@@ -209,17 +217,77 @@ async fn handle(
                 &req,
             ))
             .await
-            .map_err(late)??;
+            .map_err(late)?
+            .inspect_err(|p| {
+                if p.status == StatusCode::TOO_MANY_REQUESTS {
+                    let policy = route.rate_limit.as_ref().map_or("-", |n| n.0.as_str());
+                    crate::audit::sink::rate_limited(&ip.to_string(), policy);
+                }
+            })?;
         // Authorization: the `Decision` into the extensions, or 403.
-        crate::authz::authorize(&state.authz, &route, &req)?;
+        crate::authz::authorize(&state.authz, &route, &req)
+            .inspect_err(|p| audit_denial(&route, &req, p, &ip))?;
         let limit = state.plan.server.body_limit;
         let body = deadline
             .within(body::read(&req, payload, limit, route.action.takes_body()))
             .await
             .map_err(late)??;
-        crate::actions::run(&route, &req, body, &state).await
+        // A field the caller may not write, `:own` on a resource without owners: 403 too.
+        crate::actions::run(&route, &req, body, &state)
+            .await
+            .inspect_err(|p| audit_denial(&route, &req, p, &ip))
     };
     guarded(work, &rid, &route.path).await
+}
+
+/// Counts a refused authentication (a credential that did not prove anything, or a client
+/// over its `auth_failures` budget) for the audit log's per-source, per-minute row. A request
+/// without credentials is not a failure.
+fn audit_auth_refusal(p: &Problem, ip: &std::net::IpAddr) {
+    let presented = p
+        .headers
+        .iter()
+        .any(|(name, value)| name == header::WWW_AUTHENTICATE && value.as_bytes() != b"Bearer");
+    let why = match p.status {
+        StatusCode::UNAUTHORIZED if presented => "invalid-credentials",
+        StatusCode::TOO_MANY_REQUESTS => "over-budget",
+        _ => return,
+    };
+    crate::audit::sink::auth_failed(&ip.to_string(), why);
+}
+
+/// Records a 403 of the authorization stage: who, which route, which permission.
+fn audit_denial(
+    route: &crate::plan::routes::RoutePlan,
+    req: &HttpRequest,
+    p: &Problem,
+    ip: &std::net::IpAddr,
+) {
+    if p.status != StatusCode::FORBIDDEN {
+        return;
+    }
+    use actix_web::HttpMessage;
+    let actor = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|c| c.subject.clone())
+        .unwrap_or_else(|| "-".into());
+    let permission = match &route.access {
+        crate::plan::routes::Access::Permission(p) => p.to_string(),
+        _ => String::new(),
+    };
+    let event = crate::audit::Event::now(&actor, "authz.denied", "denied")
+        .on(
+            route.resource.as_ref().map_or("", |r| r.0.as_str()),
+            req.match_info().get("id").unwrap_or_default(),
+        )
+        .details(&serde_json::json!({
+            "method": route.method.as_str(),
+            "route": route.path,
+            "permission": permission,
+        }))
+        .request(&request_id::of(req), &ip.to_string());
+    crate::audit::sink::offer(event);
 }
 
 /// The `auth_failures` budget of the client making a request.

@@ -40,9 +40,20 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
     for c in &opened.changes {
         tracing::info!("{c}");
     }
-    let (store, resources) = (opened.store, opened.resources);
+    let (store, resources, cursors) = (opened.store, opened.resources, opened.cursors);
     // The writer (SQLite) and the user-sightings drain start before anything can write.
     let store = store.start(&plan.database)?;
+    let audit = crate::audit::sink::start(store.clone())?;
+    audit.offer(
+        crate::audit::Event::now("-", "config.loaded", "ok").details(&serde_json::json!({
+            "sha256": plan.audit.config_sha256,
+            "profile": plan.profile.name(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+    );
+    if let Some(retain) = plan.audit.retain {
+        crate::audit::retention::start(store.clone(), retain)?;
+    }
     crate::store::report_missing_kids(&store, resources.values().cloned().collect());
     let limits = Arc::new(RateLimits::from_plan(&plan)?);
     let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
@@ -67,6 +78,8 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         store,
         resources,
         readiness: Default::default(),
+        audit,
+        cursors,
         openapi,
     })
 }

@@ -173,7 +173,15 @@ impl<'de> Deserialize<'de> for Members<'de> {
 /// An insert prepared outside the writer: the values to bind, encrypted.
 #[derive(Debug, Clone)]
 pub struct Insert {
+    id: String,
     binds: Vec<Bind>,
+}
+
+impl Insert {
+    /// The new row's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// An update prepared outside the writer.
@@ -494,7 +502,7 @@ impl Resource {
     ) -> Result<Insert, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let binds = self.insert_binds(&id, owner, doc)?;
-        Ok(Insert { binds })
+        Ok(Insert { id, binds })
     }
 
     /// Runs a prepared insert; returns the stored row as the database renders it (for

@@ -14,6 +14,7 @@
 //! crud      get, list, create, update, delete of one resource       (dialect, table)
 //! cursor    list cursors, MAC'd and bounded
 //! writer    the SQLite writer thread: bounded queue, group commit, savepoint per write
+//! audit     `nestflux_audit`: append after the chain's head, pages, walks, pruning
 //! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
 //! users     the users table and the lossy sightings channel; dev_keys: the development
 //!           issuer's keys; secrets: server secrets generated on first start
@@ -21,6 +22,7 @@
 //! open      the one way `serve`, `migrate` and `keys rotate` open a database
 //! ```
 
+pub mod audit;
 pub mod conn;
 pub mod crud;
 pub mod cursor;
@@ -389,6 +391,30 @@ impl Store {
         .map_err(|_| StoreError::Database("the database task did not finish".into()))?
     }
 
+    /// [`Store::write`] from a thread outside the async workers (the audit sink, tools):
+    /// through the writer when it runs, else as one transaction on a pooled connection.
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        deadline: Deadline,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if let Some(writer) = &self.writer {
+            return writer
+                .submit(deadline, f)?
+                .blocking_recv()
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "the database writer stopped".into(),
+                    ))
+                });
+        }
+        let mut conn = self.conn_within(deadline.remaining())?;
+        conn.transaction(|c| {
+            c.limit_to(deadline)?;
+            f(c)
+        })
+    }
+
     /// Runs blocking database work off the async workers, on a pooled connection that
     /// waits at most `database.busy_timeout` (for a connection, and on SQLite for the write
     /// lock, which it may share with the writer). For the server's own tables (browser
@@ -462,6 +488,8 @@ pub struct Opened {
     pub migrations: Vec<String>,
     /// The declared-resource changes applied now (tables created, fields added).
     pub changes: Vec<String>,
+    /// The list-cursor MAC keys (the audit log's pages use them too).
+    pub cursors: Arc<CursorKeys>,
 }
 
 /// Opens the database, applies the internal migrations and the declared-resource DDL
@@ -493,6 +521,7 @@ pub fn open(plan: &Plan) -> Result<Opened, StoreError> {
         resources,
         migrations,
         changes,
+        cursors,
     })
 }
 

@@ -157,7 +157,7 @@ macro_rules! bind_each {
 }
 
 /// Runs a query returning typed rows, binding `binds` in order.
-fn rows<T>(conn: &mut Conn, sql: &str, binds: &[Bind]) -> Result<Vec<T>, StoreError>
+pub(super) fn rows<T>(conn: &mut Conn, sql: &str, binds: &[Bind]) -> Result<Vec<T>, StoreError>
 where
     T: QueryableByName<Sqlite> + 'static,
     T: PgRow,

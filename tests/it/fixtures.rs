@@ -163,15 +163,11 @@ pub fn crud_routes(name: &str) -> String {
         .replace("resource = \"notes\"", &format!("resource = \"{name}\""))
 }
 
-/// The reference service as this build serves it: everything but the audit route (not
-/// built yet). Its provider (`auth.issuer`, for bearer tokens and browser login) need not
-/// run: development tokens are served all the same.
+/// The reference service as this build serves it: all of it, the audit route included. Its
+/// provider (`auth.issuer`, for bearer tokens and browser login) need not run: development
+/// tokens are served all the same.
 pub fn servable_reference() -> String {
-    edit(
-        REFERENCE,
-        "[[routes]]\nmethod = \"GET\"\npath = \"/api/audit\"\naction = \"audit\"\npermission = \"audit:read\"\n",
-        "",
-    )
+    REFERENCE.to_string()
 }
 
 /// `text` with `from`, which must occur exactly once, replaced by `to`.

@@ -85,6 +85,7 @@ fn the_document_describes_every_route_of_the_notes_api() {
     assert_eq!(
         paths,
         [
+            "/api/audit",
             "/api/me",
             "/api/notes",
             "/api/notes/{id}",

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-/// The reference file as this build serves it (development issuer only, no browser login,
-/// no audit route), with a write limit no table of requests reaches, plus a `clerk` role
+/// The reference file as this build serves it (development issuer only, no browser login),
+/// with a write limit no table of requests reaches, plus a `clerk` role
 /// that may create notes but not touch `secret`.
 fn reference() -> String {
     let out = servable_reference()

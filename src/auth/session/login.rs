@@ -253,6 +253,10 @@ impl Sessions {
             .await
             .map_err(|e| self.problem(&Failure::Store(e)))?;
         tracing::info!(target: "nestflux::auth", subject = %verified.subject, "browser login");
+        crate::audit::sink::offer(
+            crate::audit::Event::now(&verified.subject, "session.login", "ok")
+                .request(&crate::request_id::of(req), &peer(req)),
+        );
         Ok(Redirect {
             location: pending.return_to,
             cookies: vec![
@@ -285,6 +289,12 @@ impl Sessions {
                     self.problem(&Failure::Store(e))
                         .header(header::SET_COOKIE, clear.clone())
                 })?;
+            if deleted.is_some() {
+                crate::audit::sink::offer(
+                    crate::audit::Event::now("-", "session.logout", "ok")
+                        .request(&crate::request_id::of(req), &peer(req)),
+                );
+            }
             if let (Some(Some(sealed)), Some(ring)) = (deleted, &self.ring) {
                 hint = ring
                     .open(&aad(SESSIONS, "id_token", &id_hash), &sealed)
@@ -347,4 +357,12 @@ impl Sessions {
             Err(f) => Err(self.problem(&f)),
         }
     }
+}
+
+/// The connection's peer address, for audit rows (forwarded headers are the rate limiter's
+/// business; this is what the socket saw).
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
 }

@@ -94,6 +94,7 @@ impl Sessions {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(target: "nestflux::auth", error = %e, "a session's refresh token does not decrypt; session ended");
+                refresh_failed(&row.subject, "undecryptable");
                 self.delete_quietly(id_hash).await;
                 return Err(Failure::Ended);
             }
@@ -102,11 +103,13 @@ impl Sessions {
             Ok(t) => t,
             Err(ProviderError::Rejected(code)) => {
                 tracing::info!(target: "nestflux::auth", subject = %row.subject, error = %code, "the provider refused the refresh; session ended");
+                refresh_failed(&row.subject, "refused");
                 self.delete_quietly(id_hash).await;
                 return Err(Failure::Ended);
             }
             Err(e) => {
                 tracing::warn!(target: "nestflux::auth", error = %e, "session refresh failed; will retry");
+                refresh_failed(&row.subject, "provider-unreachable");
                 let (hash, generation) = (id_hash.to_string(), row.generation);
                 let _ = self
                     .store
@@ -132,6 +135,7 @@ impl Sessions {
                     Ok(v) => Some(v),
                     Err(e) => {
                         tracing::warn!(target: "nestflux::auth", error = %e, "refreshed ID token refused; session ended");
+                        refresh_failed(&row.subject, "id-token-refused");
                         self.delete_quietly(id_hash).await;
                         return Err(Failure::Ended);
                     }
@@ -246,6 +250,14 @@ pub(super) fn expiries(
     let life = (at - now).max(0);
     let margin = millis(REFRESH_MARGIN).min(life / 2);
     (Some(at), can_refresh.then_some(at - margin))
+}
+
+/// Records a failed session refresh (the hook for the audit log).
+pub fn refresh_failed(subject: &str, reason: &str) {
+    crate::audit::sink::offer(
+        crate::audit::Event::now(subject, "session.refresh_failed", "failed")
+            .details(&serde_json::json!({ "reason": reason })),
+    );
 }
 
 #[cfg(test)]

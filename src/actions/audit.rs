@@ -1,0 +1,161 @@
+//! `audit`: pages of the audit log, newest first, filtered by actor, action, resource,
+//! record id and time range; the cursor is MAC'd like a resource list's, so a client cannot
+//! forge a position.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::deadline::Deadline;
+use crate::problem::Problem;
+use crate::store::audit::Filter;
+use crate::store::cursor::Cursor;
+use crate::validate::Violation;
+
+/// The name cursors of the audit log are MAC'd under: never a resource name (those are
+/// identifiers), so a resource's cursor is refused here and the reverse.
+const CURSOR_SCOPE: &str = "audit log";
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+/// The longest filter value accepted (subjects, names and ids are far shorter).
+const MAX_VALUE: usize = 512;
+
+/// `GET` the audit log.
+pub async fn audit(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Problem> {
+    let (filter, limit) = query(req.query_string(), state)?;
+    let deadline = Deadline::of(req, state.plan.server.request_timeout);
+    let probe = filter.clone();
+    let mut rows = state
+        .store
+        .read(deadline, move |c| {
+            crate::store::audit::page(c, &probe, limit + 1)
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "audit log read failed");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable; retry shortly",
+            )
+        })?;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| {
+            state.cursors.encode(
+                CURSOR_SCOPE,
+                &Cursor {
+                    sort: "seq".into(),
+                    desc: true,
+                    value: json!(r.seq),
+                    id: String::new(),
+                },
+            )
+        })
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            // `details` is stored as JSON text (hashed as such); served as the object.
+            if let Some(d) = v.get_mut("details")
+                && let Some(text) = d.as_str()
+            {
+                *d = serde_json::from_str(text).unwrap_or(Value::Null);
+            }
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json!({ "items": items, "next_cursor": next }).to_string()))
+}
+
+/// The filters, limit and cursor of the query string, every mistake reported at once (422).
+fn query(text: &str, state: &AppState) -> Result<(Filter, usize), Problem> {
+    let mut f = Filter::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let bad = |name: &str, code: &'static str, message: String| Violation {
+        pointer: format!("/query/{}", name.replace('~', "~0").replace('/', "~1")),
+        code,
+        message,
+    };
+    for (name, value) in url::form_urlencoded::parse(text.as_bytes()) {
+        if errors.len() >= crate::validate::MAX_VIOLATIONS {
+            break;
+        }
+        if !seen.insert(name.to_string()) {
+            errors.push(bad(
+                &name,
+                "duplicate",
+                "the parameter is given more than once".into(),
+            ));
+            continue;
+        }
+        if value.len() > MAX_VALUE {
+            errors.push(bad(
+                &name,
+                "too_long",
+                format!("at most {MAX_VALUE} characters"),
+            ));
+            continue;
+        }
+        let v = Some(value.to_string());
+        match name.as_ref() {
+            "actor" => f.actor = v,
+            "action" => f.action = v,
+            "resource" => f.resource = v,
+            "record_id" => f.record_id = v,
+            "since" | "until" => match humantime::parse_rfc3339(&value) {
+                Ok(t) => {
+                    let t = Some(humantime::format_rfc3339_micros(t).to_string());
+                    if name == "since" { f.since = t } else { f.until = t }
+                }
+                Err(_) => errors.push(bad(
+                    &name,
+                    "format",
+                    "an RFC 3339 UTC time, e.g. 2026-11-30T00:00:00Z".into(),
+                )),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => errors.push(bad(
+                    "limit",
+                    "range",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )),
+            },
+            "cursor" if value.is_empty() => {}
+            "cursor" => match state.cursors.decode(CURSOR_SCOPE, &value) {
+                Some(c) if c.sort == "seq" && c.desc => match c.value.as_i64() {
+                    Some(seq) => f.before_seq = Some(seq),
+                    None => return Err(invalid_cursor()),
+                },
+                _ => return Err(invalid_cursor()),
+            },
+            other => errors.push(bad(
+                other,
+                "unknown_parameter",
+                "filter by actor, action, resource, record_id, since or until; page with limit and cursor".into(),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok((f, limit))
+    } else {
+        Err(super::resource::unprocessable(&errors))
+    }
+}
+
+fn invalid_cursor() -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-cursor",
+        "invalid cursor: it must be the next_cursor of a page of the audit log, unchanged",
+    )
+}

@@ -1,0 +1,247 @@
+//! The SQL of `nestflux_audit`: append one event after the chain's head inside the caller's
+//! transaction, read pages for the `audit` action, walk the chain for `verify` and `export`,
+//! and prune the oldest rows.
+//!
+//! Appending reads the head inside the transaction that inserts, under a lock that every
+//! appender takes: on SQLite the write lock (`BEGIN IMMEDIATE`; inside the server, the one
+//! writer), on PostgreSQL a transaction-scoped advisory lock. So the chain is one sequence
+//! whatever the number of writers or instances, and a rolled-back write takes its event
+//! (and its place in the chain) with it.
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text};
+
+use super::dialect::{Bind, Kind, placeholder};
+use super::sessions::rows;
+use super::{Conn, StoreError};
+use crate::audit::chain::{Event, Row};
+
+/// The advisory lock key of the chain on PostgreSQL ("nfaudit1" as a big-endian i64).
+pub const PG_CHAIN_LOCK: i64 = 0x6e66_6175_6469_7431;
+
+const COLUMNS: &str = "seq, at, actor, action, resource, record_id, outcome, details, \
+                       request_id, client_ip, prev_hash, hash";
+
+/// One stored row, as read.
+#[derive(Debug, Clone, QueryableByName)]
+struct Stored {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    at: String,
+    #[diesel(sql_type = Text)]
+    actor: String,
+    #[diesel(sql_type = Text)]
+    action: String,
+    #[diesel(sql_type = Text)]
+    resource: String,
+    #[diesel(sql_type = Text)]
+    record_id: String,
+    #[diesel(sql_type = Text)]
+    outcome: String,
+    #[diesel(sql_type = Text)]
+    details: String,
+    #[diesel(sql_type = Text)]
+    request_id: String,
+    #[diesel(sql_type = Text)]
+    client_ip: String,
+    #[diesel(sql_type = Text)]
+    prev_hash: String,
+    #[diesel(sql_type = Text)]
+    hash: String,
+}
+
+impl From<Stored> for Row {
+    fn from(s: Stored) -> Self {
+        Row {
+            seq: s.seq,
+            event: Event {
+                at: s.at,
+                actor: s.actor,
+                action: s.action,
+                resource: s.resource,
+                record_id: s.record_id,
+                outcome: s.outcome,
+                details: s.details,
+                request_id: s.request_id,
+                client_ip: s.client_ip,
+            },
+            prev_hash: s.prev_hash,
+            hash: s.hash,
+        }
+    }
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+struct Head {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    hash: String,
+}
+
+fn text(s: &str) -> Bind {
+    Bind::Text(Some(s.to_string()))
+}
+
+fn ph(pg: bool, n: usize) -> String {
+    placeholder(pg, n, Kind::Text)
+}
+
+/// Appends `events` after the chain's head, in the caller's open transaction; returns the
+/// rows as stored. On PostgreSQL it first takes the chain's advisory lock, held until the
+/// transaction ends, so call it last in the transaction: the lock is then held only for the
+/// insert and the commit.
+pub fn append(conn: &mut Conn, events: Vec<Event>) -> Result<Vec<Row>, StoreError> {
+    let pg = conn.is_postgres();
+    if pg {
+        conn.batch(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})"))?;
+    }
+    let head = rows::<Head>(
+        conn,
+        "SELECT seq, hash FROM nestflux_audit ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?
+    .into_iter()
+    .next();
+    let mut head = head.map(|h| (h.seq, h.hash));
+    let sql = format!(
+        "INSERT INTO nestflux_audit ({COLUMNS}) VALUES ({})",
+        (1..=12).map(|n| ph(pg, n)).collect::<Vec<_>>().join(", ")
+    );
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let row = Row::after(head.as_ref().map(|(s, h)| (*s, h.as_str())), event);
+        let e = &row.event;
+        conn.execute_cached(
+            &sql,
+            &[
+                Bind::Int(Some(row.seq)),
+                text(&e.at),
+                text(&e.actor),
+                text(&e.action),
+                text(&e.resource),
+                text(&e.record_id),
+                text(&e.outcome),
+                text(&e.details),
+                text(&e.request_id),
+                text(&e.client_ip),
+                text(&row.prev_hash),
+                text(&row.hash),
+            ],
+        )?;
+        head = Some((row.seq, row.hash.clone()));
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// What the `audit` action may filter on; every filter is an equality but the time range.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `actor = …`
+    pub actor: Option<String>,
+    /// `action = …`
+    pub action: Option<String>,
+    /// `resource = …`
+    pub resource: Option<String>,
+    /// `record_id = …`
+    pub record_id: Option<String>,
+    /// `at >= …` (RFC 3339 UTC, the stored form)
+    pub since: Option<String>,
+    /// `at < …`
+    pub until: Option<String>,
+    /// Rows with `seq` below this (the cursor: newest first).
+    pub before_seq: Option<i64>,
+}
+
+/// Up to `limit` rows matching `f`, newest first.
+pub fn page(conn: &mut Conn, f: &Filter, limit: usize) -> Result<Vec<Row>, StoreError> {
+    let pg = conn.is_postgres();
+    let mut wheres = Vec::new();
+    let mut binds = Vec::new();
+    for (col, op, v) in [
+        ("actor", "=", &f.actor),
+        ("action", "=", &f.action),
+        ("resource", "=", &f.resource),
+        ("record_id", "=", &f.record_id),
+        ("at", ">=", &f.since),
+        ("at", "<", &f.until),
+    ] {
+        if let Some(v) = v {
+            binds.push(text(v));
+            wheres.push(format!("{col} {op} {}", ph(pg, binds.len())));
+        }
+    }
+    if let Some(seq) = f.before_seq {
+        binds.push(Bind::Int(Some(seq)));
+        wheres.push(format!("seq < {}", placeholder(pg, binds.len(), Kind::Int)));
+    }
+    let cond = if wheres.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", wheres.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM nestflux_audit {cond} ORDER BY seq DESC LIMIT {}",
+        limit.min(1000)
+    );
+    Ok(rows::<Stored>(conn, &sql, &binds)?
+        .into_iter()
+        .map(Row::from)
+        .collect())
+}
+
+/// Up to `limit` rows with `seq > after`, oldest first (`verify`, `export`).
+pub fn walk(conn: &mut Conn, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+    let pg = conn.is_postgres();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM nestflux_audit WHERE seq > {} ORDER BY seq LIMIT {}",
+        placeholder(pg, 1, Kind::Int),
+        limit.max(1)
+    );
+    Ok(rows::<Stored>(conn, &sql, &[Bind::Int(Some(after))])?
+        .into_iter()
+        .map(Row::from)
+        .collect())
+}
+
+/// The newest anchor row recording a prune through `seq` (its `record_id`).
+pub fn anchor_for(conn: &mut Conn, seq: i64) -> Result<Option<Row>, StoreError> {
+    let pg = conn.is_postgres();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM nestflux_audit WHERE action = 'audit.prune' AND record_id = {} \
+         ORDER BY seq DESC LIMIT 1",
+        ph(pg, 1)
+    );
+    Ok(rows::<Stored>(conn, &sql, &[text(&seq.to_string())])?
+        .into_iter()
+        .next()
+        .map(Row::from))
+}
+
+/// The last row older than `cutoff` (RFC 3339 UTC), if any: what a prune would delete
+/// through.
+pub fn last_before(conn: &mut Conn, cutoff: &str) -> Result<Option<Row>, StoreError> {
+    let pg = conn.is_postgres();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM nestflux_audit WHERE at < {} ORDER BY seq DESC LIMIT 1",
+        ph(pg, 1)
+    );
+    Ok(rows::<Stored>(conn, &sql, &[text(cutoff)])?
+        .into_iter()
+        .next()
+        .map(Row::from))
+}
+
+/// Deletes every row with `seq <= through`; returns how many.
+pub fn delete_through(conn: &mut Conn, through: i64) -> Result<usize, StoreError> {
+    let pg = conn.is_postgres();
+    conn.execute(
+        &format!(
+            "DELETE FROM nestflux_audit WHERE seq <= {}",
+            placeholder(pg, 1, Kind::Int)
+        ),
+        &[Bind::Int(Some(through))],
+    )
+}
