@@ -580,12 +580,16 @@ public = true
         count(&mut db, "SELECT count(*) AS n FROM nestflux_dev_keys"),
         1
     );
+    // Every internal migration ran exactly once.
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count() as i64;
     assert_eq!(
         count(
             &mut db,
             "SELECT count(*) AS n FROM __diesel_schema_migrations"
         ),
-        2
+        migrations
     );
     // One token from the one key, good on both instances.
     let out = p.run(&["token", "--sub", "alice"], &[]);
@@ -641,6 +645,20 @@ public = true
         count(&mut db, "SELECT count(*) AS n FROM notes") as u64,
         created
     );
-    // AUDIT (issue 14, built with the audit log): once it lands, assert here that these
-    // concurrent writes through both instances leave `nestflux audit verify` clean.
+    // The audit chain stays one valid sequence with both instances writing (issue 14):
+    // `audit verify` is clean and holds one create per stored note.
+    let out = p.run(&["audit", "verify"], &[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) AS n FROM nestflux_audit WHERE action = 'create'"
+        ) as u64,
+        created
+    );
 }
