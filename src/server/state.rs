@@ -46,7 +46,7 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
     let audit = crate::audit::sink::start(store.clone())?;
     audit.offer(
         crate::audit::Event::now("-", "config.loaded", "ok").details(&serde_json::json!({
-            "sha256": plan.audit.config_sha256,
+            "config_hash": plan.config_hash,
             "profile": plan.profile.name(),
             "version": env!("CARGO_PKG_VERSION"),
         })),

@@ -413,9 +413,10 @@ fn a_hundred_thousand_client_ips_through_a_proxy_keep_memory_bounded() {
     assert_eq!(pipelined(&s, &[get("192.0.2.200")], 1)[0].0, 200);
 }
 
-/// 10,000 distinct forged tokens from one client: exactly the `auth_failures` burst are
-/// checked and refused (401); every later one is refused unchecked (429 `auth-failures`),
-/// as the server's log of refusal reasons shows.
+/// 10,000 distinct forged tokens from one client: the `auth_failures` burst are checked and
+/// refused (401), plus at most one more per connection checking at the moment the budget
+/// runs out (the budget is charged after the signature check); every later one is refused
+/// unchecked (429 `auth-failures`), as the server's log of refusal reasons shows.
 #[test]
 fn ten_thousand_forged_tokens_cost_only_the_failure_budget() {
     const TOKENS: usize = 10_000;
@@ -472,8 +473,13 @@ fn ten_thousand_forged_tokens_cost_only_the_failure_budget() {
     assert_eq!(answers.len(), TOKENS);
     let unauthorized = answers.iter().filter(|a| a.0 == 401).count();
     let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
-    assert_eq!(unauthorized, BURST, "tokens checked and refused");
-    assert_eq!(limited.len(), TOKENS - BURST);
+    // One request at a time per connection: at most THREADS checks in flight at once.
+    let checked = BURST..=BURST + THREADS - 1;
+    assert!(
+        checked.contains(&unauthorized),
+        "tokens checked and refused: {unauthorized}"
+    );
+    assert_eq!(limited.len(), TOKENS - unauthorized);
     for (_, head, body) in &limited {
         assert!(
             body.contains("urn:nestflux:problem:auth-failures"),
@@ -488,8 +494,8 @@ fn ten_thousand_forged_tokens_cost_only_the_failure_budget() {
         .lines()
         .filter(|l| l.contains("too many failed authentications"))
         .count();
-    assert_eq!(signatures, BURST, "signature checks");
-    assert_eq!(unchecked, TOKENS - BURST, "refused unchecked");
+    assert_eq!(signatures, unauthorized, "signature checks");
+    assert_eq!(unchecked, TOKENS - unauthorized, "refused unchecked");
     // The real token of a client that spent its budget is a new token too: refused unchecked.
     let mut r = pipelined(
         &s,
