@@ -231,7 +231,7 @@ fn audit_parameters() -> Vec<Value> {
         query(
             "cursor",
             "The `next_cursor` of the previous page.",
-            json!({ "type": "string", "maxLength": 2560 }),
+            text(),
         ),
     ]
 }
