@@ -19,6 +19,7 @@
 
 pub mod keycheck;
 pub mod manifest;
+pub mod schedule;
 pub mod sqlite;
 
 use std::fs::{self, File, OpenOptions};

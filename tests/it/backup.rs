@@ -401,3 +401,161 @@ fn a_backup_never_overwrites_a_file() {
     let out = p.run(&["backup", "data/notes.db"], &ring(K1));
     assert!(!out.status.success());
 }
+
+/// PostgreSQL: both commands say how to use pg_dump/pg_restore (never printing the URL,
+/// which holds a password), write nothing, and check the key ring against the stored data.
+#[cfg(feature = "postgres")]
+#[test]
+fn on_postgres_backup_and_restore_point_to_pg_dump_and_still_check_the_key_ring() {
+    let url = crate::resources::pg::fresh_schema();
+    let p = Project::new(&format!(
+        "[database]\nurl = \"{url}\"\n{}",
+        Notes::new().resource("encrypted = [\"secret\"]")
+    ));
+    let s = p.serve(&ring(K1));
+    post(&s, "one");
+    post(&s, "two");
+    drop(s);
+    let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+
+    let out = p.run(&["backup", "x.dump"], &ring(K1));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("pg_dump --format=custom"), "{text}");
+    assert!(
+        text.contains("need: k1") && text.contains("key ring check: ok"),
+        "{text}"
+    );
+    assert!(!text.contains(&url) && !stderr(&out).contains(&url));
+    assert!(!p.path().join("x.dump").exists());
+    assert!(!p.path().join("x.dump.manifest.json").exists());
+
+    let out = p.run(&["restore", "x.dump"], &ring(K1));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("pg_restore"), "{}", stdout(&out));
+
+    for keys in [K2, K1_WRONG] {
+        for cmd in ["backup", "restore"] {
+            let out = p.run(&[cmd, "x.dump"], &ring(keys));
+            assert!(!out.status.success(), "{cmd} with {keys}");
+            assert!(
+                stderr(&out).contains("cannot read the stored encrypted fields"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+/// A scheduled backup named as `[backup]` names them, dated `stamp`, written long ago.
+fn old_scheduled(dir: &Path, stamp: &str) -> PathBuf {
+    let f = dir.join(format!("nestflux-{stamp}.db"));
+    std::fs::write(&f, b"an old backup").unwrap();
+    std::fs::write(
+        dir.join(format!("nestflux-{stamp}.db.manifest.json")),
+        b"{}",
+    )
+    .unwrap();
+    let past = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    f
+}
+
+#[test]
+fn the_server_takes_scheduled_backups_keeps_the_newest_and_they_restore() {
+    let p = Project::new(&format!(
+        "[database]\nurl = \"sqlite://data/notes.db\"\n[backup]\nevery = \"1h\"\nkeep = 2\ndir = \"backups\"\n{}",
+        Notes::new().resource("encrypted = [\"secret\"]")
+    ));
+    let dir = p.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    let oldest = old_scheduled(&dir, "20260101T000000.000000Z");
+    let older = old_scheduled(&dir, "20260102T000000.000000Z");
+    let kept = old_scheduled(&dir, "20260103T000000.000000Z");
+    std::fs::write(dir.join("notes.txt"), b"not a backup").unwrap();
+
+    // The newest backup in the directory is a day old, older than `every`: one is due now.
+    let s = p.serve(&ring(K1));
+    let log = s.log_when(|l| l.contains("old backup deleted"));
+    assert!(log.contains("scheduled backup taken"), "{log}");
+    let taken: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("nestflux-2") && n.ends_with(".db") && !n.starts_with("nestflux-202601")
+        })
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let new = &taken[0];
+    // Rotation: the newest two kept, older ones deleted with their manifests, nothing else.
+    assert!(kept.exists() && !older.exists() && !oldest.exists());
+    assert!(
+        !p.path()
+            .join("backups/nestflux-20260101T000000.000000Z.db.manifest.json")
+            .exists()
+    );
+    assert!(dir.join("notes.txt").exists());
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.manifest.json", new.display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["sha256"], sha256(new));
+    assert_eq!(manifest["key_ids"], json!([]));
+
+    // Taken on start, on an empty table: restore it over a database that has a row since.
+    let id = post(&s, "after the scheduled backup");
+    drop(s);
+    let name = format!("backups/{}", new.file_name().unwrap().to_string_lossy());
+    let out = p.run(&["restore", &name], &ring(K1));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = p.serve(&ring(K1));
+    assert!(!listed(&s).contains(&id));
+}
+
+#[test]
+fn backup_settings_are_checked_before_serving() {
+    let p = Project::new(&format!(
+        "[database]\nurl = \"sqlite://data/notes.db\"\n[backup]\nevery = \"30s\"\nkeep = 0\ndir = \"missing\"\n{}",
+        crate::common::MINIMAL
+    ));
+    let out = p.run(&["check"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    for says in [
+        "backup.every",
+        "at least 1m",
+        "backup.keep",
+        "backup.dir",
+        "does not exist",
+    ] {
+        assert!(err.contains(says), "{says} not in {err}");
+    }
+    p.write("afile", "x");
+    let p2 = Project::new(&format!(
+        "[database]\nurl = \"postgres://u@127.0.0.1/db\"\n[backup]\nevery = \"6h\"\ndir = \"{}\"\n{}",
+        p.path().join("afile").display(),
+        crate::common::MINIMAL
+    ));
+    let out = p2.run(&["check"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("pg_dump") && err.contains("is not a directory"),
+        "{err}"
+    );
+    let out = p.run(
+        &["check"],
+        &[
+            ("NESTFLUX_BACKUP__EVERY", "6h"),
+            ("NESTFLUX_BACKUP__KEEP", "3"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("backup.every"), "{}", stderr(&out));
+}
