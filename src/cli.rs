@@ -940,6 +940,16 @@ fn backup(path: &Path, file: &Path) -> ExitCode {
             for p in &taken.key_problems {
                 eprintln!("warning: {p}");
             }
+            let event =
+                crate::audit::Event::now("cli", "backup.taken", "ok").details(&serde_json::json!({
+                    "file": taken.file.display().to_string(),
+                    "sha256": m.sha256,
+                    "bytes": m.bytes,
+                    "key_ids": m.key_ids,
+                }));
+            if let Err(e) = crate::backup::record(&plan, event) {
+                eprintln!("warning: the backup could not be written to the audit log: {e}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => refused("backup not taken", &e),
@@ -982,6 +992,17 @@ fn restore(path: &Path, file: &Path) -> ExitCode {
                 "checked: SHA-256, integrity_check, row counts, schema version, key ring ({} sampled values decrypted)",
                 done.decrypted
             );
+            let event = crate::audit::Event::now("cli", "backup.restored", "ok").details(
+                &serde_json::json!({
+                    "file": file.display().to_string(),
+                    "sha256": m.sha256,
+                    "taken_at": m.created_at,
+                    "previous": done.previous.as_ref().map(|p| p.display().to_string()),
+                }),
+            );
+            if let Err(e) = crate::backup::record(&plan, event) {
+                eprintln!("warning: the restore could not be written to the audit log: {e}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => refused("restore refused", &e),

@@ -106,6 +106,9 @@ pub fn backup(plan: &Plan, ring: Option<&KeyRing>, dest: &Path) -> Result<Taken,
     let mut source = sqlite::open(live, plan.database.busy_timeout)?;
     sqlite::snapshot(&mut source, tmp.path())?;
     drop(source);
+    // `VACUUM INTO` writes a rollback-journal file; made sure of, so the copy is always one
+    // self-contained file that opening never adds a `-wal` to.
+    sqlite::open(tmp.path(), plan.database.busy_timeout)?.batch("PRAGMA journal_mode = DELETE;")?;
     tmp.sync()?;
     let checked = verify_copy(plan, ring, tmp.path())?;
     let (sha256, bytes) = hash_file(tmp.path())?;
@@ -307,6 +310,19 @@ pub fn restore(plan: &Plan, ring: Option<&KeyRing>, src: &Path) -> Result<Restor
         manifest,
         decrypted: checked.keys.decrypted,
     })
+}
+
+/// Appends `event` to the audit log of the plan's SQLite database (after a backup of it,
+/// or a restore into it), as `nestflux keys rotate` records its runs. Fails on a database
+/// older than the audit log.
+pub fn record(plan: &Plan, event: crate::audit::Event) -> Result<(), BackupError> {
+    let DatabaseUrl::Sqlite(live) = &plan.database.url else {
+        return Ok(());
+    };
+    let mut conn = sqlite::open(live, plan.database.busy_timeout)?;
+    let rows = conn.transaction(|c| crate::store::audit::append(c, vec![event]))?;
+    crate::audit::sink::trace(&rows);
+    Ok(())
 }
 
 /// PostgreSQL: the key ring checked against the database as it is now.

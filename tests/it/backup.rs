@@ -307,6 +307,23 @@ fn restore_is_refused_while_the_server_runs_and_a_killed_server_does_not_block_i
     assert_eq!(check, ["ok"]);
     assert!(kept.contains(&later));
 
+    // The restore is in the restored database's audit log, and its chain still verifies.
+    let out = p.run(&["audit", "verify"], &ring(K1));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = p.run(&["audit", "export"], &ring(K1));
+    let export = String::from_utf8_lossy(&out.stdout);
+    assert!(export.contains("\"backup.restored\""), "{export}");
+    // The backup was recorded in the database it copied (after the copy, so not in it).
+    assert!(!export.contains("\"backup.taken\""), "{export}");
+    let mut c = SqliteConnection::establish(p.path().join("data").join(aside[0]).to_str().unwrap())
+        .unwrap();
+    let taken: Vec<Id> = diesel::sql_query(
+        "SELECT record_id || action AS id FROM nestflux_audit WHERE action = 'backup.taken'",
+    )
+    .load(&mut c)
+    .unwrap();
+    assert_eq!(taken.len(), 1);
+
     let s = p.serve(&ring(K1));
     assert_eq!(listed(&s), in_backup);
 }
