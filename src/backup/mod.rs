@@ -187,7 +187,8 @@ pub struct Restored {
 /// Restores the backup `src` over the SQLite database of `plan`. Every check runs first,
 /// on a private staged copy (hash against the manifest, integrity, row counts, schema
 /// version, key ring); then the live database is locked (refused if any process has it
-/// open), set aside as `DB.pre-restore-<time>`, and the staged copy renamed into its place.
+/// open), kept as `DB.pre-restore-<time>` (a hard link), and the staged copy renamed over
+/// its name.
 pub fn restore(plan: &Plan, ring: Option<&KeyRing>, src: &Path) -> Result<Restored, BackupError> {
     let DatabaseUrl::Sqlite(live) = &plan.database.url else {
         return Err(BackupError::Refused(
@@ -235,6 +236,14 @@ pub fn restore(plan: &Plan, ring: Option<&KeyRing>, src: &Path) -> Result<Restor
             }
         ));
     }
+    // A backup is one rollback-journal file: a WAL-mode header would make SQLite look for
+    // (and create) a `-wal` beside the staged copy, which the swap would leave behind.
+    if !rollback_sqlite(staged.path())? {
+        return refuse(format!(
+            "{} is not a backup nestflux wrote (not a rollback-journal SQLite file)",
+            src.display()
+        ));
+    }
     let checked = verify_copy(plan, ring, staged.path())?;
     if checked.schema_version != manifest.schema_version {
         return refuse("the copy's schema version differs from its manifest's".into());
@@ -276,6 +285,9 @@ pub fn restore(plan: &Plan, ring: Option<&KeyRing>, src: &Path) -> Result<Restor
     } else {
         None
     };
+    // The old file keeps a second name first (a hard link: at every instant the database's
+    // name holds either the old file or the new one, never nothing), then the staged copy
+    // is renamed over the name.
     let previous = if held.is_some() {
         let stamp = humantime::format_rfc3339_micros(std::time::SystemTime::now())
             .to_string()
@@ -283,10 +295,20 @@ pub fn restore(plan: &Plan, ring: Option<&KeyRing>, src: &Path) -> Result<Restor
         let mut name = live.as_os_str().to_os_string();
         name.push(format!(".pre-restore-{stamp}"));
         let aside = PathBuf::from(name);
-        if aside.exists() {
-            return refuse(format!("{} already exists", aside.display()));
+        match fs::hard_link(&live, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return refuse(format!("{} already exists", aside.display()));
+            }
+            // A file system without hard links: a copy instead, synced before the swap.
+            Err(_) => {
+                fs::copy(&live, &aside).map_err(io_error(&aside))?;
+                File::open(&aside)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_error(&aside))?;
+            }
         }
-        fs::rename(&live, &aside).map_err(io_error(&live))?;
+        sync_dir(&aside);
         Some(aside)
     } else {
         None
@@ -354,6 +376,17 @@ pub fn check_postgres(_: &Plan, _: Option<&KeyRing>) -> Result<keycheck::KeyRepo
     Err(BackupError::Refused(
         "this build has no PostgreSQL support: rebuild with `--features postgres`".into(),
     ))
+}
+
+/// Whether `path` starts with SQLite's header and its read and write versions say
+/// rollback journal (1), not WAL (2).
+fn rollback_sqlite(path: &Path) -> Result<bool, BackupError> {
+    let mut head = [0u8; 20];
+    let mut f = File::open(path).map_err(io_error(path))?;
+    if f.read_exact(&mut head).is_err() {
+        return Ok(false);
+    }
+    Ok(&head[..16] == b"SQLite format 3\0" && head[18] == 1 && head[19] == 1)
 }
 
 /// `path` made absolute against the working directory (without resolving links).
