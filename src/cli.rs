@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `check`, `explain`, `routes`, `openapi`, `migrate`,
-//! `token`, `keys`, `config schema`.
+//! `token`, `keys`, `backup`, `restore`, `config schema`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +77,21 @@ pub enum Command {
     Openapi,
     /// Apply the internal migrations and the declared-resource DDL; print what changed.
     Migrate,
+    /// Copy the SQLite database while `serve` runs (a consistent snapshot), verify the copy
+    /// and write FILE.manifest.json beside it. On PostgreSQL: how to use pg_dump, and a
+    /// check that the key ring reads the stored encrypted fields.
+    Backup {
+        /// The backup file to create (never overwritten).
+        file: PathBuf,
+    },
+    /// Replace the SQLite database with a backup, after checking its manifest, its hash and
+    /// that the key ring decrypts it; refused while any process has the database open.
+    /// The replaced database is kept as DB.pre-restore-<time>. On PostgreSQL: how to use
+    /// pg_restore, and the key-ring check.
+    Restore {
+        /// The backup file (with FILE.manifest.json beside it).
+        file: PathBuf,
+    },
     /// Mint a token from the development issuer (`[auth.dev] enabled = true`).
     Token {
         /// The subject (`sub`).
@@ -195,6 +210,8 @@ pub fn run() -> ExitCode {
         Command::Routes => routes(&cli.config),
         Command::Openapi => openapi(&cli.config),
         Command::Migrate => migrate(&cli.config),
+        Command::Backup { file } => backup(&cli.config, &file),
+        Command::Restore { file } => restore(&cli.config, &file),
         Command::Token { sub, roles, ttl } => token(&cli.config, &sub, &roles, &ttl),
         Command::Keys {
             command: KeysCommand::ApiKey { name },
@@ -796,6 +813,199 @@ fn audit(path: &Path, command: AuditCommand) -> ExitCode {
                 Err(e) => fail(&format!("database: {e}")),
             }
         }
+    }
+}
+
+/// The key ring `backup` and `restore` check with: the configured one, else the
+/// development key if one exists (never created here: these commands change nothing).
+fn existing_ring(plan: &Plan) -> Result<Option<std::sync::Arc<crate::crypto::KeyRing>>, String> {
+    if let Some(ring) = &plan.encryption.ring {
+        return Ok(Some(ring.clone()));
+    }
+    match &plan.encryption.dev_key {
+        Some(file) => crate::crypto::dev_key::load_existing(file)
+            .map(|k| k.map(|k| std::sync::Arc::new(k.ring)))
+            .map_err(|e| format!("development encryption key: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// Prints a refusal line by line under `what`, and says nothing changed.
+fn refused(what: &str, e: &crate::backup::BackupError) -> ExitCode {
+    let mut lines = e.to_string();
+    if lines.is_empty() {
+        lines = "failed".into();
+    }
+    let mut it = lines.lines();
+    eprintln!("error: {what}: {}", it.next().unwrap_or_default());
+    for line in it {
+        eprintln!("{line}");
+    }
+    eprintln!("nothing was changed");
+    ExitCode::FAILURE
+}
+
+/// PostgreSQL: what to run instead, and the key-ring check against the database as it is.
+fn postgres_advice(plan: &Plan, ring: Option<&crate::crypto::KeyRing>, restore: bool) -> ExitCode {
+    if restore {
+        println!(
+            "The database is PostgreSQL: restore it with pg_restore, with every nestflux instance stopped:"
+        );
+        println!(
+            "  pg_restore --clean --if-exists --no-owner --single-transaction --dbname=\"$NESTFLUX_DATABASE__URL\" FILE"
+        );
+        println!(
+            "then run `nestflux restore FILE` again to check that the key ring reads the restored data."
+        );
+    } else {
+        println!(
+            "The database is PostgreSQL: back it up with pg_dump (consistent while nestflux runs):"
+        );
+        println!("  pg_dump --format=custom --file=FILE \"$NESTFLUX_DATABASE__URL\"");
+        println!("Keep the key ids below with the dump: the keys themselves are never in it.");
+    }
+    match crate::backup::check_postgres(plan, ring) {
+        Ok(report) => key_report(&report),
+        Err(e) => refused("cannot check the key ring", &e),
+    }
+}
+
+fn key_report(report: &crate::backup::keycheck::KeyReport) -> ExitCode {
+    let needed: Vec<&str> = report.needed.iter().map(String::as_str).collect();
+    println!(
+        "key ids the stored encrypted fields need: {}",
+        if needed.is_empty() {
+            "none".to_string()
+        } else {
+            needed.join(", ")
+        }
+    );
+    if report.problems.is_empty() {
+        println!(
+            "key ring check: ok ({} sampled values decrypted)",
+            report.decrypted
+        );
+        ExitCode::SUCCESS
+    } else {
+        for p in &report.problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!("error: the configured key ring cannot read the stored encrypted fields");
+        ExitCode::FAILURE
+    }
+}
+
+fn backup(path: &Path, file: &Path) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let ring = match existing_ring(&plan) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if matches!(
+        plan.database.url,
+        crate::plan::data::DatabaseUrl::Postgres(_)
+    ) {
+        return postgres_advice(&plan, ring.as_deref(), false);
+    }
+    match crate::backup::backup(&plan, ring.as_deref(), file) {
+        Ok(taken) => {
+            let m = &taken.manifest;
+            println!(
+                "backup written: {} ({} bytes, {})",
+                taken.file.display(),
+                m.bytes,
+                m.sha256
+            );
+            println!(
+                "manifest: {}",
+                crate::backup::manifest::path_of(&taken.file).display()
+            );
+            println!("taken at {}; integrity_check ok", m.created_at);
+            let counts: Vec<String> = m
+                .row_counts
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            println!("rows: {}", counts.join(", "));
+            println!(
+                "key ids needed to read it: {}",
+                if m.key_ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    m.key_ids.join(", ")
+                }
+            );
+            for p in &taken.key_problems {
+                eprintln!("warning: {p}");
+            }
+            let event =
+                crate::audit::Event::now("cli", "backup.taken", "ok").details(&serde_json::json!({
+                    "file": taken.file.display().to_string(),
+                    "sha256": m.sha256,
+                    "bytes": m.bytes,
+                    "key_ids": m.key_ids,
+                }));
+            if let Err(e) = crate::backup::record(&plan, event) {
+                eprintln!("warning: the backup could not be written to the audit log: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => refused("backup not taken", &e),
+    }
+}
+
+fn restore(path: &Path, file: &Path) -> ExitCode {
+    let Some(plan) = load_plan(path) else {
+        return ExitCode::FAILURE;
+    };
+    let ring = match existing_ring(&plan) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if matches!(
+        plan.database.url,
+        crate::plan::data::DatabaseUrl::Postgres(_)
+    ) {
+        return postgres_advice(&plan, ring.as_deref(), true);
+    }
+    match crate::backup::restore(&plan, ring.as_deref(), file) {
+        Ok(done) => {
+            let m = &done.manifest;
+            println!(
+                "restored {} (taken {}) into {}",
+                file.display(),
+                m.created_at,
+                done.database.display()
+            );
+            if let Some(prev) = &done.previous {
+                println!("the replaced database is kept as {}", prev.display());
+            }
+            if m.config_hash != plan.config_hash {
+                println!(
+                    "note: the backup was taken under another configuration ({}; now {})",
+                    m.config_hash, plan.config_hash
+                );
+            }
+            println!(
+                "checked: SHA-256, integrity_check, row counts, schema version, key ring ({} sampled values decrypted)",
+                done.decrypted
+            );
+            let event = crate::audit::Event::now("cli", "backup.restored", "ok").details(
+                &serde_json::json!({
+                    "file": file.display().to_string(),
+                    "sha256": m.sha256,
+                    "taken_at": m.created_at,
+                    "previous": done.previous.as_ref().map(|p| p.display().to_string()),
+                }),
+            );
+            if let Err(e) = crate::backup::record(&plan, event) {
+                eprintln!("warning: the restore could not be written to the audit log: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => refused("restore refused", &e),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod actions;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod cors;

@@ -50,6 +50,21 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     /// The audit log: retention of `nestflux_audit` (the log itself is always on).
     pub audit: Option<RawAudit>,
+    /// Scheduled backups of the SQLite database, taken by the running server.
+    pub backup: Option<RawBackup>,
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct RawBackup {
+    /// How often the server takes a backup, e.g. `"6h"` (at least `"1m"`).
+    pub every: Option<String>,
+    /// How many scheduled backups to keep (the newest); default 14.
+    pub keep: Option<u32>,
+    /// The directory the backups go to (it must exist and be writable).
+    pub dir: Option<String>,
 }
 
 /// `[audit]`

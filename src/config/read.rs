@@ -53,6 +53,7 @@ pub const SECTIONS: &[&str] = &[
     "resources",
     "routes",
     "audit",
+    "backup",
 ];
 
 /// Keys the published schema leaves out (secrets belong in the environment) but the file
@@ -184,6 +185,7 @@ impl<'a> Reader<'a> {
                 "rate_limits" => raw.rate_limits = self.rate_limits(value),
                 "encryption" => raw.encryption = self.read(value, "encryption"),
                 "audit" => raw.audit = self.read(value, "audit"),
+                "backup" => raw.backup = self.read(value, "backup"),
                 "schemas" => {
                     if let Some(tables) = self.table(value, "schemas") {
                         for (name, fields) in tables {

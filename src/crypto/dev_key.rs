@@ -108,6 +108,16 @@ pub fn load_or_create(path: &Path) -> Result<DevKey, DevKeyError> {
     }
 }
 
+/// Loads the key at `path` if it exists, never creating one (for tools that must change
+/// nothing, like `restore`'s checks).
+pub fn load_existing(path: &Path) -> Result<Option<DevKey>, DevKeyError> {
+    match read(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(ReadError::Missing) => Ok(None),
+        Err(ReadError::Other(e)) => Err(e),
+    }
+}
+
 enum ReadError {
     Missing,
     Other(DevKeyError),

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cors;
 pub mod data;
 pub mod diag;
@@ -91,6 +92,8 @@ pub struct Plan {
     pub resources: BTreeMap<ResourceName, ResourcePlan>,
     /// Audit log retention and the fingerprint of this configuration.
     pub audit: audit::AuditPlan,
+    /// `[backup]`: scheduled backups, when declared.
+    pub backup: Option<backup::SchedulePlan>,
     /// The route table, in file order.
     pub routes: Vec<RoutePlan>,
     /// Warnings found while compiling.
@@ -267,6 +270,7 @@ fn compile_in(
     roles::lint_segments(&raw.roles, &resource_names, &needed, &mut d);
     secrets::lint(raw, source, profile, &mut d);
     let audit = audit::compile_audit(raw, profile, &mut d);
+    let backup = backup::compile_backup(raw, &database, &mut d);
     if d.has_errors() {
         return Err(CompileErrors {
             errors: d.errors,
@@ -287,6 +291,7 @@ fn compile_in(
         resources,
         routes,
         audit,
+        backup,
         warnings: d.warnings,
         config_hash: fingerprint::config_hash(raw, profile),
     })

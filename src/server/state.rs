@@ -54,6 +54,9 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
     if let Some(retain) = plan.audit.retain {
         crate::audit::retention::start(store.clone(), retain)?;
     }
+    if let Some(schedule) = plan.backup.clone() {
+        crate::backup::schedule::start(plan.clone(), schedule)?;
+    }
     crate::store::report_missing_kids(&store, resources.values().cloned().collect());
     let limits = Arc::new(RateLimits::from_plan(&plan)?);
     let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);

@@ -462,6 +462,18 @@ fn migrate_internal(conn: &mut Conn) -> Result<Vec<String>, StoreError> {
     Ok(versions)
 }
 
+/// The newest internal migration this binary carries for SQLite (as diesel records it in
+/// `__diesel_schema_migrations`): a database whose newest applied migration is later was
+/// written by a newer nestflux.
+pub fn sqlite_schema_version() -> Option<String> {
+    use diesel::migration::MigrationSource;
+    MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+        .ok()?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .max()
+}
+
 fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
     versions.into_iter().map(|v| v.to_string()).collect()
 }

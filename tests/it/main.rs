@@ -19,6 +19,7 @@ mod regression;
 mod abuse;
 mod auth_attacks;
 mod auth_oidc;
+mod backup;
 mod browser;
 mod config_check;
 mod encryption;
