@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest, web};
+use actix_web::{Error, HttpMessage, HttpRequest};
 
 use super::{Applied, BucketKey, ClientIp, RateLimits};
 use crate::auth::Caller;
@@ -28,7 +28,7 @@ pub async fn global<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let Some(limits) = req.app_data::<web::Data<RateLimits>>().cloned() else {
+    let Some(limits) = limits_of(&req) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     if limits.is_empty() {
@@ -58,7 +58,7 @@ pub async fn preflight<B: MessageBody + 'static>(
         && req
             .headers()
             .contains_key(actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    if is_preflight && let Some(limits) = req.app_data::<web::Data<RateLimits>>().cloned() {
+    if is_preflight && let Some(limits) = limits_of(&req) {
         match count_global(&limits, req.request()).await {
             Ok(()) => {
                 let mut res = next.call(req).await?;
@@ -74,6 +74,12 @@ pub async fn preflight<B: MessageBody + 'static>(
         }
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The limits of the plan the request was pinned to (they change with a reload; buckets of
+/// unchanged policies are carried over).
+fn limits_of(req: &ServiceRequest) -> Option<std::sync::Arc<RateLimits>> {
+    crate::server::live::of(req.request()).map(|g| g.state.limits.clone())
 }
 
 /// Counts one request against the `global` policy by client ip: `Err` is the 429 response.
