@@ -73,11 +73,11 @@ pub async fn run(plan: Plan, reloading: Option<reload::Reloading>) -> Result<(),
         ),
         _ => (server.bind(plan.server.bind)?, "http"),
     };
-    for addr in server.addrs() {
-        tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
-    }
     if let Some(reloading) = reloading {
         reload::start(reloading, live.clone(), cert.clone());
+    }
+    for addr in server.addrs() {
+        tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
     }
     let Some(redirect) = plan.server.tls.as_ref().and_then(|t| t.redirect.clone()) else {
         let ran = server.run().await;

@@ -126,21 +126,23 @@ pub fn outcome(o: &Outcome) {
 pub fn start(reloading: Reloading, live: Arc<Live>, cert: Option<Arc<LiveCert>>) {
     let (tx, rx) = mpsc::channel::<&'static str>();
     let hup = tx.clone();
-    actix_web::rt::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(target: "nestflux::reload", error = %e, "cannot listen for SIGHUP: reload is off");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            if hup.send("SIGHUP").is_err() {
-                break;
-            }
+    // Registered now, before the server says it listens: a SIGHUP from then on reloads
+    // (SIGHUP's default action would end the process).
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    if hup.send("SIGHUP").is_err() {
+                        break;
+                    }
+                }
+            });
         }
-    });
+        Err(e) => {
+            tracing::error!(target: "nestflux::reload", error = %e, "cannot listen for SIGHUP: reload is off");
+        }
+    }
     if let Some(path) = reloading.watch.clone() {
         watch(path, tx);
     }
