@@ -634,11 +634,6 @@ fn serve(path: &Path, watch: bool) -> ExitCode {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let pid_file = crate::pidfile::path(&plan.database, path);
-    let claim = match crate::pidfile::claim(&pid_file) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("pid file {}: {e}", pid_file.display())),
-    };
     let file = path.to_path_buf();
     let reloading = crate::server::reload::Reloading {
         load: Box::new(move || match prepare(&file) {
@@ -655,11 +650,10 @@ fn serve(path: &Path, watch: bool) -> ExitCode {
         }),
         raw: serde_json::to_value(&raw).unwrap_or_default(),
         watch: watch.then(|| path.to_path_buf()),
+        pid_file: Some(crate::pidfile::path(&plan.database, path)),
     };
     let system = actix_web::rt::System::new();
-    let ran = system.block_on(crate::server::run(plan, Some(reloading)));
-    drop(claim);
-    match ran {
+    match system.block_on(crate::server::run(plan, Some(reloading))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
     }

@@ -73,7 +73,13 @@ pub async fn run(plan: Plan, reloading: Option<reload::Reloading>) -> Result<(),
         ),
         _ => (server.bind(plan.server.bind)?, "http"),
     };
+    let mut _pid_claim = None;
     if let Some(reloading) = reloading {
+        if let Some(file) = &reloading.pid_file {
+            _pid_claim = crate::pidfile::claim(file).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("pid file {}: {e}", file.display()))
+            })?;
+        }
         reload::start(reloading, live.clone(), cert.clone());
     }
     for addr in server.addrs() {

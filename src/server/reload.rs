@@ -53,6 +53,9 @@ pub struct Reloading {
     pub raw: Value,
     /// With `serve --watch`: the file to watch for changes.
     pub watch: Option<PathBuf>,
+    /// Where to record this server's pid for `nestflux reload` ([`crate::pidfile`]),
+    /// once the database is open and the socket bound.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The result of one reload, logged and counted (the metrics hook is [`outcome`]).
@@ -76,11 +79,6 @@ pub enum Outcome {
     NeedsRestart {
         /// The keys, by path.
         keys: Vec<String>,
-    },
-    /// The plan compiled but the runtime could not be built from it: nothing was applied.
-    Failed {
-        /// Why.
-        reason: String,
     },
 }
 
@@ -111,12 +109,6 @@ pub fn outcome(o: &Outcome) {
             keys = ?keys,
             "configuration reload refused: {} can only change with a restart; nothing was applied and the previous plan keeps serving",
             keys.join(", ")
-        ),
-        Outcome::Failed { reason } => tracing::error!(
-            target: "nestflux::reload",
-            outcome = "failed",
-            reason = %reason,
-            "configuration reload failed; nothing was applied and the previous plan keeps serving"
         ),
     }
 }
