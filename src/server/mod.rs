@@ -18,10 +18,11 @@ pub mod tls;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse, fn_service};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
@@ -55,9 +56,9 @@ pub async fn run(plan: Plan, reloading: Option<reload::Reloading>) -> Result<(),
         App::new()
             .app_data(app_live.clone())
             .default_service(fn_service(dispatch))
-            .wrap(from_fn(crate::ratelimit::middleware::global))
+            .wrap(from_fn(global_limit))
             .wrap(live::LiveCors)
-            .wrap(from_fn(crate::ratelimit::middleware::preflight))
+            .wrap(from_fn(preflight_limit))
             .wrap(from_fn(envelope::envelope))
     })
     .shutdown_timeout(plan.server.shutdown_timeout.as_secs())
@@ -135,6 +136,24 @@ fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
         Err(_) => Problem::bad_request("the request path cannot be redirected")
             .to_response(&request_id::of(req)),
     }
+}
+
+/// The global rate limit, with the limits of the request's generation.
+async fn global_limit(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let limits = live::of(req.request()).map(|g| g.state.limits.clone());
+    crate::ratelimit::middleware::global(limits, req, next).await
+}
+
+/// CORS preflights counted by the global limit, with the limits of the request's generation.
+async fn preflight_limit(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let limits = live::of(req.request()).map(|g| g.state.limits.clone());
+    crate::ratelimit::middleware::preflight(limits, req, next).await
 }
 
 /// Routes a request through the router of its generation: the route's pipeline, 405 with

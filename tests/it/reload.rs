@@ -105,6 +105,59 @@ fn a_reload_that_adds_a_route_serves_it_with_no_failed_request_under_load() {
     assert_eq!(failed, 0, "{failed} of {done} requests failed");
 }
 
+/// The same under wrk (the words): `Non-2xx` and socket errors are failures. Skips
+/// loudly where wrk is not installed, unless `TEST_REQUIRE_WRK` is set (CI sets it).
+#[test]
+fn a_reload_during_a_wrk_run_fails_no_request() {
+    if std::process::Command::new("wrk")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_WRK").is_none(),
+            "wrk is required (TEST_REQUIRE_WRK) but not installed"
+        );
+        eprintln!("SKIPPED: wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    let p = Project::new(MINIMAL);
+    let s = p.serve(&[]);
+    let url = s.url("/health");
+    let wrk = std::thread::spawn(move || {
+        std::process::Command::new("wrk")
+            .args(["-t2", "-c16", "-d6s", &url])
+            .output()
+            .unwrap()
+    });
+    // Reload while wrk runs: once it has had a moment to connect.
+    std::thread::sleep(Duration::from_millis(1500));
+    p.write("nestflux.toml", &format!("{MINIMAL}{PING}"));
+    reload(&p);
+    let log = after_outcomes(&s, 1);
+    assert!(log.contains("\"outcome\":\"applied\""), "{log}");
+    assert!(
+        !wrk.is_finished(),
+        "the reload was not applied during the wrk run"
+    );
+    assert_eq!(get(&s, "/ping"), StatusCode::OK);
+    let out = wrk.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.to_string())
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 1000, "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+}
+
 #[test]
 fn a_reload_with_a_broken_file_keeps_the_old_plan_and_logs_every_diagnostic() {
     let p = Project::new(MINIMAL);
