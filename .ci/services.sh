@@ -36,4 +36,7 @@ fi
 # Headless Chromium (Debian package) for the browser login test, driven by playwright-core
 # from npm, which downloads no browser of its own.
 apt_install chromium
+
+# wrk, for the reload-under-load test (and bench/run).
+apt_install wrk
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error

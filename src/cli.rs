@@ -35,8 +35,16 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load, compile and serve (the default).
-    Serve,
+    /// Load, compile and serve (the default). SIGHUP reloads the file while serving.
+    Serve {
+        /// Also reload when the file changes (checked every half second).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Ask the running server to reload its file (SIGHUP to the pid in its pid file). The
+    /// server logs the outcome: applied, refused with every error, or refused as needing a
+    /// restart.
+    Reload,
     /// Load and compile only; print a summary, or every error and exit 1.
     Check {
         /// The file to check (instead of --config).
@@ -187,8 +195,9 @@ pub enum ConfigCommand {
 /// Parses the command line and runs it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
+    match cli.command.unwrap_or(Command::Serve { watch: false }) {
+        Command::Serve { watch } => serve(&cli.config, watch),
+        Command::Reload => reload(&cli.config),
         Command::Check { file, format } => check(file.as_deref().unwrap_or(&cli.config), format),
         Command::Explain {
             method,
@@ -258,7 +267,7 @@ struct Failed {
 
 /// Loads and compiles `path` under `NESTFLUX_PROFILE`, gathering every problem: a bad
 /// profile, unknown keys, unreadable values and every compile finding come out together.
-fn compile_file(path: &Path) -> Result<(Plan, ConfigSource), Failed> {
+fn compile_file(path: &Path) -> Result<(Plan, ConfigSource, config::RawConfig), Failed> {
     let mut errors = Vec::new();
     let profile = match Profile::parse(std::env::var("NESTFLUX_PROFILE").ok().as_deref()) {
         Ok(p) => p,
@@ -280,7 +289,7 @@ fn compile_file(path: &Path) -> Result<(Plan, ConfigSource), Failed> {
         }
     };
     match plan::compile_loaded(&loaded, profile) {
-        Ok(plan) if errors.is_empty() => Ok((plan, loaded.source)),
+        Ok(plan) if errors.is_empty() => Ok((plan, loaded.source, loaded.raw)),
         Ok(plan) => Err(Failed {
             errors,
             warnings: plan.warnings,
@@ -350,7 +359,7 @@ fn report_failure(path: &Path, f: &Failed) {
 /// Loads and compiles, printing every error; `None` when the config is unusable.
 fn load_plan(path: &Path) -> Option<Plan> {
     match compile_file(path) {
-        Ok((plan, _)) => Some(plan),
+        Ok((plan, _, _)) => Some(plan),
         Err(f) => {
             report_failure(path, &f);
             None
@@ -391,7 +400,7 @@ fn attach_dev_key(plan: &mut Plan) -> Result<Vec<String>, String> {
 }
 
 fn check(path: &Path, format: Format) -> ExitCode {
-    let (plan, source) = match compile_file(path) {
+    let (plan, source, _) = match compile_file(path) {
         Ok(ok) => ok,
         Err(f) => {
             if format == Format::Json {
@@ -589,40 +598,107 @@ fn openapi(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: &Path) -> ExitCode {
-    crate::logging::init();
-    let Some(mut plan) = load_plan(path) else {
-        return ExitCode::FAILURE;
-    };
+/// Loads and compiles the file as `serve` runs it: refuses protections this build does
+/// not enforce, attaches the development key. `Err` holds every problem.
+fn prepare(path: &Path) -> Result<(Plan, config::RawConfig, Vec<String>), Failed> {
+    let (mut plan, source, raw) = compile_file(path)?;
     let unenforced = plan.unenforced();
     if !unenforced.is_empty() {
-        for u in &unenforced {
-            eprintln!("error: {u}");
-        }
-        eprintln!(
-            "{}: refusing to serve: the file declares protections this build does not enforce yet (remove them or upgrade nestflux)",
-            path.display()
-        );
-        return ExitCode::FAILURE;
+        let mut errors: Vec<Diagnostic> = unenforced
+            .iter()
+            .map(|u| Diagnostic::new("", u.to_string()))
+            .collect();
+        errors.push(Diagnostic::new(
+            "",
+            "refusing to serve: the file declares protections this build does not enforce yet (remove them or upgrade nestflux)",
+        ));
+        return Err(Failed {
+            errors,
+            warnings: Vec::new(),
+            source: Some(Box::new(source)),
+        });
     }
-    match attach_dev_key(&mut plan) {
-        Ok(warnings) if !warnings.is_empty() => {
-            for w in warnings {
-                tracing::warn!(target: "nestflux::encryption", "{w}");
-            }
-            // Said louder just now.
-            plan.warnings.retain(|w| w.code != Code::EncryptionKeys);
+    let mut loud = match attach_dev_key(&mut plan) {
+        Ok(w) => w,
+        Err(e) => {
+            return Err(Failed {
+                errors: vec![Diagnostic::new(
+                    "",
+                    format!("development encryption key: {e}"),
+                )],
+                warnings: Vec::new(),
+                source: None,
+            });
         }
-        Ok(_) => {}
-        Err(e) => return fail(&format!("development encryption key: {e}")),
+    };
+    if !loud.is_empty() {
+        // Said louder below.
+        plan.warnings.retain(|w| w.code != Code::EncryptionKeys);
     }
-    for w in &plan.warnings {
+    loud.extend(plan.warnings.iter().map(|w| w.to_string()));
+    Ok((plan, raw, loud))
+}
+
+fn serve(path: &Path, watch: bool) -> ExitCode {
+    crate::logging::init();
+    let (plan, raw, warnings) = match prepare(path) {
+        Ok(p) => p,
+        Err(f) => {
+            report_failure(path, &f);
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in warnings {
         tracing::warn!("{w}");
     }
+    let file = path.to_path_buf();
+    let reloading = crate::server::reload::Reloading {
+        load: Box::new(move || match prepare(&file) {
+            Ok((plan, raw, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(target: "nestflux::reload", "{w}");
+                }
+                Ok(crate::server::reload::Loaded {
+                    plan,
+                    raw: serde_json::to_value(&raw).unwrap_or_default(),
+                })
+            }
+            Err(f) => Err(f.errors),
+        }),
+        raw: serde_json::to_value(&raw).unwrap_or_default(),
+        watch: watch.then(|| path.to_path_buf()),
+        pid_file: Some(crate::pidfile::path(&plan.database, path)),
+    };
     let system = actix_web::rt::System::new();
-    match system.block_on(crate::server::run(plan)) {
+    match system.block_on(crate::server::run(plan, Some(reloading))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
+    }
+}
+
+/// `nestflux reload`: SIGHUP to the server running on this file's state. Needs only the
+/// database location from the file (which may have errors: the server reports those).
+fn reload(path: &Path) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(&format!(
+                "{}: cannot find the server's pid file: {e}",
+                path.display()
+            ));
+        }
+    };
+    let mut d = plan::Diagnostics::default();
+    let db = plan::data::compile_database(&loaded.raw.database, &mut d);
+    let file = crate::pidfile::path(&db, path);
+    match crate::pidfile::signal_reload(&file) {
+        Ok(pid) => {
+            println!(
+                "sent SIGHUP to nestflux (pid {pid}); the server logs whether the new configuration was applied"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

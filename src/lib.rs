@@ -25,6 +25,7 @@ pub mod explain;
 pub mod headers;
 pub mod logging;
 pub mod openapi;
+pub mod pidfile;
 pub mod plan;
 pub mod problem;
 pub mod ratelimit;

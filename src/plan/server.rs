@@ -38,6 +38,8 @@ pub struct TlsPlan {
     pub cert: PathBuf,
     /// The rustls configuration (certificate chain and key loaded).
     pub config: Arc<rustls::ServerConfig>,
+    /// The certificate chain and signing key, for the server's reloadable resolver.
+    pub certified: Arc<rustls::sign::CertifiedKey>,
     /// The optional plain-HTTP listener that redirects to HTTPS.
     pub redirect: Option<RedirectPlan>,
 }
@@ -260,6 +262,14 @@ fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
     };
     let (certs, key) = (certs?, key?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certified = rustls::sign::CertifiedKey::from_der(certs.clone(), key.clone_key(), &provider)
+        .map_err(|e| {
+            d.error(
+                "server.tls",
+                format!("certificate and key do not fit together: {e}"),
+            )
+        })
+        .ok()?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| d.error("server.tls", e.to_string()))
@@ -278,6 +288,7 @@ fn compile_tls(raw: &RawTls, d: &mut Diagnostics) -> Option<TlsPlan> {
     Some(TlsPlan {
         cert: raw.cert.clone().into(),
         config: Arc::new(config),
+        certified: Arc::new(certified),
         redirect: None,
     })
 }

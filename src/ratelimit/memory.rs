@@ -48,11 +48,14 @@ impl<C: Clock> Clone for MemoryBackend<C> {
 }
 
 struct Inner<C: Clock> {
-    policies: Vec<Limiter<C>>,
+    policies: Vec<Arc<Limiter<C>>>,
 }
 
 struct Limiter<C: Clock> {
     name: String,
+    /// The policy's whole definition: a reload keeps this limiter (and its buckets) only
+    /// for a policy defined the same.
+    definition: String,
     keyed: Keyed<C>,
     period: Duration,
     burst: NonZeroU32,
@@ -68,6 +71,40 @@ impl MemoryBackend<DefaultClock> {
             backend.spawn_sweeper(SWEEP_EVERY);
         }
         backend
+    }
+
+    /// Limiters for `policies` (a reloaded plan's), keeping this backend's limiter and its
+    /// buckets for every policy whose name and definition did not change: a drained bucket
+    /// stays drained across the reload. Returns the backend and the policies carried over.
+    pub fn carry_over(&self, policies: &[RatePolicy]) -> (Self, Vec<String>) {
+        let fresh = Self::with_clock(policies, DefaultClock::default(), MAX_KEYS_PER_POLICY);
+        let mut kept = Vec::new();
+        let limiters = fresh
+            .inner
+            .policies
+            .iter()
+            .map(|new| {
+                match self
+                    .inner
+                    .policies
+                    .iter()
+                    .find(|old| old.name == new.name && old.definition == new.definition)
+                {
+                    Some(old) => {
+                        kept.push(old.name.clone());
+                        old.clone()
+                    }
+                    None => new.clone(),
+                }
+            })
+            .collect();
+        let backend = Self {
+            inner: Arc::new(Inner { policies: limiters }),
+        };
+        if !policies.is_empty() {
+            backend.spawn_sweeper(SWEEP_EVERY);
+        }
+        (backend, kept)
     }
 }
 
@@ -88,8 +125,9 @@ impl<C: Clock + Clone> MemoryBackend<C> {
                     keys: AtomicUsize::new(0),
                     overflowed: overflowed.clone(),
                 };
-                Limiter {
+                Arc::new(Limiter {
                     name: p.name.0.clone(),
+                    definition: format!("{p:?}"),
                     keyed: RateLimiter::<_, _, _, NoOpMiddleware<C::Instant>>::new(
                         quota,
                         store,
@@ -99,7 +137,7 @@ impl<C: Clock + Clone> MemoryBackend<C> {
                     period: p.period,
                     burst: p.burst,
                     overflowed,
-                }
+                })
             })
             .collect();
         Self {

@@ -6,11 +6,12 @@
 //! 404, 429 or any other problem).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest, web};
+use actix_web::{Error, HttpMessage, HttpRequest};
 
 use super::{Applied, BucketKey, ClientIp, RateLimits};
 use crate::auth::Caller;
@@ -23,12 +24,14 @@ use crate::request_id;
 struct AppliedLimits(Vec<Applied>);
 
 /// Counts every request against the `global` policy by client ip, and writes the
-/// `RateLimit` fields of every policy that counted it onto the response.
+/// `RateLimit` fields of every policy that counted it onto the response. `limits` are those
+/// of the plan the request runs on (the server passes them: they change with a reload).
 pub async fn global<B: MessageBody + 'static>(
+    limits: Option<Arc<RateLimits>>,
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let Some(limits) = req.app_data::<web::Data<RateLimits>>().cloned() else {
+    let Some(limits) = limits else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     if limits.is_empty() {
@@ -51,6 +54,7 @@ pub async fn global<B: MessageBody + 'static>(
 /// actix-cors answers a preflight itself and [`global`] never sees it; a refused preflight
 /// gets its 429 without CORS headers, so the browser does not send the request.
 pub async fn preflight<B: MessageBody + 'static>(
+    limits: Option<Arc<RateLimits>>,
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
@@ -58,7 +62,7 @@ pub async fn preflight<B: MessageBody + 'static>(
         && req
             .headers()
             .contains_key(actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    if is_preflight && let Some(limits) = req.app_data::<web::Data<RateLimits>>().cloned() {
+    if is_preflight && let Some(limits) = limits {
         match count_global(&limits, req.request()).await {
             Ok(()) => {
                 let mut res = next.call(req).await?;

@@ -121,6 +121,28 @@ impl RateLimits<Buckets> {
     }
 }
 
+impl RateLimits<Buckets> {
+    /// The limits of a reloaded plan, keeping the buckets of every policy whose name and
+    /// definition did not change (and the names of those kept). `None` when either plan
+    /// uses Redis: its buckets live in Redis, and a changed Redis setup needs a restart.
+    pub fn carry_over(&self, plan: &Plan) -> Option<(Self, Vec<String>)> {
+        let Buckets::Memory(old) = &self.backend else {
+            return None;
+        };
+        if plan.rate_limits.backend != LimitBackend::Memory {
+            return None;
+        }
+        let policies: Vec<_> = plan.rate_limits.policies.values().cloned().collect();
+        let (backend, kept) = old.carry_over(&policies);
+        let limits = Self::new(
+            &plan.rate_limits,
+            &plan.server.trusted_proxies,
+            Buckets::Memory(backend),
+        );
+        Some((limits, kept))
+    }
+}
+
 impl<B: Backend> RateLimits<B> {
     /// Limits over `backend`, whose policies must be `plan`'s in the same (name) order.
     pub fn new(plan: &RateLimitsPlan, trusted: &[IpNet], backend: B) -> Self {

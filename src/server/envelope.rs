@@ -15,7 +15,7 @@ use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
+use actix_web::{Error, HttpMessage, HttpResponse, ResponseError};
 
 use crate::actions::AppState;
 use crate::auth::Caller;
@@ -32,7 +32,8 @@ pub async fn envelope<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    // The plan this request runs on, start to end, whatever a reload does meanwhile.
+    let state = super::live::pin(&req).map(|g| g.state.clone());
     let rid = request_id::assign(&req);
     // Whether this listener speaks TLS (the redirect listener does not).
     let secure = req.app_config().secure();
@@ -113,7 +114,8 @@ pub async fn envelope<B: MessageBody + 'static>(
             .insert(HeaderName::from_static(request_id::HEADER), value);
     }
 
-    let route = res.request().match_pattern().unwrap_or_else(|| "-".into());
+    let route = super::live::route_template(res.request())
+        .map_or_else(|| "-".to_string(), |t| t.to_string());
     let subject = res
         .request()
         .extensions()
@@ -154,7 +156,7 @@ fn log(
 struct Escaped {
     problem: Problem,
     rid: String,
-    state: Option<web::Data<AppState>>,
+    state: Option<std::sync::Arc<AppState>>,
     secure: bool,
 }
 

@@ -1,21 +1,29 @@
 //! Assembles Actix from a [`Plan`]: the pipeline order, the route table, 404 and 405.
 //!
-//! Outermost first: envelope (request id, timeout, problem+json, secure headers, access
-//! log) → CORS preflights counted by the global limit → CORS → global rate limit → route →
-//! route rate limit → body → action.
+//! Outermost first: envelope (pins the plan's [`live::Generation`], request id, timeout,
+//! problem+json, secure headers, access log) → CORS preflights counted by the global limit
+//! → CORS → global rate limit → route ([`router`]) → route rate limit → body → action.
+//! Every layer reads the pinned generation, so a reload ([`reload`]) changes all of them
+//! at once for the requests that arrive after it.
 
 pub mod body;
 pub mod envelope;
 pub mod json;
+pub mod live;
+pub mod reload;
+pub mod router;
 pub mod state;
+pub mod tls;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse, fn_service};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::{Condition, from_fn};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
 use crate::deadline::Deadline;
@@ -27,33 +35,30 @@ pub use state::StartError;
 
 use crate::actions::AppState;
 
-/// Runs the server until SIGINT/SIGTERM, then drains in-flight requests.
-pub async fn run(plan: Plan) -> Result<(), StartError> {
+/// Runs the server until SIGINT/SIGTERM, then drains in-flight requests. With `reloading`,
+/// SIGHUP (and, when watched, a change to the file) reloads the plan while serving.
+pub async fn run(plan: Plan, reloading: Option<reload::Reloading>) -> Result<(), StartError> {
     let plan = Arc::new(plan);
-    let state = web::Data::new(state::build(plan.clone())?);
+    let state = Arc::new(state::build(plan.clone())?);
     if let Some(redis) = state.limits.backend().redis() {
         // A Redis that is down at startup is not fatal: the declared fallback decides and
         // the backend keeps trying.
         redis.connect(std::time::Duration::from_secs(2)).await;
     }
-    let app_plan = plan.clone();
-    // The global rate limit reads only its own state.
-    let limits = web::Data::from(state.limits.clone());
-    let redirect_state = state.clone();
     let audit = state.audit.clone();
+    let live = Arc::new(live::Live::new(state));
+    let cert = plan.server.tls.as_ref().map(tls::LiveCert::new);
+    let app_live = web::Data::from(live.clone());
+    let redirect_live = app_live.clone();
+    // Routing, CORS and every limit follow the generation the envelope pins: the App
+    // itself is the same for every plan.
     let mut server = HttpServer::new(move || {
-        let cors = app_plan.cors.as_ref();
         App::new()
-            .app_data(state.clone())
-            .app_data(limits.clone())
-            .configure(|cfg| routes(cfg, &app_plan))
-            .default_service(web::to(not_found))
-            .wrap(from_fn(crate::ratelimit::middleware::global))
-            .wrap(Condition::new(
-                cors.is_some(),
-                cors.map(crate::cors::build).unwrap_or_default(),
-            ))
-            .wrap(from_fn(crate::ratelimit::middleware::preflight))
+            .app_data(app_live.clone())
+            .default_service(fn_service(dispatch))
+            .wrap(from_fn(global_limit))
+            .wrap(live::LiveCors)
+            .wrap(from_fn(preflight_limit))
             .wrap(from_fn(envelope::envelope))
     })
     .shutdown_timeout(plan.server.shutdown_timeout.as_secs())
@@ -62,13 +67,22 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
     if plan.server.workers > 0 {
         server = server.workers(plan.server.workers);
     }
-    let (server, scheme) = match &plan.server.tls {
-        Some(tls) => (
-            server.bind_rustls_0_23(plan.server.bind, (*tls.config).clone())?,
+    let (server, scheme) = match (&plan.server.tls, &cert) {
+        (Some(tls), Some(cert)) => (
+            server.bind_rustls_0_23(plan.server.bind, tls::server_config(tls, cert.clone()))?,
             "https",
         ),
-        None => (server.bind(plan.server.bind)?, "http"),
+        _ => (server.bind(plan.server.bind)?, "http"),
     };
+    let mut _pid_claim = None;
+    if let Some(reloading) = reloading {
+        if let Some(file) = &reloading.pid_file {
+            _pid_claim = crate::pidfile::claim(file).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("pid file {}: {e}", file.display()))
+            })?;
+        }
+        reload::start(reloading, live.clone(), cert.clone());
+    }
     for addr in server.addrs() {
         tracing::info!(addr = %addr, profile = plan.profile.name(), "nestflux listening on {scheme}://{addr}");
     }
@@ -82,7 +96,7 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
     let redirector = HttpServer::new(move || {
         let origin = origin.clone();
         App::new()
-            .app_data(redirect_state.clone())
+            .app_data(redirect_live.clone())
             .default_service(web::to(move |req: HttpRequest| {
                 let origin = origin.clone();
                 async move { to_https(&origin, &req) }
@@ -124,55 +138,56 @@ fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
     }
 }
 
-/// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
-fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
-    // The order `check` lints overlaps against and `explain` matches with.
-    for (path, routes) in crate::plan::routes::registration_order(&plan.routes) {
-        let mut allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
-        // HEAD is answered wherever GET is declared (RFC 9110 §9.3.2): the same pipeline and
-        // headers, and actix sends no body.
-        let head = routes
-            .iter()
-            .find(|r| r.method == Method::GET && r.action.answers_head())
-            .copied();
-        let head = head.filter(|_| !routes.iter().any(|r| r.method == Method::HEAD));
-        if head.is_some() {
-            allow.push(Method::HEAD.to_string());
-        }
-        let allow =
-            HeaderValue::from_str(&allow.join(", ")).unwrap_or(HeaderValue::from_static("GET"));
-        let mut resource = web::resource(path);
-        let get_as_head = head.map(|r| (Method::HEAD, r));
-        for (method, r) in routes
-            .iter()
-            .map(|r| (r.method.clone(), *r))
-            .chain(get_as_head)
-        {
-            let route = Arc::new(r.clone());
-            resource = resource.route(web::method(method).to(
-                move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
-                    handle(route.clone(), req, payload, state)
-                },
-            ));
-        }
-        resource = resource.default_service(web::to(move |req: HttpRequest| {
-            let allow = allow.clone();
-            async move {
-                let p = Problem::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method-not-allowed",
-                    format!("{} is not allowed on this path", req.method()),
-                )
-                .header(header::ALLOW, allow);
-                p.to_response(&request_id::of(&req))
-            }
-        }));
-        cfg.service(resource);
-    }
+/// The global rate limit, with the limits of the request's generation.
+async fn global_limit(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let limits = live::of(req.request()).map(|g| g.state.limits.clone());
+    crate::ratelimit::middleware::global(limits, req, next).await
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    Problem::not_found().to_response(&request_id::of(&req))
+/// CORS preflights counted by the global limit, with the limits of the request's generation.
+async fn preflight_limit(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let limits = live::of(req.request()).map(|g| g.state.limits.clone());
+    crate::ratelimit::middleware::preflight(limits, req, next).await
+}
+
+/// Routes a request through the router of its generation: the route's pipeline, 405 with
+/// `Allow` for a method the matched path does not serve, or 404.
+async fn dispatch(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
+    let Some(generation) = live::of(req.request()) else {
+        let res = Problem::internal().to_response(&request_id::of(req.request()));
+        return Ok(req.into_response(res));
+    };
+    let path = req.match_info().as_str().to_string();
+    let Some(matched) = generation.router.find(&path) else {
+        let res = Problem::not_found().to_response(&request_id::of(req.request()));
+        return Ok(req.into_response(res));
+    };
+    req.extensions_mut()
+        .insert(live::RouteTemplate(matched.path.template.clone()));
+    let Some(route) = matched.path.route(req.method()).cloned() else {
+        let p = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{} is not allowed on this path", req.method()),
+        )
+        .header(header::ALLOW, matched.path.allow.clone());
+        let res = p.to_response(&request_id::of(req.request()));
+        return Ok(req.into_response(res));
+    };
+    for (name, value) in matched.params {
+        req.match_info_mut()
+            .add_static(name.to_string(), value.to_string());
+    }
+    let (req, mut payload) = req.into_parts();
+    let payload = web::Payload::from_request(&req, &mut payload).await?;
+    let res = handle(route, req.clone(), payload, &generation.state).await;
+    Ok(ServiceResponse::new(req, res))
 }
 
 /// Runs one route: body, then the action; a panic becomes a 500 problem, never a dropped
@@ -181,7 +196,7 @@ async fn handle(
     route: Arc<crate::plan::routes::RoutePlan>,
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: &AppState,
 ) -> HttpResponse {
     let rid = request_id::of(&req);
     let deadline = Deadline::of(&req, state.plan.server.request_timeout);
@@ -233,7 +248,7 @@ async fn handle(
             .await
             .map_err(late)??;
         // A field the caller may not write, `:own` on a resource without owners: 403 too.
-        crate::actions::run(&route, &req, body, &state)
+        crate::actions::run(&route, &req, body, state)
             .await
             .inspect_err(|p| audit_denial(&route, &req, p, &ip))
     };

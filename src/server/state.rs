@@ -64,15 +64,7 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
     // is still unreachable.
     auth.start()?;
     let authz = Arc::new(Authorizer::build(&plan));
-    let openapi = plan
-        .routes
-        .iter()
-        .any(|r| r.action == Action::OpenApi)
-        .then(|| {
-            let mut text = crate::openapi::render(&plan);
-            text.push('\n');
-            Bytes::from(text)
-        });
+    let openapi = render_openapi(&plan);
     Ok(AppState {
         plan,
         limits,
@@ -85,4 +77,17 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         cursors,
         openapi,
     })
+}
+
+/// The OpenAPI document of `plan`, rendered once when a route serves it: the same bytes
+/// `nestflux openapi` prints.
+pub fn render_openapi(plan: &Plan) -> Option<Bytes> {
+    plan.routes
+        .iter()
+        .any(|r| r.action == Action::OpenApi)
+        .then(|| {
+            let mut text = crate::openapi::render(plan);
+            text.push('\n');
+            Bytes::from(text)
+        })
 }

@@ -59,14 +59,32 @@ impl Project {
 
     /// Starts the server; `Err(log)` when it exits instead of listening.
     pub fn try_serve(&self, env: &[(&str, &str)]) -> Result<Server, String> {
+        self.spawn(&["serve"], true, env)
+    }
+
+    /// Runs `nestflux ARGS` (a `serve`) with the bind address the file gives, not a free
+    /// port, and waits until it listens.
+    pub fn serve_args_as_written(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        self.spawn(args, false, env)
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    fn spawn(
+        &self,
+        args: &[&str],
+        free_port: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
+        cmd.args(args)
             .arg("--config")
             .arg(self.config())
             .current_dir(self.path());
         clean_env(&mut cmd);
-        cmd.env("NESTFLUX_SERVER__BIND", "127.0.0.1:0")
-            .env("NESTFLUX_LOG_FORMAT", "json");
+        if free_port {
+            cmd.env("NESTFLUX_SERVER__BIND", "127.0.0.1:0");
+        }
+        cmd.env("NESTFLUX_LOG_FORMAT", "json");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -30,6 +30,7 @@ mod http_core;
 mod openapi;
 mod ratelimit;
 mod rbac;
+mod reload;
 mod resources;
 mod scaleout;
 mod sessions;
