@@ -46,7 +46,7 @@ pub async fn run(plan: Plan) -> Result<(), StartError> {
         App::new()
             .app_data(state.clone())
             .app_data(limits.clone())
-            .configure(|cfg| routes(cfg, &app_plan))
+            .configure(|cfg| routes(cfg, &app_plan, &state.metrics))
             .default_service(web::to(not_found))
             .wrap(from_fn(crate::ratelimit::middleware::global))
             .wrap(Condition::new(
@@ -125,7 +125,7 @@ fn to_https(origin: &str, req: &HttpRequest) -> HttpResponse {
 }
 
 /// Registers one Actix resource per path, each answering 405 with `Allow` for other methods.
-fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
+fn routes(cfg: &mut web::ServiceConfig, plan: &Plan, metrics: &Arc<crate::metrics::Metrics>) {
     // The order `check` lints overlaps against and `explain` matches with.
     for (path, routes) in crate::plan::routes::registration_order(&plan.routes) {
         let mut allow: Vec<String> = routes.iter().map(|r| r.method.to_string()).collect();
@@ -149,14 +149,22 @@ fn routes(cfg: &mut web::ServiceConfig, plan: &Plan) {
             .chain(get_as_head)
         {
             let route = Arc::new(r.clone());
+            // Resolved once per route: the envelope counts the request on it.
+            let counted = crate::metrics::Matched(metrics.route(path, &method));
             resource = resource.route(web::method(method).to(
                 move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+                    actix_web::HttpMessage::extensions_mut(&req).insert(counted.clone());
                     handle(route.clone(), req, payload, state)
                 },
             ));
         }
+        let (metrics, template) = (metrics.clone(), path.to_string());
         resource = resource.default_service(web::to(move |req: HttpRequest| {
             let allow = allow.clone();
+            // A method the path does not serve: counted under the path's template.
+            actix_web::HttpMessage::extensions_mut(&req).insert(crate::metrics::Matched(
+                metrics.route(&template, req.method()),
+            ));
             async move {
                 let p = Problem::new(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -225,8 +233,10 @@ async fn handle(
                 }
             })?;
         // Authorization: the `Decision` into the extensions, or 403.
-        crate::authz::authorize(&state.authz, &route, &req)
-            .inspect_err(|p| audit_denial(&route, &req, p, &ip))?;
+        crate::authz::authorize(&state.authz, &route, &req).inspect_err(|p| {
+            crate::metrics::denied(&req, p.status.as_u16());
+            audit_denial(&route, &req, p, &ip);
+        })?;
         let limit = state.plan.server.body_limit;
         let body = deadline
             .within(body::read(&req, payload, limit, route.action.takes_body()))
@@ -235,7 +245,10 @@ async fn handle(
         // A field the caller may not write, `:own` on a resource without owners: 403 too.
         crate::actions::run(&route, &req, body, &state)
             .await
-            .inspect_err(|p| audit_denial(&route, &req, p, &ip))
+            .inspect_err(|p| {
+                crate::metrics::denied(&req, p.status.as_u16());
+                audit_denial(&route, &req, p, &ip);
+            })
     };
     guarded(work, &rid, &route.path).await
 }
