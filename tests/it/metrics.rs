@@ -357,3 +357,70 @@ fn a_public_metrics_route_is_a_warning_in_development_and_an_error_in_production
     assert!(!ok, "{text}");
     assert_eq!(severity, ["error"], "{text}");
 }
+
+#[test]
+fn key_refreshes_are_counted_by_issuer_and_result() {
+    use crate::oidc::{AUD, Provider, free_port, nestflux_config};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let (key, hash) = common::new_api_key("ci");
+    // Nothing listens on `port` yet: the first fetches fail.
+    let project = Project::new(
+        &(nestflux_config(&issuer, AUD, &hash)
+            + "\n[[routes]]\nmethod = \"GET\"\npath = \"/metrics\"\naction = \"metrics\"\npermission = \"notes:read\"\n"),
+    );
+    let server = project.serve(&[]);
+    let c = client();
+    let scrape = || {
+        let res = c
+            .get(server.url("/metrics"))
+            .header("x-api-key", &key)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().unwrap();
+        Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+    };
+    let refreshes = |s: &Scrape, result: &str| {
+        count(
+            s,
+            "nestflux_jwks_refreshes_total",
+            &[("issuer", &format!("{issuer}/")), ("result", result)],
+        )
+    };
+    let failed = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let n = refreshes(&scrape(), "failed");
+            if n >= 1.0 || std::time::Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert!(failed >= 1.0, "{}", server.log());
+
+    let provider = Provider::start(port, &dir.path().join("keys.json"), "1");
+    let token = provider.token(AUD);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .get(server.url("/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let s = scrape();
+    assert!(refreshes(&s, "ok") >= 1.0, "{:?}", s.samples);
+    assert!(refreshes(&s, "failed") >= failed);
+    assert_eq!(
+        count(&s, "nestflux_auth_accepted_total", &[("kind", "bearer")]),
+        1.0,
+        "one accepted bearer request"
+    );
+}
