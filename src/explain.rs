@@ -468,6 +468,7 @@ fn action_note(action: Action) -> String {
             "audit: a page of the audit log, newest first (explain reads nothing)".into()
         }
         Action::OpenApi => "openapi: the OpenAPI 3.1 document of this file".into(),
+        Action::Metrics => "metrics: the server's counters in the Prometheus text format".into(),
         other => format!(
             "{}: runs against the database (explain writes nothing)",
             other.name()

@@ -8,8 +8,8 @@
 //! config ← plan ← {auth, authz, ratelimit, store, crypto, validate} ← actions ← server ← cli
 //! ```
 //!
-//! `problem`, `request_id`, `deadline` and `suggest` are shared by every layer and depend on
-//! none; `explain` sits beside `actions`, walking one request through the same layers unserved.
+//! `problem`, `request_id`, `deadline`, `suggest` and `metrics` are shared by every layer and
+//! depend on none; `explain` sits beside `actions`, walking one request through the same layers unserved.
 
 pub mod actions;
 pub mod audit;
@@ -24,6 +24,7 @@ pub mod deadline;
 pub mod explain;
 pub mod headers;
 pub mod logging;
+pub mod metrics;
 pub mod openapi;
 pub mod pidfile;
 pub mod plan;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod resource;
 pub mod session;
@@ -27,6 +28,7 @@ pub async fn run(
         Action::Health => Ok(health::health(state, route.detail).await),
         Action::Whoami => whoami::whoami(req, state),
         Action::OpenApi => openapi::openapi(state),
+        Action::Metrics => metrics::metrics(state),
         Action::Audit => audit::audit(req, state).await,
         a @ (Action::List | Action::Get | Action::Create | Action::Update | Action::Delete) => {
             resource::run(a, route, req, body, state).await

@@ -40,4 +40,6 @@ pub struct AppState {
     /// The OpenAPI document of the plan, rendered once at startup when a route serves it:
     /// the same bytes `nestflux openapi` prints.
     pub openapi: Option<Bytes>,
+    /// Every metric of this server (served by the `metrics` action).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

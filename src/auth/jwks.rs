@@ -271,6 +271,8 @@ pub struct Jwks {
     max_stale: Duration,
     /// When the last valid answer was installed.
     last_good: Mutex<Option<Instant>>,
+    /// Counts the refresher's fetches, once attached.
+    metrics: std::sync::OnceLock<crate::metrics::JwksMetrics>,
 }
 
 impl Jwks {
@@ -297,6 +299,7 @@ impl Jwks {
             fixed: false,
             max_stale: DEFAULT_MAX_STALE,
             last_good: Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -316,6 +319,16 @@ impl Jwks {
     pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = max_stale;
         self
+    }
+
+    /// Counts the refresher's fetches (ok, failed) into `metrics`; the first call wins.
+    pub fn count_refreshes_into(&self, metrics: crate::metrics::JwksMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The issuer whose keys these are.
+    pub fn issuer(&self) -> &url::Url {
+        &self.issuer
     }
 
     /// `iss` values that name this issuer.
@@ -417,7 +430,11 @@ impl Jwks {
         let mut backoff = RETRY_MIN;
         loop {
             self.in_flight.store(true, Ordering::Release);
-            let wait = match self.fetch().await {
+            let fetched = self.fetch().await;
+            if let Some(m) = self.metrics.get() {
+                if fetched.is_ok() { &m.ok } else { &m.failed }.inc();
+            }
+            let wait = match fetched {
                 Ok(set) => {
                     let count = set.len();
                     let dropped = self.accept(set, Instant::now());

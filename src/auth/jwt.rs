@@ -80,6 +80,29 @@ pub enum Rejection {
     OverBudget(std::time::Duration),
 }
 
+impl Rejection {
+    /// The `reason` label of `nestflux_auth_refused_total`.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Oversized => "oversized",
+            Self::Malformed => "malformed",
+            Self::Header(_) => "header",
+            Self::Algorithm => "algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::KeyMismatch => "key_mismatch",
+            Self::Signature => "signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Issuer => "issuer",
+            Self::Audience => "audience",
+            Self::Claims(_) => "claims",
+            Self::NotAccessToken(_) => "not_access_token",
+            Self::Client => "client",
+            Self::OverBudget(_) => "over_budget",
+        }
+    }
+}
+
 /// A verified token, as cached.
 #[derive(Debug)]
 pub struct Verified {
@@ -125,6 +148,8 @@ pub struct BearerVerifier {
     kind: CallerKind,
     /// Where first and later sightings of a subject are recorded.
     users: Option<crate::store::Store>,
+    /// Hits and misses of the two token caches (detached by default).
+    cache_metrics: crate::metrics::TokenCacheMetrics,
 }
 
 impl BearerVerifier {
@@ -157,7 +182,14 @@ impl BearerVerifier {
             rejected: Cache::new(CACHE_ENTRIES),
             kind: CallerKind::Bearer,
             users: None,
+            cache_metrics: Default::default(),
         }
+    }
+
+    /// Counts the token caches' hits and misses into `metrics`.
+    pub fn with_cache_metrics(mut self, metrics: crate::metrics::TokenCacheMetrics) -> Self {
+        self.cache_metrics = metrics;
+        self
     }
 
     /// Labels callers verified here (the development issuer's are `Dev`).
@@ -192,6 +224,7 @@ impl BearerVerifier {
         let now = now_secs();
         if let Some(hit) = self.cache.get(&hash) {
             if now <= hit.exp.saturating_add(self.leeway_secs) && hit.epoch == self.jwks.epoch() {
+                self.cache_metrics.hits.inc();
                 self.sighted(&hit);
                 return Ok(hit);
             }
@@ -200,6 +233,7 @@ impl BearerVerifier {
         // A replayed bad token costs one lookup, not one signature check.
         if let Some((rejection, epoch, at)) = self.rejected.get(&hash) {
             if epoch == self.jwks.epoch() && now < at.saturating_add(REJECTION_TTL_SECS) {
+                self.cache_metrics.hits.inc();
                 return Err(rejection);
             }
             self.rejected.remove(&hash);
@@ -207,6 +241,7 @@ impl BearerVerifier {
         if let Some(wait) = budget.exhausted() {
             return Err(Rejection::OverBudget(wait));
         }
+        self.cache_metrics.misses.inc();
         let epoch = self.jwks.epoch();
         let verified = match self.verify_uncached(token).await {
             Ok(v) => Arc::new(v),

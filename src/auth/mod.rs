@@ -134,6 +134,18 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The `reason` label of `nestflux_auth_refused_total`.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid(r) => r.metric_reason(),
+            Self::OverBudget(_) => "over_budget",
+            Self::Ambiguous => "ambiguous",
+            Self::UnknownApiKey => "unknown_api_key",
+            Self::NoIssuer => "no_issuer",
+        }
+    }
+
     /// The 401 problem, with the RFC 6750 challenge: a bare `Bearer` when nothing was
     /// presented, `error="invalid_token"` otherwise. The detail never says which check failed.
     pub fn problem(&self) -> Problem {
@@ -192,6 +204,8 @@ pub struct Authenticator {
     api_keys: ApiKeys,
     /// Browser login, when `[auth.session]` is declared.
     sessions: Option<Arc<session::Sessions>>,
+    /// Outcomes of the authentication stage (detached by default).
+    metrics: crate::metrics::AuthMetrics,
 }
 
 impl Authenticator {
@@ -203,6 +217,7 @@ impl Authenticator {
                 dev: None,
                 api_keys: ApiKeys::default(),
                 sessions: None,
+                metrics: Default::default(),
             });
         };
         let bearer = match (&auth.issuer, &auth.audience) {
@@ -226,6 +241,7 @@ impl Authenticator {
             dev: None,
             api_keys: ApiKeys::new(&auth.api_keys),
             sessions: None,
+            metrics: Default::default(),
         })
     }
 
@@ -288,6 +304,22 @@ impl Authenticator {
             s.spawn_sweeper()?;
         }
         Ok(())
+    }
+
+    /// Counts outcomes, token cache hits and key refreshes into `metrics`.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = metrics.auth();
+        if let Some(b) = &self.bearer {
+            b.jwks()
+                .count_refreshes_into(metrics.jwks(b.jwks().issuer().as_str()));
+        }
+        self.bearer = self
+            .bearer
+            .map(|b| b.with_cache_metrics(metrics.token_cache()));
+        self.dev = self
+            .dev
+            .map(|b| b.with_cache_metrics(metrics.token_cache()));
+        self
     }
 
     /// Browser login, when `[auth.session]` is declared.
@@ -448,15 +480,20 @@ pub async fn authenticate(
         // No header credential: the session cookie, if the browser sent one.
         Err(AuthError::Missing) if auth.sessions.as_ref().is_some_and(|s| s.has_cookie(req)) => {
             match &auth.sessions {
-                Some(s) => s.authenticate(req, auth.bearer(), budget).await?,
+                Some(s) => s
+                    .authenticate(req, auth.bearer(), budget)
+                    .await
+                    .inspect_err(|_| auth.metrics.refused("session"))?,
                 None => return Err(AuthError::Missing.problem()),
             }
         }
         Err(e) => {
             tracing::debug!(target: "nestflux::auth", reason = %e, route = %route.path, "request not authenticated");
+            auth.metrics.refused(e.metric_reason());
             return Err(e.problem());
         }
     };
+    auth.metrics.accepted(caller.kind.name());
     req.extensions_mut().insert(Caller::clone(&caller));
     Ok(())
 }

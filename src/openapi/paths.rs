@@ -187,6 +187,7 @@ fn default_summary(route: &RoutePlan) -> String {
         Action::Whoami => "The caller's identity, roles and permissions".into(),
         Action::Audit => "The audit log".into(),
         Action::OpenApi => "This OpenAPI document".into(),
+        Action::Metrics => "Metrics in the Prometheus text format".into(),
         Action::List => format!("List {res}"),
         Action::Get => format!("Get one of {res}"),
         Action::Create => format!("Create one of {res}"),
@@ -499,6 +500,13 @@ fn success_response(route: &RoutePlan, record: Option<&str>) -> (&'static str, V
         Action::OpenApi => (
             "200",
             json_body("This OpenAPI 3.1 document.", json!({ "type": "object" })),
+        ),
+        Action::Metrics => (
+            "200",
+            json!({
+                "description": "The server's metrics in the Prometheus text exposition format 0.0.4 (`text/plain; version=0.0.4`): requests by route template, method and status with latency histograms, authentication and authorization outcomes, rate-limit decisions, database pool, writer queue and commits, key refreshes, token cache, decryption failures, reloads and the config hash.",
+                "content": { "text/plain": { "schema": { "type": "string" } } },
+            }),
         ),
         Action::Audit => (
             "200",

@@ -99,6 +99,8 @@ codes! {
     RouteDuplicate = "route-duplicate",
     /// Something declared that nothing uses (a role granting nothing, a schema without fields, no routes).
     Unused = "unused",
+    /// A metrics route anyone (or any signed-in user) can read: `public = true` is a warning in development and an error in production while there is no separate admin bind; `authenticated = true` is a warning.
+    PublicMetrics = "public-metrics",
     /// Declared, parsed and checked, but not enforced by this build: `serve` refuses it.
     NotEnforced = "not-enforced",
     /// Any other warning worth a look.

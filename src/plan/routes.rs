@@ -41,6 +41,8 @@ pub enum Action {
     Logout,
     /// The browser session's state, for front ends (built in).
     Session,
+    /// Serves the server's metrics in the Prometheus text format.
+    Metrics,
 }
 
 impl Action {
@@ -55,6 +57,7 @@ impl Action {
         Self::Update,
         Self::Delete,
         Self::OpenApi,
+        Self::Metrics,
     ];
 
     fn parse(s: &str) -> Option<Self> {
@@ -68,6 +71,7 @@ impl Action {
             "update" => Self::Update,
             "delete" => Self::Delete,
             "openapi" => Self::OpenApi,
+            "metrics" => Self::Metrics,
             _ => return None,
         })
     }
@@ -88,6 +92,7 @@ impl Action {
             Self::Callback => "callback",
             Self::Logout => "logout",
             Self::Session => "session",
+            Self::Metrics => "metrics",
         }
     }
 
@@ -302,7 +307,7 @@ pub fn compile_routes(
             d.push_error(
                 Diagnostic::new(
                     format!("{at}.action"),
-                    format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update, delete or openapi", r.action),
+                    format!("unknown action `{}`; expected health, whoami, audit, list, get, create, update, delete, openapi or metrics", r.action),
                 )
                 .with_code(Code::UnknownAction)
                 .with_suggestion(crate::suggest::closest(&r.action, Action::ALL.iter().map(|a| a.name()))),
@@ -433,6 +438,32 @@ pub fn compile_routes(
                     .with_code(Code::UnknownPermission)
                     .with_suggestion(crate::suggest::closest(&need.to_string(), &granted)),
                 );
+            }
+        }
+
+        if action == Some(Action::Metrics) {
+            match &access {
+                // No separate admin bind exists yet: a public metrics route would be public
+                // on the API's own listener.
+                Some(Access::Public) => d.refuse_in_production(
+                    cx.profile,
+                    Diagnostic::new(
+                        format!("{at}.public"),
+                        "a public metrics route tells anyone the traffic per route, the authentication failures and the config hash, and NestFlux has no separate admin bind yet: protect it with permission = \"…\" (granted to a role an API key holds)",
+                    )
+                    .with_code(Code::PublicMetrics),
+                    Diagnostic::new(
+                        format!("{at}.public"),
+                        "a public metrics route tells anyone the traffic per route, the authentication failures and the config hash; refused under NESTFLUX_PROFILE=production: protect it with permission = \"…\"",
+                    )
+                    .with_code(Code::PublicMetrics),
+                ),
+                Some(Access::Authenticated) => d.warn_with(
+                    Code::PublicMetrics,
+                    format!("{at}.authenticated"),
+                    "every signed-in user can read the metrics route: name a permission only operators (or their API key) hold",
+                ),
+                _ => {}
             }
         }
 

@@ -88,6 +88,8 @@ pub struct RateLimits<B: Backend = Buckets> {
     blocked: quick_cache::sync::Cache<BucketKey, std::time::Instant>,
     trusted: Vec<IpNet>,
     backend: B,
+    /// Each policy's decision counters, by [`PolicyId`] (none: not counted).
+    decisions: Vec<crate::metrics::Decisions>,
 }
 
 /// Clients remembered at once as over their failed-authentication budget.
@@ -176,7 +178,23 @@ impl<B: Backend> RateLimits<B> {
             blocked: quick_cache::sync::Cache::new(BLOCKED_CLIENTS),
             trusted: trusted.to_vec(),
             backend,
+            decisions: Vec::new(),
         }
+    }
+
+    /// Counts every policy's decisions in `metrics` (`nestflux_rate_limit_decisions_total`).
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.decisions = self
+            .policies
+            .iter()
+            .map(|p| metrics.decisions(&p.name.0))
+            .collect();
+        self
+    }
+
+    /// The decision counters of `policy`, when counted.
+    fn decided(&self, policy: PolicyId) -> Option<&crate::metrics::Decisions> {
+        self.decisions.get(policy.0)
     }
 
     /// Whether no policy is declared (nothing to count, no headers to send).
@@ -229,16 +247,30 @@ impl<B: Backend> RateLimits<B> {
                     item: headers::limit_item(name, &verdict),
                 };
                 if verdict.allowed {
+                    if let Some(d) = self.decided(policy) {
+                        d.allowed.inc();
+                    }
                     Ok(Some(applied))
                 } else {
+                    if let Some(d) = self.decided(policy) {
+                        d.limited.inc();
+                    }
                     Err(Refusal {
                         problem: too_many_requests(verdict.retry_after),
                         applied: Some(applied),
                     })
                 }
             }
-            Err(BackendError::Undecided) => Ok(None),
+            Err(BackendError::Undecided) => {
+                if let Some(d) = self.decided(policy) {
+                    d.fallback.inc();
+                }
+                Ok(None)
+            }
             Err(e) => {
+                if let Some(d) = self.decided(policy) {
+                    d.unavailable.inc();
+                }
                 // The Redis backend logs its own outage once; anything else is a fault.
                 if !matches!(e, BackendError::Unavailable) {
                     tracing::error!(policy = name, error = %e, "rate limiting: backend failed");
@@ -269,6 +301,9 @@ impl<B: Backend> RateLimits<B> {
             self.blocked.remove(&key);
             return None;
         }
+        if let Some(d) = self.auth_failures.and_then(|p| self.decided(p)) {
+            d.limited.inc();
+        }
         Some(left)
     }
 
@@ -279,7 +314,11 @@ impl<B: Backend> RateLimits<B> {
             return;
         };
         let key = BucketKey::ip(ip);
-        match self.backend.check(policy, &key).await {
+        let verdict = self.backend.check(policy, &key).await;
+        if let (Ok(v), Some(d)) = (&verdict, self.decided(policy)) {
+            if v.allowed { &d.allowed } else { &d.limited }.inc();
+        }
+        match verdict {
             // The last failure allowed, or one beyond: blocked until the bucket admits one.
             Ok(verdict) if !verdict.allowed || verdict.remaining == 0 => {
                 let wait = if verdict.allowed {

@@ -72,6 +72,11 @@ pub async fn envelope<B: MessageBody + 'static>(
         Ok(res) => res,
         Err(problem) => {
             log(&method, "-", problem.status.as_u16(), started, &rid, None);
+            // The request went with the error: counted as served by no route.
+            if let Some(state) = &state {
+                unrouted(state, &method, secure)
+                    .observe(problem.status.as_u16(), started.elapsed());
+            }
             return Err(Escaped {
                 problem,
                 rid,
@@ -114,6 +119,14 @@ pub async fn envelope<B: MessageBody + 'static>(
             .insert(HeaderName::from_static(request_id::HEADER), value);
     }
 
+    if let Some(state) = &state {
+        let (status, elapsed) = (res.status().as_u16(), started.elapsed());
+        match res.request().extensions().get::<crate::metrics::Matched>() {
+            Some(m) => m.0.observe(status, elapsed),
+            None => unrouted(state, &method, secure).observe(status, elapsed),
+        }
+    }
+
     let route = super::live::route_template(res.request())
         .map_or_else(|| "-".to_string(), |t| t.to_string());
     let subject = res
@@ -130,6 +143,20 @@ pub async fn envelope<B: MessageBody + 'static>(
         subject.as_deref(),
     );
     Ok(res)
+}
+
+/// The metrics of a request no route served: the HTTP→HTTPS redirect listener's (plain
+/// HTTP while the plan serves TLS), or unmatched.
+fn unrouted<'a>(
+    state: &'a AppState,
+    method: &Method,
+    secure: bool,
+) -> &'a crate::metrics::RouteMetrics {
+    if !secure && state.plan.server.tls.is_some() {
+        state.metrics.redirected(method)
+    } else {
+        state.metrics.unmatched(method)
+    }
 }
 
 fn log(

@@ -32,7 +32,7 @@ pub struct Generation {
 impl Generation {
     /// A generation of `state`, its router compiled from its plan.
     pub fn new(number: u64, state: Arc<AppState>) -> Self {
-        let router = Router::new(&state.plan.routes);
+        let router = Router::new(&state.plan.routes, &state.metrics);
         Self {
             number,
             state,

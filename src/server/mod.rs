@@ -170,7 +170,14 @@ async fn dispatch(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web:
     };
     req.extensions_mut()
         .insert(live::RouteTemplate(matched.path.template.clone()));
-    let Some(route) = matched.path.route(req.method()).cloned() else {
+    let Some((route, counted)) = matched.path.route(req.method()) else {
+        // A method the path does not serve: counted under the path's template.
+        req.extensions_mut().insert(crate::metrics::Matched(
+            generation
+                .state
+                .metrics
+                .route(&matched.path.template, req.method()),
+        ));
         let p = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
@@ -180,6 +187,9 @@ async fn dispatch(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web:
         let res = p.to_response(&request_id::of(req.request()));
         return Ok(req.into_response(res));
     };
+    // Resolved once per plan: the envelope counts the request on it.
+    req.extensions_mut().insert(counted.clone());
+    let route = route.clone();
     for (name, value) in matched.params {
         req.match_info_mut()
             .add_static(name.to_string(), value.to_string());
@@ -240,8 +250,10 @@ async fn handle(
                 }
             })?;
         // Authorization: the `Decision` into the extensions, or 403.
-        crate::authz::authorize(&state.authz, &route, &req)
-            .inspect_err(|p| audit_denial(&route, &req, p, &ip))?;
+        crate::authz::authorize(&state.authz, &route, &req).inspect_err(|p| {
+            crate::metrics::denied(&req, p.status.as_u16());
+            audit_denial(&route, &req, p, &ip);
+        })?;
         let limit = state.plan.server.body_limit;
         let body = deadline
             .within(body::read(&req, payload, limit, route.action.takes_body()))
@@ -250,7 +262,10 @@ async fn handle(
         // A field the caller may not write, `:own` on a resource without owners: 403 too.
         crate::actions::run(&route, &req, body, state)
             .await
-            .inspect_err(|p| audit_denial(&route, &req, p, &ip))
+            .inspect_err(|p| {
+                crate::metrics::denied(&req, p.status.as_u16());
+                audit_denial(&route, &req, p, &ip);
+            })
     };
     guarded(work, &rid, &route.path).await
 }

@@ -58,7 +58,7 @@ pub struct Reloading {
     pub pid_file: Option<PathBuf>,
 }
 
-/// The result of one reload, logged and counted (the metrics hook is [`outcome`]).
+/// The result of one reload, logged and counted (logged by [`outcome`], counted by the reloader).
 #[derive(Debug)]
 pub enum Outcome {
     /// The new plan serves every request that arrives from now on.
@@ -82,7 +82,7 @@ pub enum Outcome {
     },
 }
 
-/// Where a reload's result is recorded: one log line, and the place the metrics wire in.
+/// One log line per reload (the reloader also counts it in `nestflux_plan_reloads_total`).
 pub fn outcome(o: &Outcome) {
     match o {
         Outcome::Applied {
@@ -149,6 +149,16 @@ pub fn start(reloading: Reloading, live: Arc<Live>, cert: Option<Arc<LiveCert>>)
                 tracing::info!(target: "nestflux::reload", trigger, "reloading the configuration");
                 let result = once(&load, &running, &live, cert.as_deref());
                 outcome(&result.0);
+                // Counted on the metrics every generation shares.
+                let metrics = live.load().state.metrics.clone();
+                match &result.0 {
+                    Outcome::Applied { config_hash, .. } => {
+                        metrics.record_reload(true, config_hash)
+                    }
+                    Outcome::Invalid { .. } | Outcome::NeedsRestart { .. } => {
+                        metrics.record_reload(false, "")
+                    }
+                }
                 if let Some(raw) = result.1 {
                     running = raw;
                 }
@@ -254,7 +264,7 @@ fn next_state(
 ) -> Result<(AppState, Vec<String>), Outcome> {
     let (limits, kept) = if limits_changed {
         match previous.limits.carry_over(&plan) {
-            Some((limits, kept)) => (Arc::new(limits), kept),
+            Some((limits, kept)) => (Arc::new(limits.with_metrics(&previous.metrics)), kept),
             None => {
                 return Err(Outcome::NeedsRestart {
                     keys: vec!["rate_limits (backend = \"redis\")".into()],
@@ -283,6 +293,7 @@ fn next_state(
             audit: previous.audit.clone(),
             cursors: previous.cursors.clone(),
             openapi,
+            metrics: previous.metrics.clone(),
         },
         kept,
     ))

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
 
+use crate::metrics::{Matched as Counted, Metrics};
 use crate::plan::routes::{RoutePlan, registration_order};
 
 /// One path pattern and the routes it serves.
@@ -19,6 +20,8 @@ pub struct PathRoutes {
     pub template: Arc<str>,
     segments: Vec<Segment>,
     methods: Vec<(Method, Arc<RoutePlan>)>,
+    /// The metrics of each entry of `methods`, same order, resolved once per plan.
+    counted: Vec<Counted>,
     /// The `Allow` header of a 405 on this path.
     pub allow: HeaderValue,
 }
@@ -46,17 +49,15 @@ pub struct Matched<'a> {
 
 impl PathRoutes {
     /// The route serving `method` here; HEAD is answered by GET where its action allows.
-    pub fn route(&self, method: &Method) -> Option<&Arc<RoutePlan>> {
-        self.methods
-            .iter()
-            .find(|(m, _)| m == method)
-            .map(|(_, r)| r)
+    pub fn route(&self, method: &Method) -> Option<(&Arc<RoutePlan>, &Counted)> {
+        let i = self.methods.iter().position(|(m, _)| m == method)?;
+        Some((&self.methods[i].1, self.counted.get(i)?))
     }
 }
 
 impl Router {
-    /// Compiles the plan's routes.
-    pub fn new(routes: &[RoutePlan]) -> Self {
+    /// Compiles the plan's routes, each with its metrics.
+    pub fn new(routes: &[RoutePlan], metrics: &Metrics) -> Self {
         let mut router = Router::default();
         for (path, routes) in registration_order(routes) {
             let mut methods: Vec<(Method, Arc<RoutePlan>)> = routes
@@ -91,10 +92,15 @@ impl Router {
                 router.by_len.resize_with(len + 1, Vec::new);
             }
             router.by_len[len].push(router.paths.len());
+            let counted = methods
+                .iter()
+                .map(|(m, _)| Counted(metrics.route(path, m)))
+                .collect();
             router.paths.push(PathRoutes {
                 template: Arc::from(path),
                 segments,
                 methods,
+                counted,
                 allow,
             });
         }
@@ -138,7 +144,7 @@ mod tests {
         ];
         for pattern in patterns {
             let def = ResourceDef::new(pattern);
-            let router = Router::new(&[route(pattern)]);
+            let router = Router::new(&[route(pattern)], &Metrics::new("-"));
             for path in paths {
                 assert_eq!(
                     router.find(path).is_some(),
@@ -151,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_first_registered_path_wins_and_params_are_captured() {
-        let router = Router::new(&[route("/a/{id}"), route("/a/b")]);
+        let router = Router::new(&[route("/a/{id}"), route("/a/b")], &Metrics::new("-"));
         let m = router.find("/a/b").map(|m| m.path.template.to_string());
         assert_eq!(m.as_deref(), Some("/a/b"));
         let m = router.find("/a/7").map(|m| m.params);

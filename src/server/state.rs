@@ -33,6 +33,7 @@ pub enum StartError {
 /// Builds the shared state from a compiled plan: opens the database, sets up
 /// authentication and renders what is served unchanged.
 pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
+    let metrics = Arc::new(crate::metrics::Metrics::new(&plan.config_hash));
     let opened = crate::store::open(&plan)?;
     for m in &opened.migrations {
         tracing::info!(migration = %m, "applied internal migration");
@@ -40,9 +41,15 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
     for c in &opened.changes {
         tracing::info!("{c}");
     }
-    let (store, resources, cursors) = (opened.store, opened.resources, opened.cursors);
+    let (store, mut resources, cursors) = (opened.store, opened.resources, opened.cursors);
+    for (name, resource) in resources.iter_mut() {
+        // Just opened: nothing else holds them yet.
+        if let Some(resource) = Arc::get_mut(resource) {
+            resource.count_faults_into(metrics.faults(&name.0));
+        }
+    }
     // The writer (SQLite) and the user-sightings drain start before anything can write.
-    let store = store.start(&plan.database)?;
+    let store = store.with_metrics(metrics.store()).start(&plan.database)?;
     let audit = crate::audit::sink::start(store.clone())?;
     audit.offer(
         crate::audit::Event::now("-", "config.loaded", "ok").details(&serde_json::json!({
@@ -58,8 +65,12 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         crate::backup::schedule::start(plan.clone(), schedule)?;
     }
     crate::store::report_missing_kids(&store, resources.values().cloned().collect());
-    let limits = Arc::new(RateLimits::from_plan(&plan)?);
-    let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
+    let limits = Arc::new(RateLimits::from_plan(&plan)?.with_metrics(&metrics));
+    let auth = Arc::new(
+        Authenticator::build(&plan)?
+            .attach_store(&plan, &store)?
+            .with_metrics(&metrics),
+    );
     // The key refresher runs on its own thread: the server serves while the provider
     // is still unreachable.
     auth.start()?;
@@ -76,6 +87,7 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         audit,
         cursors,
         openapi,
+        metrics,
     })
 }
 

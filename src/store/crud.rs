@@ -208,6 +208,8 @@ pub struct Resource {
     insert_sql: String,
     delete_sql: String,
     delete_own_sql: String,
+    /// Counts the stored values that do not decrypt (detached by default).
+    faults: crate::metrics::FaultCounters,
 }
 
 impl Resource {
@@ -276,7 +278,13 @@ impl Resource {
             row_json,
             ring: None,
             cursors: None,
+            faults: Default::default(),
         }
+    }
+
+    /// Counts the values of this resource that do not decrypt into `faults`.
+    pub fn count_faults_into(&mut self, faults: crate::metrics::FaultCounters) {
+        self.faults = faults;
     }
 
     /// Whether the SQL is PostgreSQL's.
@@ -439,7 +447,10 @@ impl Resource {
             field,
             id,
         };
-        let ring = self.ring.as_deref().ok_or(FieldFault::KeyUnavailable)?;
+        let Some(ring) = self.ring.as_deref() else {
+            self.faults.key_unavailable.inc();
+            return Err(FieldFault::KeyUnavailable);
+        };
         ring.open(&aad, stored).map_err(|e| {
             tracing::error!(
                 resource = %self.table.name,
@@ -450,8 +461,14 @@ impl Resource {
                 "a stored value could not be decrypted; answered as null"
             );
             match e {
-                CryptoError::UnknownKey { .. } => FieldFault::KeyUnavailable,
-                _ => FieldFault::Undecryptable,
+                CryptoError::UnknownKey { .. } => {
+                    self.faults.key_unavailable.inc();
+                    FieldFault::KeyUnavailable
+                }
+                _ => {
+                    self.faults.undecryptable.inc();
+                    FieldFault::Undecryptable
+                }
             }
         })
     }

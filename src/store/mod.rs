@@ -164,6 +164,8 @@ pub struct Store {
     /// SQLite, once started: this store's number for the read connection each worker
     /// thread keeps (see [`Store::read`]).
     inline_reads: Option<usize>,
+    /// Writer queue depth, commit batch size and commit latency (detached by default).
+    metrics: crate::metrics::StoreMetrics,
 }
 
 thread_local! {
@@ -228,11 +230,18 @@ impl Store {
             writer: None,
             sightings: None,
             inline_reads: None,
+            metrics: Default::default(),
         };
         let applied = store
             .conn()?
             .with_advisory_lock(SCHEMA_LOCK, migrate_internal)?;
         Ok((store, applied))
+    }
+
+    /// Counts the writer's queue and the commits into `metrics` (before [`Store::start`]).
+    pub fn with_metrics(mut self, metrics: crate::metrics::StoreMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Starts the background writers of a serving process: on SQLite the writer thread
@@ -257,7 +266,8 @@ impl Store {
                 conn.batch_execute("PRAGMA temp_store = MEMORY;")?;
                 let conn = Conn::Sqlite(conn::Lease::Owned(conn));
                 self.writer = Some(Arc::new(
-                    writer::Writer::start(conn, queue, self.busy_timeout, rx).map_err(io)?,
+                    writer::Writer::start(conn, queue, self.busy_timeout, rx, self.metrics.clone())
+                        .map_err(io)?,
                 ));
                 self.inline_reads = Some(STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
             }
@@ -283,6 +293,16 @@ impl Store {
             #[cfg(feature = "postgres")]
             Pools::Pg(p) => Conn::Pg(conn::Lease::Pooled(p.get_timeout(wait)?)),
         })
+    }
+
+    /// The pool's connections and how many of them are idle (for the metrics).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = match &self.pools {
+            Pools::Sqlite(p) => p.state(),
+            #[cfg(feature = "postgres")]
+            Pools::Pg(p) => p.state(),
+        };
+        (state.connections, state.idle_connections)
     }
 
     /// Whether the database is PostgreSQL.
@@ -382,10 +402,13 @@ impl Store {
                 return Err(StoreError::Timeout);
             }
             let mut conn = store.conn_within(deadline.remaining())?;
-            conn.transaction(|c| {
+            let began = std::time::Instant::now();
+            let done = conn.transaction(|c| {
                 c.limit_to(deadline)?;
                 f(c)
-            })
+            });
+            store.committed(&done, began);
+            done
         })
         .await
         .map_err(|_| StoreError::Database("the database task did not finish".into()))?
@@ -409,10 +432,23 @@ impl Store {
                 });
         }
         let mut conn = self.conn_within(deadline.remaining())?;
-        conn.transaction(|c| {
+        let began = std::time::Instant::now();
+        let done = conn.transaction(|c| {
             c.limit_to(deadline)?;
             f(c)
-        })
+        });
+        self.committed(&done, began);
+        done
+    }
+
+    /// Counts one write committed in its own transaction (no writer: PostgreSQL).
+    fn committed<T>(&self, done: &Result<T, StoreError>, began: std::time::Instant) {
+        if done.is_ok() {
+            self.metrics.batch_size.observe(1.0);
+            self.metrics
+                .commit_seconds
+                .observe(began.elapsed().as_secs_f64());
+        }
     }
 
     /// Runs blocking database work off the async workers, on a pooled connection that

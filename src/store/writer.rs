@@ -93,6 +93,8 @@ where
 /// The queue into the writer thread.
 pub struct Writer {
     jobs: SyncSender<Box<dyn Job>>,
+    /// Writes queued and not yet taken by the thread.
+    depth: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// What the writer thread owns.
@@ -100,24 +102,31 @@ struct Thread {
     conn: Conn,
     /// The longest wait for the lock (`database.busy_timeout`).
     busy_timeout: Duration,
+    metrics: crate::metrics::StoreMetrics,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn` (an SQLite connection of its own), with room for
     /// `queue` waiting writes, waiting at most `busy_timeout` for the lock; it also writes
-    /// the user sightings from `sightings`.
+    /// the user sightings from `sightings`; its queue and commits are counted in `metrics`.
     pub fn start(
         conn: Conn,
         queue: usize,
         busy_timeout: Duration,
         sightings: Receiver<Sighting>,
+        metrics: crate::metrics::StoreMetrics,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Box<dyn Job>>(queue.max(1));
-        let mut thread = Thread { conn, busy_timeout };
+        let depth = metrics.queue_depth.clone();
+        let mut thread = Thread {
+            conn,
+            busy_timeout,
+            metrics,
+        };
         std::thread::Builder::new()
             .name("nestflux-writer".into())
             .spawn(move || thread.run(&rx, &sightings))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, depth })
     }
 
     /// Queues `work`; the receiver gets its result once its batch has committed (or
@@ -138,12 +147,20 @@ impl Writer {
             outcome: None,
             reply,
         });
+        // Counted before the send: the thread may take the job before `try_send` returns.
+        self.depth.inc();
         match self.jobs.try_send(job) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(StoreError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(StoreError::Unavailable(
-                "the database writer stopped".into(),
-            )),
+            Err(TrySendError::Full(_)) => {
+                self.depth.dec();
+                Err(StoreError::Overloaded)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.depth.dec();
+                Err(StoreError::Unavailable(
+                    "the database writer stopped".into(),
+                ))
+            }
         }
     }
 }
@@ -167,6 +184,7 @@ impl Thread {
                     Err(_) => break,
                 }
             }
+            self.metrics.queue_depth.dec_by(batch.len() as i64);
             let seen = drain(sightings);
             if !batch.is_empty() || !seen.is_empty() {
                 self.commit(batch, seen);
@@ -205,6 +223,7 @@ impl Thread {
         }
         // Wait for the lock (an outside writer such as `nestflux keys rotate` may hold it) no
         // longer than the earliest deadline of the batch, nor than `database.busy_timeout`.
+        let began = std::time::Instant::now();
         let wait = live
             .iter()
             .map(|j| j.deadline().remaining())
@@ -261,6 +280,12 @@ impl Thread {
             None => match conn.control("COMMIT") {
                 Ok(()) => {
                     tracing::trace!(target: "nestflux::writer", writes = live.len(), sightings = seen.len(), "batch committed");
+                    if !live.is_empty() {
+                        self.metrics.batch_size.observe(live.len() as f64);
+                        self.metrics
+                            .commit_seconds
+                            .observe(began.elapsed().as_secs_f64());
+                    }
                     None
                 }
                 Err(e) => {

@@ -27,6 +27,7 @@ mod explain;
 mod first_run;
 mod health;
 mod http_core;
+mod metrics;
 mod openapi;
 mod ratelimit;
 mod rbac;
