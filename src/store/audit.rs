@@ -153,10 +153,16 @@ pub struct Filter {
     pub until: Option<String>,
     /// Rows with `seq` below this (the cursor: newest first).
     pub before_seq: Option<i64>,
+    /// A time bound no stored row can meet (`since` after year 9999, `until` before year
+    /// 0000, once its offset is applied): the page is empty.
+    pub matches_nothing: bool,
 }
 
 /// Up to `limit` rows matching `f`, newest first.
 pub fn page(conn: &mut Conn, f: &Filter, limit: usize) -> Result<Vec<Row>, StoreError> {
+    if f.matches_nothing {
+        return Ok(Vec::new());
+    }
     let pg = conn.is_postgres();
     let mut wheres = Vec::new();
     let mut binds = Vec::new();

@@ -617,6 +617,22 @@ fn the_audit_route_needs_its_permission_and_filters_and_pages() {
             0
         );
         assert_eq!(items(&page(&format!("action=create&until={ago}"))).len(), 0);
+        // Any RFC 3339 date-time (issue 17: a year before 1970 was a 422): offsets, long
+        // fractions, lowercase, the ends of years 0000 and 9999 past an offset.
+        for (query, n) in [
+            ("since=1969-07-20T20:17:40.000000001-05:00", 5),
+            ("until=0568-03-10T08:44:13.0Z", 0),
+            ("since=0000-01-01t00:30:00%2B01:00", 5),
+            ("until=0000-01-01T00:30:00%2B01:00", 0),
+            ("since=9999-12-31T23:30:00-01:00", 0),
+            ("until=9999-12-31T23:30:00-01:00", 5),
+        ] {
+            assert_eq!(
+                items(&page(&format!("action=create&{query}"))).len(),
+                n,
+                "{query}"
+            );
+        }
 
         // Pages of two, by cursor, cover the five creates once each.
         let mut seen = Vec::new();
