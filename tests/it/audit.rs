@@ -281,6 +281,46 @@ fn a_failing_audit_insert_rolls_its_change_back() {
 }
 
 #[test]
+fn a_row_appended_by_another_process_meanwhile_keeps_one_chain() {
+    // The SQLite writer keeps the chain head between appends (issue 14): a row another
+    // process appends meanwhile (`nestflux keys rotate`, on its own connection) must be
+    // seen, or the next create would fork the chain.
+    for db in backends() {
+        let p = Project::new(&config(&db, ""));
+        let alice = token(&p, "alice", "editor");
+        let s = p.serve(&[]);
+        for title in ["one", "two"] {
+            assert_eq!(
+                post(&s, &alice, json!({ "title": title })).status(),
+                StatusCode::CREATED
+            );
+        }
+        let key = p.run(&["keys", "generate"], &[]);
+        let key = String::from_utf8(key.stdout).unwrap();
+        let out = p.run(
+            &["keys", "rotate"],
+            &[("NESTFLUX_ENCRYPTION__KEYS", key.trim())],
+        );
+        assert!(out.status.success(), "{db:?}: {out:?}");
+        assert_eq!(
+            post(&s, &alice, json!({ "title": "three" })).status(),
+            StatusCode::CREATED
+        );
+        let actions: Vec<String> = export(&p, &[])
+            .iter()
+            .map(|r| r["action"].as_str().unwrap().to_string())
+            .filter(|a| a != "config.loaded")
+            .collect();
+        assert_eq!(
+            actions,
+            ["create", "create", "keys.rotate", "create"],
+            "{db:?}"
+        );
+        assert_eq!(verify(&p).0, 0, "{db:?}: {}", verify(&p).1);
+    }
+}
+
+#[test]
 fn verify_names_the_row_that_was_edited_deleted_or_reordered() {
     for db in backends() {
         let p = Project::new(&config(&db, ""));
