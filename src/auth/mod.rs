@@ -235,6 +235,7 @@ impl Authenticator {
         self,
         plan: &Plan,
         store: &crate::store::Store,
+        audit: &crate::audit::sink::AuditSink,
     ) -> Result<Self, SetupError> {
         let mut me = self;
         if plan.auth.as_ref().is_some_and(|a| a.dev_issuer) {
@@ -253,6 +254,7 @@ impl Authenticator {
                 bearer.jwks().clone(),
                 allowed_algorithms(auth),
                 store.clone(),
+                audit.clone(),
             )?));
         }
         Ok(me)

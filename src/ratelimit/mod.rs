@@ -88,6 +88,8 @@ pub struct RateLimits<B: Backend = Buckets> {
     blocked: quick_cache::sync::Cache<BucketKey, std::time::Instant>,
     trusted: Vec<IpNet>,
     backend: B,
+    /// Where refusals are counted for the audit log (handed down by the server).
+    audit: crate::audit::sink::AuditSink,
 }
 
 /// Clients remembered at once as over their failed-authentication budget.
@@ -103,7 +105,10 @@ struct Policy {
 impl RateLimits<Buckets> {
     /// The limits a plan declares, on the backend it declares (Redis connects lazily and
     /// needs a Tokio runtime; the memory backend is swept in the background).
-    pub fn from_plan(plan: &Plan) -> Result<Self, redis::RedisSetupError> {
+    pub fn from_plan(
+        plan: &Plan,
+        audit: crate::audit::sink::AuditSink,
+    ) -> Result<Self, redis::RedisSetupError> {
         let policies: Vec<_> = plan.rate_limits.policies.values().cloned().collect();
         let backend = match &plan.rate_limits.backend {
             LimitBackend::Memory => Buckets::Memory(MemoryBackend::new(&policies)),
@@ -113,11 +118,9 @@ impl RateLimits<Buckets> {
                 plan.rate_limits.clock_offset_ns,
             )?),
         };
-        Ok(Self::new(
-            &plan.rate_limits,
-            &plan.server.trusted_proxies,
-            backend,
-        ))
+        let mut limits = Self::new(&plan.rate_limits, &plan.server.trusted_proxies, backend);
+        limits.audit = audit;
+        Ok(limits)
     }
 }
 
@@ -154,7 +157,13 @@ impl<B: Backend> RateLimits<B> {
             blocked: quick_cache::sync::Cache::new(BLOCKED_CLIENTS),
             trusted: trusted.to_vec(),
             backend,
+            audit: Default::default(),
         }
+    }
+
+    /// Counts a refusal under `policy` for the audit log (one row per source per window).
+    pub fn audit_refusal(&self, source: &str, policy: &str) {
+        self.audit.rate_limited(source, policy);
     }
 
     /// Whether no policy is declared (nothing to count, no headers to send).

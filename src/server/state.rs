@@ -55,8 +55,8 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         crate::audit::retention::start(store.clone(), retain)?;
     }
     crate::store::report_missing_kids(&store, resources.values().cloned().collect());
-    let limits = Arc::new(RateLimits::from_plan(&plan)?);
-    let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store)?);
+    let limits = Arc::new(RateLimits::from_plan(&plan, audit.clone())?);
+    let auth = Arc::new(Authenticator::build(&plan)?.attach_store(&plan, &store, &audit)?);
     // The key refresher runs on its own thread: the server serves while the provider
     // is still unreachable.
     auth.start()?;
