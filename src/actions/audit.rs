@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::audit::time::Bound;
 use crate::deadline::Deadline;
 use crate::problem::Problem;
 use crate::store::audit::Filter;
@@ -111,15 +112,19 @@ fn query(text: &str, state: &AppState) -> Result<(Filter, usize), Problem> {
             "action" => f.action = v,
             "resource" => f.resource = v,
             "record_id" => f.record_id = v,
-            "since" | "until" => match humantime::parse_rfc3339(&value) {
-                Ok(t) => {
-                    let t = Some(humantime::format_rfc3339_micros(t).to_string());
-                    if name == "since" { f.since = t } else { f.until = t }
+            "since" | "until" => match crate::audit::time::parse(&value) {
+                // A bound no stored time can meet: `at >= after-all` or `at < before-all`.
+                Some(Bound::AfterAll) if name == "since" => f.matches_nothing = true,
+                Some(Bound::BeforeAll) if name == "until" => f.matches_nothing = true,
+                // A bound every stored time meets: no bound.
+                Some(Bound::BeforeAll | Bound::AfterAll) => {}
+                Some(Bound::At(t)) => {
+                    if name == "since" { f.since = Some(t) } else { f.until = Some(t) }
                 }
-                Err(_) => errors.push(bad(
+                None => errors.push(bad(
                     &name,
                     "format",
-                    "an RFC 3339 UTC time, e.g. 2026-11-30T00:00:00Z".into(),
+                    "an RFC 3339 date-time, e.g. 2026-11-30T00:00:00Z or 2026-11-30T01:00:00.5+01:00".into(),
                 )),
             },
             "limit" => match value.parse::<usize>() {

@@ -34,7 +34,7 @@ pub struct AppState {
     /// The last readiness check, for `health`.
     pub readiness: Readiness,
     /// The sink of non-mutation audit events.
-    pub audit: Arc<crate::audit::sink::Sink>,
+    pub audit: crate::audit::sink::AuditSink,
     /// Signs and checks the audit log's page cursors.
     pub cursors: Arc<crate::store::cursor::CursorKeys>,
     /// The OpenAPI document of the plan, rendered once at startup when a route serves it:

@@ -145,8 +145,15 @@ pub fn hash(prev_hash: &str, seq: i64, e: &Event) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(encode(seq, e));
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in h.finalize() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@
 //!            minute; every written row also traced under the target `audit`
 //! verify     walk the chain from its first row (or its prune anchor) to the head
 //! retention  prune rows older than `[audit] retain`, leaving an anchor row
+//! time       any RFC 3339 date-time as a bound in the stored form (the `since`/`until` filters)
 //! ```
 //!
 //! The SQL is in `store::audit`.
@@ -16,6 +17,7 @@
 pub mod chain;
 pub mod retention;
 pub mod sink;
+pub mod time;
 pub mod verify;
 
 pub use chain::{Event, Row};

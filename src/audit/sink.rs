@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -43,16 +43,21 @@ struct Counters {
 }
 
 /// The sink: a bounded queue and the counters, written by one thread.
-pub struct Sink {
+struct Sink {
     tx: SyncSender<Msg>,
     counters: Mutex<Counters>,
     lost: AtomicU64,
 }
 
-static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
+/// A handle on the sink, handed down to what records events (the request pipeline, the
+/// rate limiter, browser sessions) so no layer reaches for a global: cloned freely; the
+/// [`Default`] handle (tools, a rate limiter or sessions built without a server) records
+/// nothing.
+#[derive(Clone, Default)]
+pub struct AuditSink(Option<Arc<Sink>>);
 
-/// Starts the sink thread of a serving process and makes it the one [`offer`] uses.
-pub fn start(store: Store) -> std::io::Result<Arc<Sink>> {
+/// Starts the sink thread of a serving process; events reach it through the handle.
+pub fn start(store: Store) -> std::io::Result<AuditSink> {
     let (tx, rx) = sync_channel(QUEUE);
     let sink = Arc::new(Sink {
         tx,
@@ -66,36 +71,44 @@ pub fn start(store: Store) -> std::io::Result<Arc<Sink>> {
     std::thread::Builder::new()
         .name("nestflux-audit".into())
         .spawn(move || thread_sink.run(&store, &rx))?;
-    // A second server in one process (tests of the library) keeps the first sink.
-    let _ = SINK.set(sink.clone());
-    Ok(sink)
+    Ok(AuditSink(Some(sink)))
 }
 
-/// Queues a non-mutation event, never waiting; dropped (and counted) when the queue is full
-/// or no server runs in this process.
-pub fn offer(event: Event) {
-    if let Some(sink) = SINK.get() {
-        sink.offer(event);
+impl AuditSink {
+    /// Queues a non-mutation event, never waiting; dropped (and counted) when the queue is
+    /// full.
+    pub fn offer(&self, event: Event) {
+        if let Some(sink) = &self.0 {
+            sink.offer(event);
+        }
     }
-}
 
-/// Counts one failed authentication from `source` (written once per window).
-pub fn auth_failed(source: &str, why: &str) {
-    if let Some(sink) = SINK.get() {
-        sink.count("auth.failures", source, why);
+    /// Counts one failed authentication from `source` (written once per window).
+    pub fn auth_failed(&self, source: &str, why: &str) {
+        if let Some(sink) = &self.0 {
+            sink.count("auth.failures", source, why);
+        }
     }
-}
 
-/// Counts one rate-limit refusal from `source` under `policy` (written once per window).
-pub fn rate_limited(source: &str, policy: &str) {
-    if let Some(sink) = SINK.get() {
-        sink.count("ratelimit.exceeded", source, policy);
+    /// Counts one rate-limit refusal from `source` under `policy` (written once per window).
+    pub fn rate_limited(&self, source: &str, policy: &str) {
+        if let Some(sink) = &self.0 {
+            sink.count("ratelimit.exceeded", source, policy);
+        }
+    }
+
+    /// Writes the counters now and waits (at most `wait`) until they are written: at
+    /// shutdown, so the last window is not lost.
+    pub fn flush(&self, wait: Duration) {
+        if let Some(sink) = &self.0 {
+            sink.flush(wait);
+        }
     }
 }
 
 impl Sink {
     /// Queues `event`, never waiting.
-    pub fn offer(&self, event: Event) {
+    fn offer(&self, event: Event) {
         match self.tx.try_send(Msg::Event(Box::new(event))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -123,9 +136,7 @@ impl Sink {
         }
     }
 
-    /// Writes the counters now and waits (at most `wait`) until they are written: at
-    /// shutdown, so the last window is not lost.
-    pub fn flush(&self, wait: Duration) {
+    fn flush(&self, wait: Duration) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
             let _ = rx.recv_timeout(wait);

@@ -251,6 +251,7 @@ impl Authenticator {
         self,
         plan: &Plan,
         store: &crate::store::Store,
+        audit: &crate::audit::sink::AuditSink,
     ) -> Result<Self, SetupError> {
         let mut me = self;
         if plan.auth.as_ref().is_some_and(|a| a.dev_issuer) {
@@ -269,6 +270,7 @@ impl Authenticator {
                 bearer.jwks().clone(),
                 allowed_algorithms(auth),
                 store.clone(),
+                audit.clone(),
             )?));
         }
         Ok(me)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::audit::sink::AuditSink;
 use crate::crypto::KeyRing;
 use crate::plan::Plan;
 use crate::plan::backup::SchedulePlan;
@@ -16,15 +17,15 @@ const PREFIX: &str = "nestflux-";
 const SUFFIX: &str = ".db";
 
 /// Starts the backup thread of a serving process.
-pub fn start(plan: Arc<Plan>, schedule: SchedulePlan) -> std::io::Result<()> {
+pub fn start(plan: Arc<Plan>, schedule: SchedulePlan, audit: AuditSink) -> std::io::Result<()> {
     let ring = plan.encryption.ring.clone();
     std::thread::Builder::new()
         .name("nestflux-backup".into())
-        .spawn(move || run(&plan, ring.as_deref(), &schedule))
+        .spawn(move || run(&plan, ring.as_deref(), &schedule, &audit))
         .map(|_| ())
 }
 
-fn run(plan: &Plan, ring: Option<&KeyRing>, schedule: &SchedulePlan) {
+fn run(plan: &Plan, ring: Option<&KeyRing>, schedule: &SchedulePlan, audit: &AuditSink) {
     let mut failed_at: Option<Instant> = None;
     loop {
         let mut wait = match newest(&schedule.dir).and_then(|t| t.elapsed().ok()) {
@@ -37,12 +38,17 @@ fn run(plan: &Plan, ring: Option<&KeyRing>, schedule: &SchedulePlan) {
             wait = wait.max(schedule.every.saturating_sub(at.elapsed()));
         }
         std::thread::sleep(wait);
-        failed_at = (!take(plan, ring, schedule)).then(Instant::now);
+        failed_at = (!take(plan, ring, schedule, audit)).then(Instant::now);
     }
 }
 
 /// One scheduled backup, then the rotation; whether the backup was taken.
-pub fn take(plan: &Plan, ring: Option<&KeyRing>, schedule: &SchedulePlan) -> bool {
+pub fn take(
+    plan: &Plan,
+    ring: Option<&KeyRing>,
+    schedule: &SchedulePlan,
+    audit: &AuditSink,
+) -> bool {
     let stamp = humantime::format_rfc3339_micros(SystemTime::now())
         .to_string()
         .replace(['-', ':'], "");
@@ -61,7 +67,7 @@ pub fn take(plan: &Plan, ring: Option<&KeyRing>, schedule: &SchedulePlan) -> boo
             for p in &taken.key_problems {
                 tracing::warn!(target: "nestflux::backup", "{p}");
             }
-            crate::audit::sink::offer(crate::audit::Event::now("-", "backup.taken", "ok").details(
+            audit.offer(crate::audit::Event::now("-", "backup.taken", "ok").details(
                 &serde_json::json!({
                     "file": file_name(&taken.file),
                     "sha256": taken.manifest.sha256,
@@ -74,7 +80,7 @@ pub fn take(plan: &Plan, ring: Option<&KeyRing>, schedule: &SchedulePlan) -> boo
         }
         Err(e) => {
             tracing::error!(target: "nestflux::backup", error = %e, "scheduled backup failed");
-            crate::audit::sink::offer(
+            audit.offer(
                 crate::audit::Event::now("-", "backup.taken", "failed")
                     .details(&serde_json::json!({ "file": file_name(&file) })),
             );

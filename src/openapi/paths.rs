@@ -229,7 +229,11 @@ fn audit_parameters() -> Vec<Value> {
             "Events per page.",
             json!({ "type": "integer", "minimum": 1, "maximum": 200, "default": 50 }),
         ),
-        query("cursor", "The `next_cursor` of the previous page.", text()),
+        query(
+            "cursor",
+            "The `next_cursor` of the previous page, unchanged (it is authenticated: an edited or foreign cursor is a 400). Empty or absent: the first page.",
+            text(),
+        ),
     ]
 }
 

@@ -97,7 +97,7 @@ async fn count_global(
             Ok(())
         }
         Err(refusal) => {
-            crate::audit::sink::rate_limited(&ip.to_string(), "global");
+            limits.audit_refusal(&ip.to_string(), "global");
             let mut res = refusal.problem.to_response(&request_id::of(req));
             if let Some(applied) = refusal.applied {
                 limits.write_headers(&[applied], res.headers_mut());

@@ -90,6 +90,8 @@ pub struct RateLimits<B: Backend = Buckets> {
     backend: B,
     /// Each policy's decision counters, by [`PolicyId`] (none: not counted).
     decisions: Vec<crate::metrics::Decisions>,
+    /// Where refusals are counted for the audit log (handed down by the server).
+    audit: crate::audit::sink::AuditSink,
 }
 
 /// Clients remembered at once as over their failed-authentication budget.
@@ -105,7 +107,10 @@ struct Policy {
 impl RateLimits<Buckets> {
     /// The limits a plan declares, on the backend it declares (Redis connects lazily and
     /// needs a Tokio runtime; the memory backend is swept in the background).
-    pub fn from_plan(plan: &Plan) -> Result<Self, redis::RedisSetupError> {
+    pub fn from_plan(
+        plan: &Plan,
+        audit: crate::audit::sink::AuditSink,
+    ) -> Result<Self, redis::RedisSetupError> {
         let policies: Vec<_> = plan.rate_limits.policies.values().cloned().collect();
         let backend = match &plan.rate_limits.backend {
             LimitBackend::Memory => Buckets::Memory(MemoryBackend::new(&policies)),
@@ -115,11 +120,9 @@ impl RateLimits<Buckets> {
                 plan.rate_limits.clock_offset_ns,
             )?),
         };
-        Ok(Self::new(
-            &plan.rate_limits,
-            &plan.server.trusted_proxies,
-            backend,
-        ))
+        let mut limits = Self::new(&plan.rate_limits, &plan.server.trusted_proxies, backend);
+        limits.audit = audit;
+        Ok(limits)
     }
 }
 
@@ -136,11 +139,13 @@ impl RateLimits<Buckets> {
         }
         let policies: Vec<_> = plan.rate_limits.policies.values().cloned().collect();
         let (backend, kept) = old.carry_over(&policies);
-        let limits = Self::new(
+        let mut limits = Self::new(
             &plan.rate_limits,
             &plan.server.trusted_proxies,
             Buckets::Memory(backend),
         );
+        // Refusals of the new plan are audited like the old one's.
+        limits.audit = self.audit.clone();
         Some((limits, kept))
     }
 }
@@ -179,6 +184,7 @@ impl<B: Backend> RateLimits<B> {
             trusted: trusted.to_vec(),
             backend,
             decisions: Vec::new(),
+            audit: Default::default(),
         }
     }
 
@@ -195,6 +201,11 @@ impl<B: Backend> RateLimits<B> {
     /// The decision counters of `policy`, when counted.
     fn decided(&self, policy: PolicyId) -> Option<&crate::metrics::Decisions> {
         self.decisions.get(policy.0)
+    }
+
+    /// Counts a refusal under `policy` for the audit log (one row per source per window).
+    pub fn audit_refusal(&self, source: &str, policy: &str) {
+        self.audit.rate_limited(source, policy);
     }
 
     /// Whether no policy is declared (nothing to count, no headers to send).

@@ -26,6 +26,7 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 
+use crate::audit::sink::AuditSink;
 use crate::deadline::Deadline;
 use crate::plan::Plan;
 use crate::problem::Problem;
@@ -233,7 +234,7 @@ async fn handle(
             ))
             .await
             .map_err(late)?
-            .inspect_err(|p| audit_auth_refusal(p, &ip))?;
+            .inspect_err(|p| audit_auth_refusal(&state.audit, p, &ip))?;
         // Route rate limit: after authentication, which puts the `Caller` it keys by.
         deadline
             .within(crate::ratelimit::middleware::route(
@@ -246,13 +247,13 @@ async fn handle(
             .inspect_err(|p| {
                 if p.status == StatusCode::TOO_MANY_REQUESTS {
                     let policy = route.rate_limit.as_ref().map_or("-", |n| n.0.as_str());
-                    crate::audit::sink::rate_limited(&ip.to_string(), policy);
+                    state.audit.rate_limited(&ip.to_string(), policy);
                 }
             })?;
         // Authorization: the `Decision` into the extensions, or 403.
         crate::authz::authorize(&state.authz, &route, &req).inspect_err(|p| {
             crate::metrics::denied(&req, p.status.as_u16());
-            audit_denial(&route, &req, p, &ip);
+            audit_denial(&state.audit, &route, &req, p, &ip);
         })?;
         let limit = state.plan.server.body_limit;
         let body = deadline
@@ -264,7 +265,7 @@ async fn handle(
             .await
             .inspect_err(|p| {
                 crate::metrics::denied(&req, p.status.as_u16());
-                audit_denial(&route, &req, p, &ip);
+                audit_denial(&state.audit, &route, &req, p, &ip);
             })
     };
     guarded(work, &rid, &route.path).await
@@ -273,7 +274,7 @@ async fn handle(
 /// Counts a refused authentication (a credential that did not prove anything, or a client
 /// over its `auth_failures` budget) for the audit log's per-source, per-minute row. A request
 /// without credentials is not a failure.
-fn audit_auth_refusal(p: &Problem, ip: &std::net::IpAddr) {
+fn audit_auth_refusal(audit: &AuditSink, p: &Problem, ip: &std::net::IpAddr) {
     let presented = p
         .headers
         .iter()
@@ -283,11 +284,12 @@ fn audit_auth_refusal(p: &Problem, ip: &std::net::IpAddr) {
         StatusCode::TOO_MANY_REQUESTS => "over-budget",
         _ => return,
     };
-    crate::audit::sink::auth_failed(&ip.to_string(), why);
+    audit.auth_failed(&ip.to_string(), why);
 }
 
 /// Records a 403 of the authorization stage: who, which route, which permission.
 fn audit_denial(
+    audit: &AuditSink,
     route: &crate::plan::routes::RoutePlan,
     req: &HttpRequest,
     p: &Problem,
@@ -317,7 +319,7 @@ fn audit_denial(
             "permission": permission,
         }))
         .request(&request_id::of(req), &ip.to_string());
-    crate::audit::sink::offer(event);
+    audit.offer(event);
 }
 
 /// The `auth_failures` budget of the client making a request.

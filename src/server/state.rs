@@ -62,13 +62,13 @@ pub fn build(plan: Arc<Plan>) -> Result<AppState, StartError> {
         crate::audit::retention::start(store.clone(), retain)?;
     }
     if let Some(schedule) = plan.backup.clone() {
-        crate::backup::schedule::start(plan.clone(), schedule)?;
+        crate::backup::schedule::start(plan.clone(), schedule, audit.clone())?;
     }
     crate::store::report_missing_kids(&store, resources.values().cloned().collect());
-    let limits = Arc::new(RateLimits::from_plan(&plan)?.with_metrics(&metrics));
+    let limits = Arc::new(RateLimits::from_plan(&plan, audit.clone())?.with_metrics(&metrics));
     let auth = Arc::new(
         Authenticator::build(&plan)?
-            .attach_store(&plan, &store)?
+            .attach_store(&plan, &store, &audit)?
             .with_metrics(&metrics),
     );
     // The key refresher runs on its own thread: the server serves while the provider

@@ -72,12 +72,68 @@ impl From<Stored> for Row {
     }
 }
 
-#[derive(Debug, Clone, QueryableByName)]
-struct Head {
-    #[diesel(sql_type = BigInt)]
-    seq: i64,
-    #[diesel(sql_type = Text)]
-    hash: String,
+/// The head of the chain, `(seq, hash)`; `None` while the chain is empty.
+type Head = Option<(i64, String)>;
+
+/// The chain head the SQLite writer keeps between appends, so an append reads no row.
+///
+/// It is only trusted while nothing else can have moved the chain: it is forgotten (and the
+/// next append reads the head again, inside its transaction) when a write's savepoint rolls
+/// back or a batch does not commit (what was appended is gone), and at the start of a batch
+/// when another connection committed since the writer's last one (`PRAGMA data_version`,
+/// read under the write lock): `nestflux keys rotate`, `audit prune`, a pooled write.
+#[derive(Debug, Default)]
+pub struct HeadCache {
+    /// `None`: unknown.
+    head: Option<Head>,
+    /// `PRAGMA data_version` at the last batch start: it changes when another connection
+    /// commits.
+    data_version: Option<String>,
+}
+
+/// Forgets the chain head a connection keeps, if it keeps one: what it appended since its
+/// last commit may have been rolled back.
+pub fn forget_head(conn: &mut Conn) {
+    if let Some(cache) = conn.head_cache() {
+        cache.head = None;
+    }
+}
+
+/// At the start of a writer batch, under the write lock: forgets the kept head if another
+/// connection committed since the last batch (or if that cannot be told).
+pub fn batch_began(conn: &mut Conn) {
+    if conn.head_cache().is_none() {
+        return;
+    }
+    let version = conn
+        .query_json_cached(
+            "SELECT CAST(data_version AS TEXT) AS j FROM pragma_data_version",
+            &[],
+        )
+        .ok()
+        .and_then(|v| v.into_iter().next());
+    if let Some(cache) = conn.head_cache()
+        && (version.is_none() || cache.data_version != version)
+    {
+        cache.head = None;
+        cache.data_version = version;
+    }
+}
+
+/// The chain's head as stored, read in the caller's transaction (a prepared statement).
+fn read_head(conn: &mut Conn) -> Result<Head, StoreError> {
+    let found = conn.query_json_cached(
+        "SELECT CAST(seq AS TEXT) || ':' || hash AS j FROM nestflux_audit ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?;
+    match found.into_iter().next() {
+        None => Ok(None),
+        Some(text) => text
+            .split_once(':')
+            .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash.to_string())))
+            .map(Some)
+            .ok_or_else(|| StoreError::Database("the audit chain head is malformed".into())),
+    }
 }
 
 fn text(s: &str) -> Bind {
@@ -91,30 +147,26 @@ fn ph(pg: bool, n: usize) -> String {
 /// Appends `events` after the chain's head, in the caller's open transaction; returns the
 /// rows as stored. On PostgreSQL it first takes the chain's advisory lock, held until the
 /// transaction ends, so call it last in the transaction: the lock is then held only for the
-/// insert and the commit.
+/// insert and the commit. The head is read from the table, or taken from the connection's
+/// [`HeadCache`] (the SQLite writer's).
 pub fn append(conn: &mut Conn, events: Vec<Event>) -> Result<Vec<Row>, StoreError> {
     let pg = conn.is_postgres();
     if pg {
         conn.batch(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})"))?;
     }
-    let head = rows::<Head>(
-        conn,
-        "SELECT seq, hash FROM nestflux_audit ORDER BY seq DESC LIMIT 1",
-        &[],
-    )?
-    .into_iter()
-    .next();
-    let mut head = head.map(|h| (h.seq, h.hash));
-    let sql = format!(
-        "INSERT INTO nestflux_audit ({COLUMNS}) VALUES ({})",
-        (1..=12).map(|n| ph(pg, n)).collect::<Vec<_>>().join(", ")
-    );
+    // Taken out: on any error below it stays unknown, and the next append reads it.
+    let kept = conn.head_cache().and_then(|c| c.head.take());
+    let mut head = match kept {
+        Some(head) => head,
+        None => read_head(conn)?,
+    };
+    let sql = insert_sql(pg);
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let row = Row::after(head.as_ref().map(|(s, h)| (*s, h.as_str())), event);
         let e = &row.event;
         conn.execute_cached(
-            &sql,
+            sql,
             &[
                 Bind::Int(Some(row.seq)),
                 text(&e.at),
@@ -133,7 +185,22 @@ pub fn append(conn: &mut Conn, events: Vec<Event>) -> Result<Vec<Row>, StoreErro
         head = Some((row.seq, row.hash.clone()));
         out.push(row);
     }
+    if let Some(cache) = conn.head_cache() {
+        cache.head = Some(head);
+    }
     Ok(out)
+}
+
+/// The insert of one row, built once per dialect.
+fn insert_sql(pg: bool) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    SQL[usize::from(pg)].get_or_init(|| {
+        format!(
+            "INSERT INTO nestflux_audit ({COLUMNS}) VALUES ({})",
+            (1..=12).map(|n| ph(pg, n)).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 /// What the `audit` action may filter on; every filter is an equality but the time range.
@@ -153,10 +220,16 @@ pub struct Filter {
     pub until: Option<String>,
     /// Rows with `seq` below this (the cursor: newest first).
     pub before_seq: Option<i64>,
+    /// A time bound no stored row can meet (`since` after year 9999, `until` before year
+    /// 0000, once its offset is applied): the page is empty.
+    pub matches_nothing: bool,
 }
 
 /// Up to `limit` rows matching `f`, newest first.
 pub fn page(conn: &mut Conn, f: &Filter, limit: usize) -> Result<Vec<Row>, StoreError> {
+    if f.matches_nothing {
+        return Ok(Vec::new());
+    }
     let pg = conn.is_postgres();
     let mut wheres = Vec::new();
     let mut binds = Vec::new();

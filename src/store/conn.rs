@@ -54,12 +54,15 @@ pub enum Raw<'a> {
     Pg(&'a mut diesel::pg::PgConnection),
 }
 
-/// A connection borrowed from a pool, or owned outright (the SQLite writer's).
+/// A connection borrowed from a pool, or owned outright.
 pub enum Lease<C: R2D2Connection + 'static> {
     /// Returned to its pool on drop.
     Pooled(PooledConnection<ConnectionManager<C>>),
     /// Closed on drop.
     Owned(C),
+    /// The SQLite writer's (closed on drop), with the audit chain head it keeps between
+    /// appends (`store::audit`): the one connection that appends on a serving SQLite store.
+    Writer(C, Box<super::audit::HeadCache>),
 }
 
 impl<C: R2D2Connection + 'static> Deref for Lease<C> {
@@ -67,7 +70,7 @@ impl<C: R2D2Connection + 'static> Deref for Lease<C> {
     fn deref(&self) -> &C {
         match self {
             Lease::Pooled(c) => c,
-            Lease::Owned(c) => c,
+            Lease::Owned(c) | Lease::Writer(c, _) => c,
         }
     }
 }
@@ -76,7 +79,7 @@ impl<C: R2D2Connection + 'static> DerefMut for Lease<C> {
     fn deref_mut(&mut self) -> &mut C {
         match self {
             Lease::Pooled(c) => c,
-            Lease::Owned(c) => c,
+            Lease::Owned(c) | Lease::Writer(c, _) => c,
         }
     }
 }
@@ -383,6 +386,14 @@ impl Conn {
             Conn::Pg(c) => f(Raw::Pg(c)),
         }
         .map_err(StoreError::from)
+    }
+
+    /// The chain head this connection keeps: only the SQLite writer's does.
+    pub fn head_cache(&mut self) -> Option<&mut super::audit::HeadCache> {
+        match self {
+            Conn::Sqlite(Lease::Writer(_, head)) => Some(head),
+            _ => None,
+        }
     }
 
     /// Whether this is a PostgreSQL connection.

@@ -264,7 +264,7 @@ impl Store {
                 // sub-journal: in memory, not a temporary file written page by page (that
                 // was a fifth of the writer's time). Durability comes from the WAL alone.
                 conn.batch_execute("PRAGMA temp_store = MEMORY;")?;
-                let conn = Conn::Sqlite(conn::Lease::Owned(conn));
+                let conn = Conn::Sqlite(conn::Lease::Writer(conn, Box::default()));
                 self.writer = Some(Arc::new(
                     writer::Writer::start(conn, queue, self.busy_timeout, rx, self.metrics.clone())
                         .map_err(io)?,

@@ -371,28 +371,28 @@ pub fn store_refresh(
     Ok(n == 1)
 }
 
-/// The sealed ID token of a deleted session.
+/// What is left of a deleted session: whose it was, and its sealed ID token (for the logout
+/// hint).
 #[derive(QueryableByName)]
-struct Deleted {
+pub struct Deleted {
+    /// The session's subject.
+    #[diesel(sql_type = Text)]
+    pub subject: String,
+    /// The sealed ID token.
     #[diesel(sql_type = Nullable<Text>)]
-    id_token: Option<String>,
+    pub id_token: Option<String>,
 }
 
-/// Deletes a session. `Some(id_token)` when a row was deleted (with its sealed ID token,
-/// for the logout hint), `None` when there was none.
-pub fn delete_session(
-    conn: &mut Conn,
-    id_hash: &str,
-) -> Result<Option<Option<String>>, StoreError> {
+/// Deletes a session; `None` when there was none.
+pub fn delete_session(conn: &mut Conn, id_hash: &str) -> Result<Option<Deleted>, StoreError> {
     let pg = conn.is_postgres();
     let sql = format!(
-        "DELETE FROM nestflux_sessions WHERE id_hash = {} RETURNING id_token",
+        "DELETE FROM nestflux_sessions WHERE id_hash = {} RETURNING subject, id_token",
         placeholder(pg, 1, Kind::Text)
     );
     Ok(rows::<Deleted>(conn, &sql, &[text(id_hash)])?
         .into_iter()
-        .next()
-        .map(|d| d.id_token))
+        .next())
 }
 
 /// Deletes sessions past their idle or absolute expiry and logins past theirs; returns how

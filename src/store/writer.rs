@@ -246,6 +246,8 @@ impl Thread {
             }
             return;
         }
+        // Under the write lock: the audit chain head the writer keeps is checked once here.
+        super::audit::batch_began(conn);
         let mut broken = None;
         let mut ran = 0;
         for job in &mut live {
@@ -258,6 +260,8 @@ impl Thread {
             let end = if ok {
                 conn.control("RELEASE nf_write")
             } else {
+                // What the write appended to the audit chain is rolled back with it.
+                super::audit::forget_head(conn);
                 conn.control("ROLLBACK TO nf_write")
                     .and_then(|()| conn.control("RELEASE nf_write"))
             };
@@ -270,6 +274,9 @@ impl Thread {
         }
         if broken.is_none() {
             record_sightings(conn, &seen);
+        }
+        if broken.is_some() {
+            super::audit::forget_head(conn);
         }
         let failure = match broken {
             Some(e) => {
@@ -289,6 +296,7 @@ impl Thread {
                     None
                 }
                 Err(e) => {
+                    super::audit::forget_head(conn);
                     tracing::error!(error = %e, jobs = live.len(), "write batch did not commit");
                     let _ = conn.batch("ROLLBACK");
                     Some(StoreError::Unavailable(e.to_string()))

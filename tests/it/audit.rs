@@ -281,6 +281,46 @@ fn a_failing_audit_insert_rolls_its_change_back() {
 }
 
 #[test]
+fn a_row_appended_by_another_process_meanwhile_keeps_one_chain() {
+    // The SQLite writer keeps the chain head between appends (issue 14): a row another
+    // process appends meanwhile (`nestflux keys rotate`, on its own connection) must be
+    // seen, or the next create would fork the chain.
+    for db in backends() {
+        let p = Project::new(&config(&db, ""));
+        let alice = token(&p, "alice", "editor");
+        let s = p.serve(&[]);
+        for title in ["one", "two"] {
+            assert_eq!(
+                post(&s, &alice, json!({ "title": title })).status(),
+                StatusCode::CREATED
+            );
+        }
+        let key = p.run(&["keys", "generate"], &[]);
+        let key = String::from_utf8(key.stdout).unwrap();
+        let out = p.run(
+            &["keys", "rotate"],
+            &[("NESTFLUX_ENCRYPTION__KEYS", key.trim())],
+        );
+        assert!(out.status.success(), "{db:?}: {out:?}");
+        assert_eq!(
+            post(&s, &alice, json!({ "title": "three" })).status(),
+            StatusCode::CREATED
+        );
+        let actions: Vec<String> = export(&p, &[])
+            .iter()
+            .map(|r| r["action"].as_str().unwrap().to_string())
+            .filter(|a| a != "config.loaded")
+            .collect();
+        assert_eq!(
+            actions,
+            ["create", "create", "keys.rotate", "create"],
+            "{db:?}"
+        );
+        assert_eq!(verify(&p).0, 0, "{db:?}: {}", verify(&p).1);
+    }
+}
+
+#[test]
 fn verify_names_the_row_that_was_edited_deleted_or_reordered() {
     for db in backends() {
         let p = Project::new(&config(&db, ""));
@@ -617,6 +657,22 @@ fn the_audit_route_needs_its_permission_and_filters_and_pages() {
             0
         );
         assert_eq!(items(&page(&format!("action=create&until={ago}"))).len(), 0);
+        // Any RFC 3339 date-time (issue 17: a year before 1970 was a 422): offsets, long
+        // fractions, lowercase, the ends of years 0000 and 9999 past an offset.
+        for (query, n) in [
+            ("since=1969-07-20T20:17:40.000000001-05:00", 5),
+            ("until=0568-03-10T08:44:13.0Z", 0),
+            ("since=0000-01-01t00:30:00%2B01:00", 5),
+            ("until=0000-01-01T00:30:00%2B01:00", 0),
+            ("since=9999-12-31T23:30:00-01:00", 0),
+            ("until=9999-12-31T23:30:00-01:00", 5),
+        ] {
+            assert_eq!(
+                items(&page(&format!("action=create&{query}"))).len(),
+                n,
+                "{query}"
+            );
+        }
 
         // Pages of two, by cursor, cover the five creates once each.
         let mut seen = Vec::new();

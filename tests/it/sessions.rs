@@ -476,6 +476,20 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
     );
     assert!(!browser.jar.contains_key(LOGIN));
     let logged_in_at = Instant::now();
+    // The login's audit row committed with the session: there as soon as the callback
+    // answered, no queue to wait for.
+    let session_rows = |rig: &Rig| {
+        texts(
+            &rig.opts.db,
+            &rig.project,
+            "SELECT action AS a, actor AS b FROM nestflux_audit \
+             WHERE action LIKE 'session.%' ORDER BY seq",
+        )
+    };
+    assert_eq!(
+        session_rows(&rig),
+        vec![("session.login".to_string(), "admin".to_string())]
+    );
 
     // The cookie authenticates API calls: subject, roles from the access token.
     let me = json(get(&browser, &rig.url("/api/me")));
@@ -574,6 +588,14 @@ fn login_api_call_refresh_and_logout_on(db: Db) {
         page.text().unwrap_or_default()
     );
     assert_eq!(rig.sessions_in_db(), 0);
+    // The logout's row too, with whose session it was (not `-`).
+    assert_eq!(
+        session_rows(&rig),
+        vec![
+            ("session.login".to_string(), "admin".to_string()),
+            ("session.logout".to_string(), "admin".to_string()),
+        ]
+    );
 
     // The old cookie is refused everywhere now.
     let mut stale = Agent::new();

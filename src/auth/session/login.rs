@@ -16,8 +16,12 @@ use super::{
     unhex32,
 };
 use crate::auth::jwt::BearerVerifier;
+use crate::deadline::Deadline;
 use crate::problem::Problem;
 use crate::store::sessions::{self as rows, PendingLogin, SessionRow};
+
+/// How long a login's or logout's write may take when the request carries no deadline.
+const WRITE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long logout waits to learn the provider's logout endpoint.
 const LOGOUT_DISCOVERY: std::time::Duration = std::time::Duration::from_secs(3);
@@ -248,15 +252,19 @@ impl Sessions {
             generation: 0,
             refresh_lease_until: None,
         };
-        self.store
-            .run(move |c| rows::insert_session(c, &row))
+        // A login is a decision: its audit row commits with the session, or neither does.
+        let event = crate::audit::Event::now(&verified.subject, "session.login", "ok")
+            .request(&crate::request_id::of(req), &peer(req));
+        let audited = self
+            .store
+            .write(Deadline::of(req, WRITE_WITHIN), move |c| {
+                rows::insert_session(c, &row)?;
+                crate::store::audit::append(c, vec![event])
+            })
             .await
             .map_err(|e| self.problem(&Failure::Store(e)))?;
+        crate::audit::sink::trace(&audited);
         tracing::info!(target: "nestflux::auth", subject = %verified.subject, "browser login");
-        crate::audit::sink::offer(
-            crate::audit::Event::now(&verified.subject, "session.login", "ok")
-                .request(&crate::request_id::of(req), &peer(req)),
-        );
         Ok(Redirect {
             location: pending.return_to,
             cookies: vec![
@@ -281,21 +289,28 @@ impl Sessions {
         if let cookie::Read::One(id) = cookie::read(req, self.plan.session_cookie()) {
             let id_hash = hex(&sha256(&id));
             let hash = id_hash.clone();
-            let deleted = self
+            let (rid, ip) = (crate::request_id::of(req), peer(req));
+            // The session's end and its audit row (actor: whose session it was) commit
+            // together; no row for a cookie that named no session.
+            let (deleted, audited) = self
                 .store
-                .run(move |c| rows::delete_session(c, &hash))
+                .write(Deadline::of(req, WRITE_WITHIN), move |c| {
+                    let Some(deleted) = rows::delete_session(c, &hash)? else {
+                        return Ok((None, Vec::new()));
+                    };
+                    let event = crate::audit::Event::now(&deleted.subject, "session.logout", "ok")
+                        .request(&rid, &ip);
+                    let audited = crate::store::audit::append(c, vec![event])?;
+                    Ok((Some(deleted), audited))
+                })
                 .await
                 .map_err(|e| {
                     self.problem(&Failure::Store(e))
                         .header(header::SET_COOKIE, clear.clone())
                 })?;
-            if deleted.is_some() {
-                crate::audit::sink::offer(
-                    crate::audit::Event::now("-", "session.logout", "ok")
-                        .request(&crate::request_id::of(req), &peer(req)),
-                );
-            }
-            if let (Some(Some(sealed)), Some(ring)) = (deleted, &self.ring) {
+            crate::audit::sink::trace(&audited);
+            let sealed = deleted.and_then(|d| d.id_token);
+            if let (Some(sealed), Some(ring)) = (sealed, &self.ring) {
                 hint = ring
                     .open(&aad(SESSIONS, "id_token", &id_hash), &sealed)
                     .ok();

@@ -134,6 +134,9 @@ pub struct Sessions {
     cors_origins: Vec<String>,
     own_origin: url::Url,
     store: Store,
+    /// Where refresh failures are recorded (logins and logouts are written with their
+    /// session, in its transaction).
+    audit: crate::audit::sink::AuditSink,
     ring: Option<Arc<KeyRing>>,
     locks: Locks,
     /// Record a use at most this often (milliseconds).
@@ -148,6 +151,7 @@ impl Sessions {
         jwks: Arc<Jwks>,
         allowed: Vec<Algorithm>,
         store: Store,
+        audit: crate::audit::sink::AuditSink,
     ) -> Result<Self, super::SetupError> {
         let auth = plan.auth.as_ref();
         let issuer = auth
@@ -178,6 +182,7 @@ impl Sessions {
                 .unwrap_or_default(),
             own_origin,
             store,
+            audit,
             ring: plan.encryption.ring.clone(),
             locks: Locks::default(),
             touch_every_ms: (idle_ms / 20).clamp(1_000, 60_000),

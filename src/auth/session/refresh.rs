@@ -19,6 +19,14 @@ use crate::store::StoreError;
 use crate::store::sessions::{self as rows, Refreshed, SessionRow};
 
 impl Sessions {
+    /// Records a failed session refresh in the audit log (through the sink).
+    fn refresh_failed(&self, subject: &str, reason: &str) {
+        self.audit.offer(
+            crate::audit::Event::now(subject, "session.refresh_failed", "failed")
+                .details(&serde_json::json!({ "reason": reason })),
+        );
+    }
+
     /// Refreshes a session whose access token is near expiry. Within this process one
     /// request per session does it while the others wait (expired token) or go on with the
     /// still-valid one; across processes the database lease decides.
@@ -94,7 +102,7 @@ impl Sessions {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(target: "nestflux::auth", error = %e, "a session's refresh token does not decrypt; session ended");
-                refresh_failed(&row.subject, "undecryptable");
+                self.refresh_failed(&row.subject, "undecryptable");
                 self.delete_quietly(id_hash).await;
                 return Err(Failure::Ended);
             }
@@ -103,13 +111,13 @@ impl Sessions {
             Ok(t) => t,
             Err(ProviderError::Rejected(code)) => {
                 tracing::info!(target: "nestflux::auth", subject = %row.subject, error = %code, "the provider refused the refresh; session ended");
-                refresh_failed(&row.subject, "refused");
+                self.refresh_failed(&row.subject, "refused");
                 self.delete_quietly(id_hash).await;
                 return Err(Failure::Ended);
             }
             Err(e) => {
                 tracing::warn!(target: "nestflux::auth", error = %e, "session refresh failed; will retry");
-                refresh_failed(&row.subject, "provider-unreachable");
+                self.refresh_failed(&row.subject, "provider-unreachable");
                 let (hash, generation) = (id_hash.to_string(), row.generation);
                 let _ = self
                     .store
@@ -135,7 +143,7 @@ impl Sessions {
                     Ok(v) => Some(v),
                     Err(e) => {
                         tracing::warn!(target: "nestflux::auth", error = %e, "refreshed ID token refused; session ended");
-                        refresh_failed(&row.subject, "id-token-refused");
+                        self.refresh_failed(&row.subject, "id-token-refused");
                         self.delete_quietly(id_hash).await;
                         return Err(Failure::Ended);
                     }
@@ -250,14 +258,6 @@ pub(super) fn expiries(
     let life = (at - now).max(0);
     let margin = millis(REFRESH_MARGIN).min(life / 2);
     (Some(at), can_refresh.then_some(at - margin))
-}
-
-/// Records a failed session refresh (the hook for the audit log).
-pub fn refresh_failed(subject: &str, reason: &str) {
-    crate::audit::sink::offer(
-        crate::audit::Event::now(subject, "session.refresh_failed", "failed")
-            .details(&serde_json::json!({ "reason": reason })),
-    );
 }
 
 #[cfg(test)]
