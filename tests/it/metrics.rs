@@ -424,3 +424,115 @@ fn key_refreshes_are_counted_by_issuer_and_result() {
         "one accepted bearer request"
     );
 }
+
+#[test]
+fn reloads_are_counted_and_the_config_hash_follows_the_plan_served() {
+    let (key, hash) = common::new_api_key("scraper");
+    let project = Project::new(&config(&hash));
+    let server = project.serve(&[]);
+    let c = client();
+    let scrape = || {
+        let res = c
+            .get(server.url("/metrics"))
+            .header("x-api-key", &key)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().unwrap();
+        Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+    };
+    let hashes = |s: &Scrape| -> Vec<(String, f64)> {
+        s.samples
+            .iter()
+            .filter(|x| x.metric == "nestflux_config_info")
+            .map(|x| {
+                let v = match x.value {
+                    Value::Gauge(v) | Value::Untyped(v) => v,
+                    ref other => panic!("{other:?}"),
+                };
+                (x.labels.get("config_hash").unwrap_or("").to_string(), v)
+            })
+            .collect()
+    };
+    let reload = |outcomes: usize| {
+        let out = project.run(&["reload"], &[]);
+        assert!(out.status.success(), "{out:?}");
+        server.log_when(|log| log.matches("\"message\":\"configuration reload").count() >= outcomes)
+    };
+    let before = hashes(&scrape());
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, 1.0);
+
+    // A broken file: a failure is counted and the served hash stays.
+    project.write(
+        "nestflux.toml",
+        &(config(&hash)
+            + "\n[[routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"nope\"\npublic = true\n"),
+    );
+    let log = reload(1);
+    assert!(log.contains("\"outcome\":\"invalid\""), "{log}");
+    let mid = scrape();
+    assert_eq!(
+        count(
+            &mid,
+            "nestflux_plan_reloads_total",
+            &[("result", "failure")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        count(
+            &mid,
+            "nestflux_plan_reloads_total",
+            &[("result", "success")]
+        ),
+        0.0
+    );
+    assert_eq!(hashes(&mid), before);
+
+    // A route added: a success is counted and the info series names the new hash only.
+    project.write(
+        "nestflux.toml",
+        &(config(&hash)
+            + "\n[[routes]]\nmethod = \"GET\"\npath = \"/ping\"\naction = \"health\"\npublic = true\n"),
+    );
+    let log = reload(2);
+    assert!(log.contains("\"outcome\":\"applied\""), "{log}");
+    let after = scrape();
+    assert_eq!(
+        count(
+            &after,
+            "nestflux_plan_reloads_total",
+            &[("result", "failure")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        count(
+            &after,
+            "nestflux_plan_reloads_total",
+            &[("result", "success")]
+        ),
+        1.0
+    );
+    let now = hashes(&after);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0].0, before[0].0);
+    assert!(
+        log.contains(&format!("\"config_hash\":\"{}\"", now[0].0)),
+        "the hash the reload logged: {log}"
+    );
+    // The new route is served and counted under its template.
+    assert_eq!(
+        c.get(server.url("/ping")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        count(
+            &scrape(),
+            "nestflux_http_requests_total",
+            &[("route", "/ping"), ("method", "GET"), ("status", "200")]
+        ),
+        1.0
+    );
+}
