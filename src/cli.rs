@@ -971,20 +971,29 @@ fn key_report(report: &crate::backup::keycheck::KeyReport) -> ExitCode {
     }
 }
 
-fn backup(path: &Path, file: &Path) -> ExitCode {
-    let Some(plan) = load_plan(path) else {
-        return ExitCode::FAILURE;
-    };
-    let ring = match existing_ring(&plan) {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
+/// What `backup` and `restore` share: the plan, the key ring that exists (never a new
+/// development key), or the whole answer when the database is PostgreSQL (the
+/// `pg_dump`/`pg_restore` advice and the key-ring check) or nothing could be loaded.
+fn backup_setup(
+    path: &Path,
+    restore: bool,
+) -> Result<(Plan, Option<std::sync::Arc<crate::crypto::KeyRing>>), ExitCode> {
+    let plan = load_plan(path).ok_or(ExitCode::FAILURE)?;
+    let ring = existing_ring(&plan).map_err(|e| fail(&e))?;
     if matches!(
         plan.database.url,
         crate::plan::data::DatabaseUrl::Postgres(_)
     ) {
-        return postgres_advice(&plan, ring.as_deref(), false);
+        return Err(postgres_advice(&plan, ring.as_deref(), restore));
     }
+    Ok((plan, ring))
+}
+
+fn backup(path: &Path, file: &Path) -> ExitCode {
+    let (plan, ring) = match backup_setup(path, false) {
+        Ok(setup) => setup,
+        Err(code) => return code,
+    };
     match crate::backup::backup(&plan, ring.as_deref(), file) {
         Ok(taken) => {
             let m = &taken.manifest;
@@ -1033,19 +1042,10 @@ fn backup(path: &Path, file: &Path) -> ExitCode {
 }
 
 fn restore(path: &Path, file: &Path) -> ExitCode {
-    let Some(plan) = load_plan(path) else {
-        return ExitCode::FAILURE;
+    let (plan, ring) = match backup_setup(path, true) {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
-    let ring = match existing_ring(&plan) {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
-    if matches!(
-        plan.database.url,
-        crate::plan::data::DatabaseUrl::Postgres(_)
-    ) {
-        return postgres_advice(&plan, ring.as_deref(), true);
-    }
     match crate::backup::restore(&plan, ring.as_deref(), file) {
         Ok(done) => {
             let m = &done.manifest;
