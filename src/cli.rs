@@ -764,7 +764,7 @@ fn rotate(path: &Path, batch_size: usize) -> ExitCode {
                     .map(|r| serde_json::json!({ "resource": r.resource, "rows": r.rows, "batches": r.batches }))
                     .collect::<Vec<_>>(),
             }));
-        match conn.transaction(|c| crate::store::audit::append(c, vec![event])) {
+        match conn.transaction(|c| crate::store::audit::append(c, std::slice::from_ref(&event))) {
             Ok(rows) => crate::audit::sink::trace(&rows),
             Err(e) => eprintln!("warning: the rotation run could not be written to the audit log: {e}"),
         }

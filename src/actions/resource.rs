@@ -309,7 +309,10 @@ async fn create(
         .store
         .write(cx.deadline, move |c| {
             let text = res.insert(c, &insert)?;
-            Ok((text, crate::store::audit::append(c, vec![event])?))
+            Ok((
+                text,
+                crate::store::audit::append(c, std::slice::from_ref(&event))?,
+            ))
         })
         .await
         .map_err(store_problem)?;
@@ -353,7 +356,10 @@ async fn update(
         .store
         .write(cx.deadline, move |c| {
             let text = res.run_update(c, &update)?;
-            Ok((text, crate::store::audit::append(c, vec![event])?))
+            Ok((
+                text,
+                crate::store::audit::append(c, std::slice::from_ref(&event))?,
+            ))
         })
         .await
         .map_err(store_problem)?;
@@ -374,7 +380,7 @@ async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem
         .store
         .write(cx.deadline, move |c| {
             res.delete(c, &id, owner.as_deref())?;
-            crate::store::audit::append(c, vec![event])
+            crate::store::audit::append(c, std::slice::from_ref(&event))
         })
         .await
         .map_err(store_problem)?;

@@ -35,7 +35,7 @@ pub fn prune_before(conn: &mut Conn, cutoff: &str) -> Result<Option<Row>, StoreE
             "last_pruned_hash": last.hash,
             "rows": last.seq - first + 1,
         }));
-    let rows = audit::append(conn, vec![anchor])?;
+    let rows = audit::append(conn, &[anchor])?;
     audit::delete_through(conn, last.seq)?;
     Ok(rows.into_iter().next())
 }

@@ -215,7 +215,7 @@ impl Sink {
 fn write(store: &Store, batch: Vec<Event>) {
     let n = batch.len();
     match store.write_blocking(Deadline::after(WRITE_WITHIN), move |c| {
-        crate::store::audit::append(c, batch)
+        crate::store::audit::append(c, &batch)
     }) {
         Ok(rows) => trace(&rows),
         Err(e) => {

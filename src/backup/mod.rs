@@ -342,7 +342,8 @@ pub fn record(plan: &Plan, event: crate::audit::Event) -> Result<(), BackupError
         return Ok(());
     };
     let mut conn = sqlite::open(live, plan.database.busy_timeout)?;
-    let rows = conn.transaction(|c| crate::store::audit::append(c, vec![event]))?;
+    let rows =
+        conn.transaction(|c| crate::store::audit::append(c, std::slice::from_ref(&event)))?;
     crate::audit::sink::trace(&rows);
     Ok(())
 }

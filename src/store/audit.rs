@@ -149,7 +149,7 @@ fn ph(pg: bool, n: usize) -> String {
 /// transaction ends, so call it last in the transaction: the lock is then held only for the
 /// insert and the commit. The head is read from the table, or taken from the connection's
 /// [`HeadCache`] (the SQLite writer's).
-pub fn append(conn: &mut Conn, events: Vec<Event>) -> Result<Vec<Row>, StoreError> {
+pub fn append(conn: &mut Conn, events: &[Event]) -> Result<Vec<Row>, StoreError> {
     let pg = conn.is_postgres();
     if pg {
         conn.batch(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})"))?;
@@ -163,7 +163,7 @@ pub fn append(conn: &mut Conn, events: Vec<Event>) -> Result<Vec<Row>, StoreErro
     let sql = insert_sql(pg);
     let mut out = Vec::with_capacity(events.len());
     for event in events {
-        let row = Row::after(head.as_ref().map(|(s, h)| (*s, h.as_str())), event);
+        let row = Row::after(head.as_ref().map(|(s, h)| (*s, h.as_str())), event.clone());
         let e = &row.event;
         conn.execute_cached(
             sql,

@@ -379,11 +379,12 @@ impl Store {
     /// meanwhile; otherwise it runs on a pooled connection with its statements and lock
     /// waits bounded by `deadline`. Either way the answer comes shortly after the deadline
     /// at the latest, so it is awaited in full: giving up earlier could report a failure
-    /// for a write that commits.
+    /// for a write that commits. `f` may run twice, in a transaction rolled back in between
+    /// (see [`writer`]): only its last run counts.
     pub async fn write<T: Send + 'static>(
         &self,
         deadline: Deadline,
-        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+        mut f: impl FnMut(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         if deadline.passed() {
             return Err(StoreError::Timeout);
@@ -419,7 +420,7 @@ impl Store {
     pub fn write_blocking<T: Send + 'static>(
         &self,
         deadline: Deadline,
-        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+        mut f: impl FnMut(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         if let Some(writer) = &self.writer {
             return writer

@@ -1,6 +1,6 @@
 //! Writes through SQLite's one writer, over real HTTP and a real SQLite file: writes
 //! queued while the lock is held commit together, a failing write fails only its own
-//! request, and a full queue answers 503 with `Retry-After` at once. (Crash safety through
+//! request (whether it failed before or after changing a row), and a full queue answers 503 with `Retry-After` at once. (Crash safety through
 //! the writer: `resources::sigkill_during_writes_loses_no_acknowledged_row`; the request
 //! deadline: `regression::a_write_answered_503_is_never_committed`.)
 
@@ -117,6 +117,72 @@ fn a_failing_write_in_a_batch_fails_only_its_own_request() {
         "only the two duplicate writes fail"
     );
     assert_eq!(titles(&p), ["a", "b", "c", "dup"]);
+}
+
+#[derive(QueryableByName)]
+struct RecordId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    record_id: String,
+}
+
+#[test]
+fn a_write_failing_after_its_change_in_a_batch_fails_alone_and_keeps_one_chain() {
+    // The writer runs a batch without savepoints first; a write that fails after it changed
+    // a row (here: its note is inserted, then its audit row is refused) makes the writer
+    // roll the batch back and run it again with a savepoint per write.
+    let p = notes_project("");
+    let s = p.serve(&[]);
+    let mut c = sqlite(&p);
+    diesel::sql_query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON nestflux_audit \
+         WHEN NEW.record_id IN (SELECT id FROM notes WHERE title LIKE 'poison%') \
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&mut c)
+    .unwrap();
+    // Hold the write lock so that the writes queue up and share a batch.
+    diesel::sql_query("BEGIN IMMEDIATE")
+        .execute(&mut c)
+        .unwrap();
+    let writes: Vec<_> = ["a", "poison1", "b", "poison2", "c"]
+        .into_iter()
+        .map(|t| (t, post_in_background(&s, t)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    diesel::sql_query("COMMIT").execute(&mut c).unwrap();
+    let mut ids = Vec::new();
+    let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    for (title, w) in writes {
+        let (status, _, body) = w.join().unwrap();
+        if status == StatusCode::CREATED {
+            ids.push(body["id"].as_str().unwrap().to_string());
+        } else {
+            assert!(!body.to_string().contains("refuse_poison"), "{body}");
+        }
+        by_status.entry(status.as_u16()).or_default().push(title);
+    }
+    by_status.values_mut().for_each(|v| v.sort_unstable());
+    assert_eq!(
+        by_status,
+        BTreeMap::from([
+            (201, vec!["a", "b", "c"]),
+            (500, vec!["poison1", "poison2"])
+        ]),
+    );
+    assert_eq!(titles(&p), ["a", "b", "c"], "no poisoned note stayed");
+    // One audit row per committed create, and the chain verifies.
+    let mut audited: Vec<String> =
+        diesel::sql_query("SELECT record_id FROM nestflux_audit WHERE action = 'create'")
+            .load::<RecordId>(&mut sqlite(&p))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record_id)
+            .collect();
+    audited.sort();
+    ids.sort();
+    assert_eq!(audited, ids);
+    let verify = p.run(&["audit", "verify"], &[]);
+    assert!(verify.status.success(), "{verify:?}");
 }
 
 #[test]

@@ -259,7 +259,7 @@ impl Sessions {
             .store
             .write(Deadline::of(req, WRITE_WITHIN), move |c| {
                 rows::insert_session(c, &row)?;
-                crate::store::audit::append(c, vec![event])
+                crate::store::audit::append(c, std::slice::from_ref(&event))
             })
             .await
             .map_err(|e| self.problem(&Failure::Store(e)))?;
@@ -300,7 +300,7 @@ impl Sessions {
                     };
                     let event = crate::audit::Event::now(&deleted.subject, "session.logout", "ok")
                         .request(&rid, &ip);
-                    let audited = crate::store::audit::append(c, vec![event])?;
+                    let audited = crate::store::audit::append(c, std::slice::from_ref(&event))?;
                     Ok((Some(deleted), audited))
                 })
                 .await
