@@ -21,7 +21,7 @@
 //!
 //! The fast pass exists because a savepoint per write is not free: SQLite copies every page
 //! a write touches into the savepoint journal first (one page per table and index, so about
-//! sixteen 4 KiB copies for a row with its audit row), which measured 8 % of a POST's CPU. A
+//! sixteen 4 KiB copies for a row with its audit row): about 7 % of a POST's CPU in perf. A
 //! failing statement is undone by SQLite itself, so a job that fails without having changed
 //! a row (told by `total_changes()`) leaves nothing behind; only one that fails after a
 //! change costs the batch a second run. That is why a job's work must be safe to run twice:
