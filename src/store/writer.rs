@@ -26,7 +26,9 @@
 //! a row (told by `total_changes()`) leaves nothing behind; only one that fails after a
 //! change costs the batch a second run. That is why a job's work must be safe to run twice:
 //! its closure is `FnMut`, and nothing it does outside the transaction may depend on how
-//! often it ran.
+//! often it ran. Nor may it swallow a database error and carry on: if SQLite rolled the
+//! whole transaction back (disk full, I/O error), only a job that reports its failure lets
+//! the writer see it before the next job would run in autocommit mode.
 //!
 //! The lock wait is bounded by the batch's earliest deadline and the work after it holds
 //! the lock, so every job is answered shortly after its deadline at the latest: the
