@@ -1025,14 +1025,7 @@ fn backup(path: &Path, file: &Path) -> ExitCode {
             for p in &taken.key_problems {
                 eprintln!("warning: {p}");
             }
-            let event =
-                crate::audit::Event::now("cli", "backup.taken", "ok").details(&serde_json::json!({
-                    "file": taken.file.display().to_string(),
-                    "sha256": m.sha256,
-                    "bytes": m.bytes,
-                    "key_ids": m.key_ids,
-                }));
-            if let Err(e) = crate::backup::record(&plan, event) {
+            if let Err(e) = crate::backup::record(&plan, taken.event("cli")) {
                 eprintln!("warning: the backup could not be written to the audit log: {e}");
             }
             ExitCode::SUCCESS

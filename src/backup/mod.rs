@@ -72,6 +72,19 @@ pub struct Taken {
     pub key_problems: Vec<String>,
 }
 
+impl Taken {
+    /// The `backup.taken` audit event of this copy, by `actor`: its file, SHA-256, size and
+    /// the ids of the keys its encrypted values need.
+    pub fn event(&self, actor: &str) -> crate::audit::Event {
+        crate::audit::Event::now(actor, "backup.taken", "ok").details(&serde_json::json!({
+            "file": self.file.display().to_string(),
+            "sha256": self.manifest.sha256,
+            "bytes": self.manifest.bytes,
+            "key_ids": self.manifest.key_ids,
+        }))
+    }
+}
+
 /// Takes a backup of the SQLite database of `plan` into `dest`, which must not exist:
 /// snapshot under a temporary name (mode 0600), verified, synced, renamed into place, then
 /// the manifest beside it the same way.

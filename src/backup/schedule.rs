@@ -67,14 +67,7 @@ pub fn take(
             for p in &taken.key_problems {
                 tracing::warn!(target: "nestflux::backup", "{p}");
             }
-            audit.offer(crate::audit::Event::now("-", "backup.taken", "ok").details(
-                &serde_json::json!({
-                    "file": file_name(&taken.file),
-                    "sha256": taken.manifest.sha256,
-                    "bytes": taken.manifest.bytes,
-                    "key_ids": taken.manifest.key_ids,
-                }),
-            ));
+            audit.offer(taken.event("-"));
             rotate(&schedule.dir, schedule.keep);
             true
         }
@@ -82,7 +75,7 @@ pub fn take(
             tracing::error!(target: "nestflux::backup", error = %e, "scheduled backup failed");
             audit.offer(
                 crate::audit::Event::now("-", "backup.taken", "failed")
-                    .details(&serde_json::json!({ "file": file_name(&file) })),
+                    .details(&serde_json::json!({ "file": file.display().to_string() })),
             );
             false
         }
