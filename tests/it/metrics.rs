@@ -454,6 +454,10 @@ fn reloads_are_counted_and_the_config_hash_follows_the_plan_served() {
             })
             .collect()
     };
+    let reloads = |s: &Scrape| {
+        let by = |result| count(s, "nestflux_plan_reloads_total", &[("result", result)]);
+        (by("failure"), by("success"))
+    };
     let reload = |outcomes: usize| {
         let out = project.run(&["reload"], &[]);
         assert!(out.status.success(), "{out:?}");
@@ -472,22 +476,7 @@ fn reloads_are_counted_and_the_config_hash_follows_the_plan_served() {
     let log = reload(1);
     assert!(log.contains("\"outcome\":\"invalid\""), "{log}");
     let mid = scrape();
-    assert_eq!(
-        count(
-            &mid,
-            "nestflux_plan_reloads_total",
-            &[("result", "failure")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        count(
-            &mid,
-            "nestflux_plan_reloads_total",
-            &[("result", "success")]
-        ),
-        0.0
-    );
+    assert_eq!(reloads(&mid), (1.0, 0.0), "(failures, successes)");
     assert_eq!(hashes(&mid), before);
 
     // A route added: a success is counted and the info series names the new hash only.
@@ -499,22 +488,7 @@ fn reloads_are_counted_and_the_config_hash_follows_the_plan_served() {
     let log = reload(2);
     assert!(log.contains("\"outcome\":\"applied\""), "{log}");
     let after = scrape();
-    assert_eq!(
-        count(
-            &after,
-            "nestflux_plan_reloads_total",
-            &[("result", "failure")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        count(
-            &after,
-            "nestflux_plan_reloads_total",
-            &[("result", "success")]
-        ),
-        1.0
-    );
+    assert_eq!(reloads(&after), (1.0, 1.0), "(failures, successes)");
     let now = hashes(&after);
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now[0].0, before[0].0);
