@@ -12,7 +12,6 @@ use crate::deadline::Deadline;
 use crate::problem::Problem;
 use crate::store::audit::Filter;
 use crate::store::cursor::Cursor;
-use crate::validate::Violation;
 
 /// The name cursors of the audit log are MAC'd under: never a resource name (those are
 /// identifiers), so a resource's cursor is refused here and the reverse.
@@ -80,24 +79,8 @@ fn query(text: &str, state: &AppState) -> Result<(Filter, usize), Problem> {
     let mut f = Filter::default();
     let mut limit = DEFAULT_LIMIT;
     let mut errors = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let bad = |name: &str, code: &'static str, message: String| Violation {
-        pointer: format!("/query/{}", name.replace('~', "~0").replace('/', "~1")),
-        code,
-        message,
-    };
-    for (name, value) in url::form_urlencoded::parse(text.as_bytes()) {
-        if errors.len() >= crate::validate::MAX_VIOLATIONS {
-            break;
-        }
-        if !seen.insert(name.to_string()) {
-            errors.push(bad(
-                &name,
-                "duplicate",
-                "the parameter is given more than once".into(),
-            ));
-            continue;
-        }
+    let bad = super::query::violation;
+    for (name, value) in super::query::params(text, &mut errors) {
         if value.len() > MAX_VALUE {
             errors.push(bad(
                 &name,
@@ -127,13 +110,9 @@ fn query(text: &str, state: &AppState) -> Result<(Filter, usize), Problem> {
                     "an RFC 3339 date-time, e.g. 2026-11-30T00:00:00Z or 2026-11-30T01:00:00.5+01:00".into(),
                 )),
             },
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push(bad(
-                    "limit",
-                    "range",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                )),
+            "limit" => match super::query::limit(&value, MAX_LIMIT) {
+                Ok(n) => limit = n,
+                Err(v) => errors.push(v),
             },
             "cursor" if value.is_empty() => {}
             "cursor" => match state.cursors.decode(CURSOR_SCOPE, &value) {
@@ -153,6 +132,7 @@ fn query(text: &str, state: &AppState) -> Result<(Filter, usize), Problem> {
     if errors.is_empty() {
         Ok((f, limit))
     } else {
+        errors.truncate(crate::validate::MAX_VIOLATIONS);
         Err(super::resource::unprocessable(&errors))
     }
 }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+mod query;
 pub mod resource;
 pub mod session;
 mod state;

@@ -422,33 +422,13 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
         ..Default::default()
     };
     let mut errors = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
     let mut cursor = None;
-    let bad = |name: &str, code: &'static str, message: String| Violation {
-        pointer: query_pointer(name),
-        code,
-        message,
-    };
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if errors.len() >= crate::validate::MAX_VIOLATIONS {
-            break;
-        }
-        if !seen.insert(name.to_string()) {
-            errors.push(bad(
-                &name,
-                "duplicate",
-                "the parameter is given more than once".into(),
-            ));
-            continue;
-        }
+    let bad = super::query::violation;
+    for (name, value) in super::query::params(query, &mut errors) {
         match name.as_ref() {
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=cx.plan.list.max_limit).contains(&n) => q.limit = n,
-                _ => errors.push(bad(
-                    "limit",
-                    "range",
-                    format!("must be an integer from 1 to {}", cx.plan.list.max_limit),
-                )),
+            "limit" => match super::query::limit(&value, cx.plan.list.max_limit) {
+                Ok(n) => q.limit = n,
+                Err(v) => errors.push(v),
             },
             // An empty cursor is the first page, like no cursor.
             "cursor" if value.is_empty() => {}
@@ -493,7 +473,7 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
                         match coerce_param(spec, &value) {
                             Ok(v) => q.filters.push((field.to_string(), v)),
                             Err(mut v) => {
-                                v.pointer = query_pointer(field);
+                                v.pointer = super::query::pointer(field);
                                 errors.push(v);
                             }
                         }
@@ -533,11 +513,6 @@ fn list_query(cx: &Ctx<'_>, query: &str) -> Result<ListQuery, Problem> {
         }
     }
     Ok(q)
-}
-
-/// `/query/<name>` with RFC 6901 escaping.
-fn query_pointer(name: &str) -> String {
-    format!("/query/{}", name.replace('~', "~0").replace('/', "~1"))
 }
 
 /// A cursor's value must have the sort column's type, or the keyset comparison is
