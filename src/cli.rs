@@ -727,17 +727,10 @@ fn api_key(name: &str) -> ExitCode {
 /// `nestflux keys rotate`: every encrypted value and blind index to the active key, one
 /// committed batch at a time, with a progress line per batch and a count per resource.
 fn rotate(path: &Path, batch_size: usize) -> ExitCode {
-    let Some(mut plan) = load_plan(path) else {
-        return ExitCode::FAILURE;
+    let plan = match load_plan_with_dev_key(path) {
+        Ok(plan) => plan,
+        Err(code) => return code,
     };
-    match attach_dev_key(&mut plan) {
-        Ok(warnings) => {
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-        }
-        Err(e) => return fail(&format!("development encryption key: {e}")),
-    }
     let Some(ring) = plan.encryption.ring.clone() else {
         return fail(
             "NESTFLUX_ENCRYPTION__KEYS is not set: list the new key first, then every old one",
@@ -1078,18 +1071,23 @@ fn restore(path: &Path, file: &Path) -> ExitCode {
     }
 }
 
-fn migrate(path: &Path) -> ExitCode {
-    let Some(mut plan) = load_plan(path) else {
-        return ExitCode::FAILURE;
-    };
-    match attach_dev_key(&mut plan) {
-        Ok(warnings) => {
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-        }
-        Err(e) => return fail(&format!("development encryption key: {e}")),
+/// [`load_plan`], then the development encryption key attached as `serve` would (its
+/// warnings printed): for the commands that open the data.
+fn load_plan_with_dev_key(path: &Path) -> Result<Plan, ExitCode> {
+    let mut plan = load_plan(path).ok_or(ExitCode::FAILURE)?;
+    let warnings =
+        attach_dev_key(&mut plan).map_err(|e| fail(&format!("development encryption key: {e}")))?;
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
+    Ok(plan)
+}
+
+fn migrate(path: &Path) -> ExitCode {
+    let plan = match load_plan_with_dev_key(path) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
     let result = crate::store::open(&plan).map(|opened| (opened.migrations, opened.changes));
     match result {
         Ok((applied, changes)) => {
