@@ -232,17 +232,17 @@ pub fn trace(rows: &[Row]) {
         tracing::info!(
             target: "audit",
             seq = row.seq,
-            at = %e.at,
-            actor = %e.actor,
-            action = %e.action,
-            resource = %e.resource,
-            record_id = %e.record_id,
-            outcome = %e.outcome,
-            details = %e.details,
-            request_id = %e.request_id,
-            client_ip = %e.client_ip,
-            prev_hash = %row.prev_hash,
-            hash = %row.hash,
+            at = e.at.as_str(),
+            actor = e.actor.as_str(),
+            action = e.action.as_str(),
+            resource = e.resource.as_str(),
+            record_id = e.record_id.as_str(),
+            outcome = e.outcome.as_str(),
+            details = e.details.as_str(),
+            request_id = e.request_id.as_str(),
+            client_ip = e.client_ip.as_str(),
+            prev_hash = row.prev_hash.as_str(),
+            hash = row.hash.as_str(),
             "audit"
         );
     }

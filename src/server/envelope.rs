@@ -169,11 +169,11 @@ fn log(
 ) {
     tracing::info!(
         target: "nestflux::request",
-        method = %method,
-        route = %route,
+        method = method.as_str(),
+        route,
         status,
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = %rid,
+        request_id = rid,
         subject = subject.unwrap_or("-"),
     );
 }
