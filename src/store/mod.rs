@@ -13,7 +13,8 @@
 //! ddl       create and extend tables and their indexes, refuse destructive drift
 //! crud      get, list, create, update, delete of one resource       (dialect, table)
 //! cursor    list cursors, MAC'd and bounded
-//! writer    the SQLite writer thread: bounded queue, group commit, savepoint per write
+//! writer    the SQLite writer thread: bounded queue, group commit, savepoint per write;
+//!           checkpoint: the thread that checkpoints the WAL outside the writer's commits
 //! audit     `nestflux_audit`: append after the chain's head, pages, walks, pruning
 //! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
 //! users     the users table and the lossy sightings channel; dev_keys: the development
@@ -23,6 +24,7 @@
 //! ```
 
 pub mod audit;
+pub mod checkpoint;
 pub mod conn;
 pub mod crud;
 pub mod cursor;
@@ -264,10 +266,29 @@ impl Store {
                 // sub-journal: in memory, not a temporary file written page by page (that
                 // was a fifth of the writer's time). Durability comes from the WAL alone.
                 conn.batch_execute("PRAGMA temp_store = MEMORY;")?;
+                // WAL checkpoints leave the writer's commits (see `checkpoint`).
+                conn.batch_execute(&format!(
+                    "PRAGMA wal_autocheckpoint = {};",
+                    checkpoint::BACKSTOP_PAGES
+                ))?;
+                let mut own = <SqliteConnection as diesel::Connection>::establish(path)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                SqliteSetup {
+                    busy_timeout: self.busy_timeout,
+                }
+                .apply(&mut own)?;
+                let checkpointer = checkpoint::start(own).map_err(io)?;
                 let conn = Conn::Sqlite(conn::Lease::Writer(conn, Box::default()));
                 self.writer = Some(Arc::new(
-                    writer::Writer::start(conn, queue, self.busy_timeout, rx, self.metrics.clone())
-                        .map_err(io)?,
+                    writer::Writer::start(
+                        conn,
+                        queue,
+                        self.busy_timeout,
+                        rx,
+                        self.metrics.clone(),
+                        checkpointer,
+                    )
+                    .map_err(io)?,
                 ));
                 self.inline_reads = Some(STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
             }

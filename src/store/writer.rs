@@ -16,6 +16,7 @@
 //!                                           SAVEPOINT job; work; RELEASE | ROLLBACK TO
 //!                                       user sightings, coalesced, one savepoint each
 //!                                       COMMIT            (one fsync)
+//!                                       signal the WAL checkpointer (see `checkpoint`)
 //!                                       answer every job
 //! ```
 //!
@@ -116,18 +117,22 @@ struct Thread {
     /// The longest wait for the lock (`database.busy_timeout`).
     busy_timeout: Duration,
     metrics: crate::metrics::StoreMetrics,
+    /// Told after every commit.
+    checkpointer: super::checkpoint::Committed,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn` (an SQLite connection of its own), with room for
     /// `queue` waiting writes, waiting at most `busy_timeout` for the lock; it also writes
-    /// the user sightings from `sightings`; its queue and commits are counted in `metrics`.
+    /// the user sightings from `sightings`; its queue and commits are counted in `metrics`,
+    /// and each commit is signalled to `checkpointer`.
     pub fn start(
         conn: Conn,
         queue: usize,
         busy_timeout: Duration,
         sightings: Receiver<Sighting>,
         metrics: crate::metrics::StoreMetrics,
+        checkpointer: super::checkpoint::Committed,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Box<dyn Job>>(queue.max(1));
         let depth = metrics.queue_depth.clone();
@@ -135,6 +140,7 @@ impl Writer {
             conn,
             busy_timeout,
             metrics,
+            checkpointer,
         };
         std::thread::Builder::new()
             .name("nestflux-writer".into())
@@ -294,6 +300,7 @@ impl Thread {
             }
             None => match conn.control("COMMIT") {
                 Ok(()) => {
+                    self.checkpointer.signal();
                     tracing::trace!(target: "nestflux::writer", writes = live.len(), sightings = seen.len(), "batch committed");
                     if !live.is_empty() {
                         self.metrics.batch_size.observe(live.len() as f64);

@@ -245,3 +245,41 @@ fn a_full_write_queue_answers_503_with_retry_after_at_once() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
 }
+
+#[test]
+fn committed_writes_reach_the_database_file_itself_while_the_server_runs() {
+    // The checkpointer thread copies the WAL back into the database file after commits.
+    // Twenty single writes log far fewer pages than SQLite's own automatic checkpoint
+    // waits for (1,000), so without that thread they would stay in `notes.db-wal`.
+    let p = notes_project("");
+    let s = p.serve(&[]);
+    for i in 0..20 {
+        let res = client()
+            .post(s.url("/api/notes"))
+            .json(&json!({ "title": format!("n{i:02}") }))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    // A copy of the database file alone, without its log, holds what was checkpointed.
+    let copy = tempfile::tempdir().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let in_file = loop {
+        let file = copy.path().join("alone.db");
+        let n = std::fs::copy(p.path().join("data/notes.db"), &file)
+            .ok()
+            .and_then(|_| SqliteConnection::establish(file.to_str()?).ok())
+            .and_then(|mut c| {
+                diesel::sql_query("SELECT title FROM notes")
+                    .load::<Title>(&mut c)
+                    .ok()
+            })
+            .map_or(0, |rows| rows.len());
+        let _ = std::fs::remove_file(copy.path().join("alone.db-wal"));
+        if n == 20 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(in_file, 20, "the writes are still only in the WAL");
+}
