@@ -37,7 +37,8 @@ impl Committed {
     }
 }
 
-/// Starts the checkpointer thread on `conn`; it ends when the returned sender is dropped.
+/// Starts the checkpointer thread on `conn`; it ends once the returned [`Committed`] is
+/// dropped (with the writer).
 pub fn start(mut conn: SqliteConnection) -> std::io::Result<Committed> {
     let (tx, rx) = sync_channel(1);
     std::thread::Builder::new()

@@ -253,15 +253,10 @@ impl Store {
     pub fn start(mut self, plan: &DatabasePlan) -> Result<Self, StoreError> {
         let (sightings, rx) = users::Sightings::channel(plan.last_seen_interval);
         let queue = plan.write_queue;
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("writer thread: {e}"));
+        let io = |e: std::io::Error| StoreError::Unavailable(format!("store thread: {e}"));
         match &self.sqlite_path {
             Some(path) => {
-                let mut conn = <SqliteConnection as diesel::Connection>::establish(path)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                SqliteSetup {
-                    busy_timeout: self.busy_timeout,
-                }
-                .apply(&mut conn)?;
+                let mut conn = self.own_sqlite_connection(path)?;
                 // Each write's savepoint saves the pages it changes first to the statement
                 // sub-journal: in memory, not a temporary file written page by page (that
                 // was a fifth of the writer's time). Durability comes from the WAL alone.
@@ -271,13 +266,8 @@ impl Store {
                     "PRAGMA wal_autocheckpoint = {};",
                     checkpoint::BACKSTOP_PAGES
                 ))?;
-                let mut own = <SqliteConnection as diesel::Connection>::establish(path)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                SqliteSetup {
-                    busy_timeout: self.busy_timeout,
-                }
-                .apply(&mut own)?;
-                let checkpointer = checkpoint::start(own).map_err(io)?;
+                let checkpointer =
+                    checkpoint::start(self.own_sqlite_connection(path)?).map_err(io)?;
                 let conn = Conn::Sqlite(conn::Lease::Writer(conn, Box::default()));
                 self.writer = Some(Arc::new(
                     writer::Writer::start(
@@ -296,6 +286,17 @@ impl Store {
         }
         self.sightings = Some(Arc::new(sightings));
         Ok(self)
+    }
+
+    /// A connection to the SQLite file outside the pool, for a thread of the store's own.
+    fn own_sqlite_connection(&self, path: &str) -> Result<SqliteConnection, StoreError> {
+        let mut conn = <SqliteConnection as diesel::Connection>::establish(path)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        SqliteSetup {
+            busy_timeout: self.busy_timeout,
+        }
+        .apply(&mut conn)?;
+        Ok(conn)
     }
 
     /// A pooled connection; waits at most `database.busy_timeout`.
