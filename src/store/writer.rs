@@ -212,9 +212,10 @@ impl Thread {
     }
 }
 
-/// Adds the jobs queued meanwhile to `batch`, up to [`MAX_BATCH`]. While that finds new ones,
-/// it lets the request threads run first (`yield_now`, at most [`LINGER_ROUNDS`] times), so
-/// that the writes they are about to queue join this batch rather than wait for the next.
+/// Adds the jobs queued meanwhile to `batch`, up to [`MAX_BATCH`]. It lets the request
+/// threads run first (`yield_now`) once, and again each time that found new jobs (at most
+/// [`LINGER_ROUNDS`] times), so that the writes they are about to queue join this batch
+/// rather than wait for the next.
 /// On a core shared with them, batches grow and spend about a third less time preempted
 /// (bench/RESULTS.md); where no other thread waits for the core, a yield returns at once.
 fn linger(jobs: &Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
