@@ -1,6 +1,8 @@
 //! Writes through SQLite's one writer, over real HTTP and a real SQLite file: writes
 //! queued while the lock is held commit together, a failing write fails only its own
-//! request (whether it failed before or after changing a row), and a full queue answers 503 with `Retry-After` at once. (Crash safety through
+//! request (whether it failed before or after changing a row), a full queue answers 503
+//! with `Retry-After` at once, and committed writes reach the database file itself while
+//! the server runs (the WAL checkpointer). (Crash safety through
 //! the writer: `resources::sigkill_during_writes_loses_no_acknowledged_row`; the request
 //! deadline: `regression::a_write_answered_503_is_never_committed`.)
 
