@@ -365,8 +365,8 @@ impl Authenticator {
             Credential::Bearer(token) => {
                 // Routed by the unverified `iss`; the chosen verifier then checks everything,
                 // `iss` included, so a lie only picks a verifier that refuses it.
-                let verifier = match (&self.dev, claimed_issuer(token).as_deref()) {
-                    (Some(dev), Some(dev::DEV_ISSUER)) => dev,
+                let verifier = match &self.dev {
+                    Some(dev) if claims_dev_issuer(token) => dev,
                     _ => self.bearer.as_ref().ok_or(AuthError::NoIssuer)?,
                 };
                 match verifier.verify(token, budget).await {
@@ -410,18 +410,29 @@ fn allowed_algorithms(auth: &crate::plan::auth::AuthPlan) -> Vec<jsonwebtoken::A
         .collect()
 }
 
-/// The `iss` a token claims, read without verification, only to pick a verifier.
-fn claimed_issuer(token: &str) -> Option<String> {
+/// Whether a token claims the development issuer as its `iss`, read without verification,
+/// only to pick a verifier. Only `iss` is kept from the claims (the rest is skipped, not
+/// built into a tree: this runs on every bearer request).
+fn claims_dev_issuer(token: &str) -> bool {
     use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    if payload.len() > jwt::MAX_TOKEN_BYTES {
-        return None;
+    #[derive(serde::Deserialize)]
+    struct Iss<'a> {
+        #[serde(borrow)]
+        iss: Option<std::borrow::Cow<'a, str>>,
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_string)
+    let Some(payload) = token.split('.').nth(1) else {
+        return false;
+    };
+    if payload.len() > jwt::MAX_TOKEN_BYTES {
+        return false;
+    }
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return false;
+    };
+    // A struct also deserializes from an array (its fields in order): claims are an object.
+    bytes.trim_ascii_start().starts_with(b"{")
+        && serde_json::from_slice::<Iss<'_>>(&bytes)
+            .is_ok_and(|claims| claims.iss.as_deref() == Some(dev::DEV_ISSUER))
 }
 
 enum Credential<'a> {
@@ -563,5 +574,31 @@ mod tests {
         let p = AuthError::Invalid(Rejection::Expired).problem();
         assert_eq!(p.headers[0].1, "Bearer error=\"invalid_token\"");
         assert!(!p.detail.contains("expired token"));
+    }
+
+    #[test]
+    fn only_a_token_claiming_the_dev_issuer_is_routed_to_it() {
+        use base64::Engine;
+        let token = |claims: &str| {
+            let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+            format!("{}.{}.sig", b64(r#"{"alg":"EdDSA"}"#), b64(claims))
+        };
+        assert!(claims_dev_issuer(&token(
+            r#"{"sub":"a","iss":"urn:nestflux:dev-issuer","aud":["x"]}"#
+        )));
+        // An escaped character still reads as the same issuer.
+        assert!(claims_dev_issuer(&token(
+            r#"{"iss":"urn:nestflux:dev\u002dissuer"}"#
+        )));
+        for claims in [
+            r#"{"iss":"https://idp.example"}"#,
+            r#"{"sub":"a"}"#,
+            r#"{"iss":7}"#,
+            r#"["urn:nestflux:dev-issuer"]"#,
+            "not json",
+        ] {
+            assert!(!claims_dev_issuer(&token(claims)), "{claims}");
+        }
+        assert!(!claims_dev_issuer("no-dots"));
     }
 }
