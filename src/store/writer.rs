@@ -58,6 +58,9 @@ const MAX_SIGHTINGS: usize = 512;
 const IDLE_WAKE: Duration = Duration::from_millis(250);
 /// How long a batch holding only sightings waits for the lock: they are lossy.
 const SIGHTING_LOCK_WAIT: Duration = Duration::from_millis(100);
+/// A batch that takes this long from `BEGIN` to the end of `COMMIT` is logged with the
+/// time of each phase (at most ten lines a second, since batches are sequential).
+const SLOW_BATCH: Duration = Duration::from_millis(100);
 
 /// A queued write: run inside the batch's transaction, answered after the commit.
 trait Job: Send {
@@ -288,6 +291,7 @@ impl Thread {
             }
             return;
         }
+        let locked = began.elapsed();
         // Under the write lock: the audit chain head the writer keeps is checked once here.
         super::audit::batch_began(conn);
         let broken = match fast_pass(conn, &mut live) {
@@ -311,6 +315,7 @@ impl Thread {
         if broken.is_none() {
             record_sightings(conn, &seen);
         }
+        let worked = began.elapsed();
         if broken.is_some() {
             super::audit::forget_head(conn);
         }
@@ -323,12 +328,24 @@ impl Thread {
             None => match conn.control("COMMIT") {
                 Ok(()) => {
                     self.checkpointer.signal();
+                    let total = began.elapsed();
+                    if total >= SLOW_BATCH {
+                        // Lock: another process held it. Work: the statements, and the time
+                        // the request threads had the core. Commit: the WAL write and fsync.
+                        tracing::warn!(
+                            target: "nestflux::writer",
+                            writes = live.len(),
+                            lock_ms = locked.as_millis() as u64,
+                            work_ms = worked.saturating_sub(locked).as_millis() as u64,
+                            commit_ms = total.saturating_sub(worked).as_millis() as u64,
+                            "slow write batch: {} ms",
+                            total.as_millis()
+                        );
+                    }
                     tracing::trace!(target: "nestflux::writer", writes = live.len(), sightings = seen.len(), "batch committed");
                     if !live.is_empty() {
                         self.metrics.batch_size.observe(live.len() as f64);
-                        self.metrics
-                            .commit_seconds
-                            .observe(began.elapsed().as_secs_f64());
+                        self.metrics.commit_seconds.observe(total.as_secs_f64());
                     }
                     None
                 }

@@ -1,10 +1,10 @@
 //! Writes through SQLite's one writer, over real HTTP and a real SQLite file: writes
 //! queued while the lock is held commit together, a failing write fails only its own
 //! request (whether it failed before or after changing a row), a full queue answers 503
-//! with `Retry-After` at once, and committed writes reach the database file itself while
-//! the server runs (the WAL checkpointer). (Crash safety through
-//! the writer: `resources::sigkill_during_writes_loses_no_acknowledged_row`; the request
-//! deadline: `regression::a_write_answered_503_is_never_committed`.)
+//! with `Retry-After` at once, committed writes reach the database file itself while the
+//! server runs (the WAL checkpointer), and a slow batch is logged with its phases. (Crash
+//! safety through the writer: `resources::sigkill_during_writes_loses_no_acknowledged_row`;
+//! the request deadline: `regression::a_write_answered_503_is_never_committed`.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -284,4 +284,30 @@ fn committed_writes_reach_the_database_file_itself_while_the_server_runs() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(in_file, 20, "the writes are still only in the WAL");
+}
+
+#[test]
+fn a_slow_batch_is_logged_with_the_time_of_each_phase() {
+    let p = notes_project("");
+    let s = p.serve(&[]);
+    // Another process holds the write lock for 400 ms: the writer's batch waits for it.
+    let mut c = sqlite(&p);
+    diesel::sql_query("BEGIN IMMEDIATE")
+        .execute(&mut c)
+        .unwrap();
+    let write = post_in_background(&s, "late");
+    std::thread::sleep(Duration::from_millis(400));
+    diesel::sql_query("COMMIT").execute(&mut c).unwrap();
+    assert_eq!(write.join().unwrap().0, StatusCode::CREATED);
+    let log = s.log_when(|l| l.contains("slow write batch"));
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["target"] == "nestflux::writer")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["writes"], 1, "{line}");
+    let ms = |f: &str| line[f].as_u64().unwrap_or_else(|| panic!("{f}: {line}"));
+    assert!(ms("lock_ms") >= 300, "{line}");
+    assert!(ms("work_ms") + ms("commit_ms") < ms("lock_ms"), "{line}");
 }
