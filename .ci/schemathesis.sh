@@ -73,6 +73,10 @@ TOKEN=$("$BIN" token --sub ci-admin --role admin --ttl 2h)
 export SCHEMATHESIS_HOOKS=$ROOT/.ci/schemathesis_hooks.py
 # Run from the temp dir: schemathesis keeps its replay store (.schemathesis/) in the cwd.
 cd "$WORK"
+# One worker: with two, hypothesis parses lambda sources (`ast.parse`) on two threads at
+# once, and CPython 3.11 before the fix of gh-106905 then fails now and then with
+# "SystemError: AST constructor recursion depth mismatch" (seen once in nine CI runs, on
+# GET /api/audit, with every generated case passing): a failure of the tool, not of NestFlux.
 set -x
 timeout --signal=INT --kill-after=30 "$MAX_SECONDS" \
   schemathesis --config-file "$ROOT/.ci/schemathesis.toml" run "http://127.0.0.1:$PORT/openapi.json" \
@@ -83,7 +87,7 @@ timeout --signal=INT --kill-after=30 "$MAX_SECONDS" \
     --header "Authorization: Bearer $TOKEN" \
     --request-timeout 20 \
     --max-redirects 0 \
-    --workers 2 \
+    --workers 1 \
     --report junit --report-dir "$WORK/report" \
     --warnings off \
   && status=0 || status=$?
