@@ -544,7 +544,7 @@ impl Resource {
             conn.query_json_cached(&self.insert_sql, &insert.binds)?
         } else {
             conn.execute_cached(&self.insert_sql, &insert.binds)?;
-            conn.query_json_cached(&self.get_sql, &[Bind::Text(Some(insert.id.clone()))])?
+            self.read_back(conn, &insert.id)?
         };
         rows.into_iter()
             .next()
@@ -647,12 +647,16 @@ impl Resource {
         } else {
             match conn.execute(&update.sql, &update.binds)? {
                 0 => return Err(StoreError::NotFound),
-                _ => {
-                    conn.query_json_cached(&self.get_sql, &[Bind::Text(Some(update.id.clone()))])?
-                }
+                _ => self.read_back(conn, &update.id)?,
             }
         };
         rows.into_iter().next().ok_or(StoreError::NotFound)
+    }
+
+    /// The row just written, as the database renders it: SQLite's stand-in for `RETURNING`
+    /// (see [`returning`]), in the writer's transaction.
+    fn read_back(&self, conn: &mut Conn, id: &str) -> Result<Vec<String>, StoreError> {
+        conn.query_json_cached(&self.get_sql, &[Bind::Text(Some(id.to_string()))])
     }
 
     /// Deletes one row (of `owner` when given). Runs in the caller's transaction.
