@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpMessage, HttpRequest};
+use futures_util::FutureExt;
 
 /// The instant by which a request must be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,10 +55,13 @@ impl Deadline {
 
     /// Runs `work` until the deadline: its output, or [`Expired`] (the future is dropped).
     /// Only for work that may be abandoned safely: reads, waits, verification.
-    pub async fn within<F: Future>(self, work: F) -> Result<F::Output, Expired> {
+    ///
+    /// A combinator rather than an `async fn`: an `async fn` would keep `work` both as its
+    /// argument and as the future it awaits, doubling the size of every request's future
+    /// (which actix copies into a box per request).
+    pub fn within<F: Future>(self, work: F) -> impl Future<Output = Result<F::Output, Expired>> {
         tokio::time::timeout_at(tokio::time::Instant::from_std(self.0), work)
-            .await
-            .map_err(|_| Expired)
+            .map(|done| done.map_err(|_| Expired))
     }
 }
 

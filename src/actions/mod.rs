@@ -35,7 +35,8 @@ pub async fn run(
             resource::run(a, route, req, body, state).await
         }
         a @ (Action::Login | Action::Callback | Action::Logout | Action::Session) => {
-            session::run(a, req, state).await
+            // Boxed: inline, the session actions' future would grow every request's.
+            Box::pin(session::run(a, req, state)).await
         }
     }
 }

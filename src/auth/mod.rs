@@ -493,8 +493,9 @@ pub async fn authenticate(
         // No header credential: the session cookie, if the browser sent one.
         Err(AuthError::Missing) if auth.sessions.as_ref().is_some_and(|s| s.has_cookie(req)) => {
             match &auth.sessions {
-                Some(s) => s
-                    .authenticate(req, auth.bearer(), budget)
+                // Boxed: the session path's future is several KiB, and inline it would
+                // grow every bearer request's future by as much.
+                Some(s) => Box::pin(s.authenticate(req, auth.bearer(), budget))
                     .await
                     .inspect_err(|_| auth.metrics.refused("session"))?,
                 None => return Err(AuthError::Missing.problem()),

@@ -339,20 +339,23 @@ impl crate::auth::FailureBudget for ClientBudget<'_> {
 }
 
 /// Runs a handler future; a problem becomes its response, a panic a bare 500 problem (the
-/// panic message goes to the log only).
-async fn guarded(
-    work: impl std::future::Future<Output = Result<HttpResponse, Problem>>,
-    rid: &str,
-    route: &str,
-) -> HttpResponse {
-    match AssertUnwindSafe(work).catch_unwind().await {
-        Ok(Ok(res)) => res,
-        Ok(Err(problem)) => problem.to_response(rid),
-        Err(_) => {
-            tracing::error!(request_id = %rid, route = %route, "handler panicked");
-            Problem::internal().to_response(rid)
-        }
-    }
+/// panic message goes to the log only). A combinator, not an `async fn`, for the reason
+/// given at [`Deadline::within`].
+fn guarded<'a>(
+    work: impl std::future::Future<Output = Result<HttpResponse, Problem>> + 'a,
+    rid: &'a str,
+    route: &'a str,
+) -> impl std::future::Future<Output = HttpResponse> + 'a {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .map(move |done| match done {
+            Ok(Ok(res)) => res,
+            Ok(Err(problem)) => problem.to_response(rid),
+            Err(_) => {
+                tracing::error!(request_id = %rid, route = %route, "handler panicked");
+                Problem::internal().to_response(rid)
+            }
+        })
 }
 
 #[cfg(test)]
