@@ -58,7 +58,9 @@ impl Deadline {
     ///
     /// A combinator rather than an `async fn`: an `async fn` would keep `work` both as its
     /// argument and as the future it awaits, doubling the size of every request's future
-    /// (which actix copies into a box per request).
+    /// (which actix copies into a box per request). Unlike the `async fn`, it sets tokio's
+    /// timer when called, not when first polled: call it inside the runtime, as every
+    /// caller (a request's or a store call's async body) does.
     pub fn within<F: Future>(self, work: F) -> impl Future<Output = Result<F::Output, Expired>> {
         tokio::time::timeout_at(tokio::time::Instant::from_std(self.0), work)
             .map(|done| done.map_err(|_| Expired))
