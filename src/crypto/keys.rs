@@ -8,8 +8,8 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -39,7 +39,16 @@ pub struct Aad<'a> {
 
 impl Aad<'_> {
     fn bytes(&self) -> Vec<u8> {
-        format!("{}/{}/{}", self.resource, self.field, self.id).into_bytes()
+        // Built by hand, not with `format!`: this runs for every encrypted value a list reads.
+        let mut out =
+            Vec::with_capacity(self.resource.len() + self.field.len() + self.id.len() + 2);
+        for (i, part) in [self.resource, self.field, self.id].into_iter().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
     }
 }
 
@@ -193,27 +202,29 @@ impl KeyRing {
             kid: kid.to_string(),
         })?;
         let b64 = &stored[FORMAT.len() + kid.len() + 2..];
-        let blob = STANDARD.decode(b64).map_err(|_| CryptoError::Malformed)?;
-        if blob.len() < NONCE_LEN + TAG_LEN {
+        // `nonce ‖ ciphertext ‖ tag`, decrypted where it lies: no second buffer.
+        let mut blob = STANDARD.decode(b64).map_err(|_| CryptoError::Malformed)?;
+        let Some(tag_at) = blob.len().checked_sub(TAG_LEN).filter(|&t| t >= NONCE_LEN) else {
             return Err(CryptoError::Malformed);
-        }
-        let (nonce, sealed) = blob.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Malformed)?;
-        let aad = aad.bytes();
+        };
+        let (head, tag) = blob.split_at_mut(tag_at);
+        let (nonce, sealed) = head.split_at_mut(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| CryptoError::Malformed)?;
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| CryptoError::Malformed)?;
         let fail = || CryptoError::Decrypt {
             kid: key.kid.clone(),
         };
-        let plain = key
-            .cipher
-            .decrypt(
+        key.cipher
+            .decrypt_inout_detached(
                 &Nonce::from(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
+                &aad.bytes(),
+                sealed.into(),
+                &Tag::from(tag),
             )
             .map_err(|_| fail())?;
-        String::from_utf8(plain).map_err(|_| fail())
+        blob.truncate(tag_at);
+        blob.drain(..NONCE_LEN);
+        String::from_utf8(blob).map_err(|_| fail())
     }
 
     /// The cursor MAC keys, active first: cursors are signed with the first and accepted
