@@ -19,6 +19,95 @@ use diesel::sqlite::SqliteConnection;
 use super::StoreError;
 use super::dialect::Bind;
 
+/// One SQLite row as its columns' values, in select order: text values share one buffer, so
+/// a row costs two allocations however many columns it has.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cells {
+    text: String,
+    cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    /// A byte range of `Cells::text`.
+    Text(usize, usize),
+}
+
+/// One value of [`Cells`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SqlValue<'a> {
+    /// SQL `NULL`.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text (a blob is read as text).
+    Text(&'a str),
+}
+
+impl Cells {
+    /// The row's values, in select order.
+    pub fn values(&self) -> impl Iterator<Item = SqlValue<'_>> {
+        self.cells.iter().map(|c| match *c {
+            Cell::Null => SqlValue::Null,
+            Cell::Int(i) => SqlValue::Int(i),
+            Cell::Real(f) => SqlValue::Real(f),
+            Cell::Text(from, to) => SqlValue::Text(self.text.get(from..to).unwrap_or_default()),
+        })
+    }
+
+    /// How long the row's text values are together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// How many columns the row has.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+}
+
+impl diesel::deserialize::FromSqlRow<Untyped, diesel::sqlite::Sqlite> for Cells {
+    fn build_from_row<'a>(
+        row: &impl diesel::row::Row<'a, diesel::sqlite::Sqlite>,
+    ) -> diesel::deserialize::Result<Self> {
+        use diesel::row::Field;
+        use diesel::sqlite::SqliteType;
+        let n = row.field_count();
+        let mut out = Cells {
+            text: String::new(),
+            cells: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let field = row.get(i).ok_or("a column the row reported is missing")?;
+            let cell = match field.value() {
+                None => Cell::Null,
+                Some(mut v) => match v.value_type() {
+                    None => Cell::Null,
+                    Some(SqliteType::Long) => Cell::Int(v.read_long()),
+                    Some(SqliteType::Double) => Cell::Real(v.read_double()),
+                    Some(_) => {
+                        let from = out.text.len();
+                        out.text.push_str(v.read_text());
+                        Cell::Text(from, out.text.len())
+                    }
+                },
+            };
+            out.cells.push(cell);
+        }
+        Ok(out)
+    }
+}
+
 #[derive(QueryableByName)]
 struct JsonRow {
     #[diesel(sql_type = Text)]
@@ -227,6 +316,36 @@ impl Conn {
         binds: &[Bind],
     ) -> Result<Vec<String>, StoreError> {
         self.load(self.sql(sql, binds, true))
+    }
+
+    /// Runs an SQLite query of the plan's bounded set (kept prepared); returns each row's
+    /// values as they are, for the caller to render (`store::crud`: no JSON built by SQLite
+    /// only to be parsed again). An error on PostgreSQL, whose rows come as JSON text.
+    pub fn query_cells_cached(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<Vec<Cells>, StoreError> {
+        self.query_cells(self.sql(sql, binds, true))
+    }
+
+    /// [`Conn::query_cells_cached`] for a query prepared for this call only.
+    pub fn query_cells_once(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<Vec<Cells>, StoreError> {
+        self.query_cells(self.sql(sql, binds, false))
+    }
+
+    fn query_cells(&mut self, q: Sql<'_>) -> Result<Vec<Cells>, StoreError> {
+        match self {
+            Conn::Sqlite(c) => q.load(&mut **c).map_err(StoreError::from),
+            #[cfg(feature = "postgres")]
+            Conn::Pg(_) => Err(StoreError::Database(
+                "rows as cells are read from SQLite only".into(),
+            )),
+        }
     }
 
     fn load(&mut self, q: Sql<'_>) -> Result<Vec<String>, StoreError> {

@@ -1,16 +1,21 @@
 //! CRUD over one declared resource. Identifiers come from the plan; every request value is
-//! a bound parameter. Rows come back as JSON built by the database itself.
+//! a bound parameter. PostgreSQL returns each row as JSON text it builds itself; SQLite
+//! returns the columns, and [`Resource::reveal`] writes the JSON. (SQLite's `json_object`
+//! text, parsed again here, took about 30 % of a list's CPU in perf; its columns read
+//! directly cost a third of that.)
 //!
 //! Reading a row decrypts only the encrypted fields its reader may see ([`ReadMask`]); a
 //! field that does not decrypt becomes `null` and is named in the row's `_errors`, so one bad
 //! value never hides the rest of a row or of a list.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use super::conn::{Cells, SqlValue};
 use super::cursor::{Cursor, CursorKeys};
 use super::dialect::{Bind, Kind, json_row, pair, placeholder, quote, to_bind};
 use super::table::{Table, index_column};
@@ -95,8 +100,8 @@ impl FieldFault {
 }
 
 /// A row as its reader may see it, already rendered as the JSON object the response
-/// carries: the database's own JSON text with unreadable fields left out and encrypted ones
-/// decrypted in place, never parsed into a tree.
+/// carries, with unreadable fields left out and encrypted ones decrypted, written directly
+/// as text and never built as a tree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     json: String,
@@ -170,6 +175,173 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// A row as the database returned it, before [`Resource::reveal`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// PostgreSQL: the row rendered as a JSON object by the database.
+    Json(String),
+    /// SQLite: the selected columns' values.
+    Cells(Cells),
+}
+
+impl Stored {
+    /// About how long the row's JSON is.
+    fn len_hint(&self) -> usize {
+        match self {
+            Stored::Json(text) => text.len(),
+            Stored::Cells(cells) => cells.text_len() + 32 * cells.len(),
+        }
+    }
+}
+
+/// One field of a stored row: JSON text, or an SQL value to render as its kind.
+#[derive(Debug, Clone, Copy)]
+enum Member<'a> {
+    /// Already JSON (PostgreSQL's rendering, a JSON column, a boolean, `null`).
+    Json(&'a str),
+    /// A string, unescaped.
+    Text(&'a str),
+    /// An integer.
+    Int(i64),
+    /// A number.
+    Real(f64),
+}
+
+impl<'a> Member<'a> {
+    /// SQLite's value `v` of a column of `kind`, as JSON renders it.
+    fn of(kind: Kind, v: SqlValue<'a>) -> Result<Self, StoreError> {
+        Ok(match (kind, v) {
+            (_, SqlValue::Null) => Member::Json("null"),
+            (Kind::Bool, SqlValue::Int(i)) => Member::Json(if i == 0 { "false" } else { "true" }),
+            (Kind::Bool, SqlValue::Real(f)) => {
+                Member::Json(if f == 0.0 { "false" } else { "true" })
+            }
+            (Kind::Json, SqlValue::Text(text)) => {
+                // Stored as serialized JSON; checked so that a damaged value cannot break
+                // the answer's JSON.
+                serde_json::from_str::<&RawValue>(text).map_err(corrupt)?;
+                Member::Json(text)
+            }
+            (Kind::Bool, SqlValue::Text(_)) => {
+                return Err(StoreError::Corrupt("text in a boolean column".into()));
+            }
+            (_, SqlValue::Text(text)) => Member::Text(text),
+            (_, SqlValue::Int(i)) => Member::Int(i),
+            (_, SqlValue::Real(f)) => Member::Real(f),
+        })
+    }
+
+    /// The string this member holds, unescaped; `None` when it is not a string.
+    fn text(self) -> Result<Option<Cow<'a, str>>, StoreError> {
+        match self {
+            Member::Text(text) => Ok(Some(Cow::Borrowed(text))),
+            Member::Json(raw) if raw.starts_with('"') => json_text(raw).map(Some).map_err(corrupt),
+            _ => Ok(None),
+        }
+    }
+
+    /// Appends the member as JSON.
+    fn push_to(self, out: &mut String) {
+        match self {
+            Member::Json(raw) => out.push_str(raw),
+            Member::Text(text) => push_json_string(out, text),
+            Member::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+            Member::Real(f) => match serde_json::Number::from_f64(f) {
+                Some(n) => out.push_str(&n.to_string()),
+                // JSON has no NaN or infinity (SQLite's own rendering made NaN null too).
+                None => out.push_str("null"),
+            },
+        }
+    }
+
+    /// The member as a JSON value.
+    fn to_value(self) -> Result<Value, StoreError> {
+        Ok(match self {
+            Member::Json(raw) => serde_json::from_str(raw).map_err(corrupt)?,
+            Member::Text(text) => Value::String(text.to_string()),
+            Member::Int(i) => Value::from(i),
+            Member::Real(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        })
+    }
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// The text of a JSON string value, borrowed when it holds no escape (ids, timestamps and
+/// sealed values never do).
+fn json_text(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    match raw.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(raw).map(Cow::Owned),
+    }
+}
+
+/// Appends `s` to `out` as a JSON string (escaping as serde_json does, without its detour
+/// through a `Value` and a formatter). Rows are mostly text with nothing to escape, so the
+/// scan for a byte that needs it goes eight bytes at a time.
+fn push_json_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut rest = s;
+    while let Some(at) = first_to_escape(rest.as_bytes()) {
+        // Every byte escaped is ASCII, so `at` and `at + 1` are char boundaries.
+        let (clean, tail) = rest.split_at(at);
+        out.push_str(clean);
+        let b = tail.as_bytes()[0];
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// The index of the first byte JSON must escape in a string: `"`, `\\` or a control byte.
+fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A byte below 0x20, or equal to '"' or '\\' (the zero-byte test on x XOR the byte);
+        // may flag a byte that is none of them (a borrow from the byte below), never miss one.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+            | zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')));
+        if flags != 0
+            && let Some(i) = chunk.iter().position(|&b| needs(b))
+        {
+            return Some(at + i);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| needs(b))
+        .map(|i| at + i)
+}
+
 /// An insert prepared outside the writer: the values to bind, encrypted.
 #[derive(Debug, Clone)]
 pub struct Insert {
@@ -211,8 +383,13 @@ pub struct Resource {
     /// The resource's table.
     pub table: Table,
     pg: bool,
-    /// The expression rendering a row as JSON text.
+    /// The expression rendering a row as JSON text (PostgreSQL's `RETURNING`).
     row_json: String,
+    /// What a `SELECT` of whole rows lists: PostgreSQL renders the row as JSON text (`j`),
+    /// SQLite returns the columns of `fields`, which [`Resource::reveal`] renders itself.
+    row_select: String,
+    /// The row's fields in select order (SQLite's cells): name, kind and whether encrypted.
+    fields: Vec<(String, Kind, bool)>,
     /// Seals and opens the encrypted fields; `None` when no keys are configured.
     ring: Option<Arc<KeyRing>>,
     /// Signs and checks list cursors.
@@ -229,20 +406,31 @@ pub struct Resource {
 impl Resource {
     /// The SQL of `table` for the given dialect.
     pub fn new(table: Table, pg: bool) -> Self {
-        let mut parts = vec![("id", Kind::Text)];
+        let mut fields = vec![("id".to_string(), Kind::Text, false)];
         if table.owner {
-            parts.push(("owner", Kind::Text));
+            fields.push(("owner".to_string(), Kind::Text, false));
         }
-        let mut exprs: Vec<String> = parts.iter().map(|(n, k)| pair(pg, n, *k)).collect();
-        exprs.extend(table.columns.iter().map(|c| pair(pg, &c.name, c.kind)));
-        exprs.push(pair(pg, "created_at", Kind::Text));
-        exprs.push(pair(pg, "updated_at", Kind::Text));
+        fields.extend(
+            table
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.kind, c.encrypted)),
+        );
+        fields.push(("created_at".to_string(), Kind::Text, false));
+        fields.push(("updated_at".to_string(), Kind::Text, false));
+        let exprs: Vec<String> = fields.iter().map(|(n, k, _)| pair(pg, n, *k)).collect();
         let row_json = json_row(pg, &exprs);
+        let row_select = if pg {
+            format!("{row_json} AS j")
+        } else {
+            let cols: Vec<String> = fields.iter().map(|(n, _, _)| quote(n)).collect();
+            cols.join(", ")
+        };
         let name = quote(&table.name);
         let ph = |n: usize, kind: Kind| placeholder(pg, n, kind);
         let id_is = format!("{} = {}", quote("id"), ph(1, Kind::Text));
         let own = format!("{id_is} AND {} = {}", quote("owner"), ph(2, Kind::Text));
-        let select = |cond: &str| format!("SELECT {row_json} AS j FROM {name} WHERE {cond}");
+        let select = |cond: &str| format!("SELECT {row_select} FROM {name} WHERE {cond}");
 
         let mut cols = vec![quote("id")];
         let mut kinds = vec![Kind::Text];
@@ -291,6 +479,8 @@ impl Resource {
             table,
             pg,
             row_json,
+            row_select,
+            fields,
             ring: None,
             cursors: None,
             faults: Default::default(),
@@ -386,35 +576,103 @@ impl Resource {
         }
     }
 
-    /// A row read back as JSON, as `mask` lets its reader see it: unreadable fields left
-    /// out (never decrypted), readable encrypted fields decrypted, and a field that does not
-    /// decrypt written as `null` and named in the row's faults (logged with its key id).
+    /// Rows of a `SELECT` of [`Resource::row_select`] (or PostgreSQL's `RETURNING`), as the
+    /// database returned them. `cached` keeps the statement prepared (bounded texts only).
+    fn fetch(
+        &self,
+        conn: &mut Conn,
+        sql: &str,
+        binds: &[Bind],
+        cached: bool,
+    ) -> Result<Vec<Stored>, StoreError> {
+        Ok(match (self.pg, cached) {
+            (true, true) => conn
+                .query_json_cached(sql, binds)?
+                .into_iter()
+                .map(Stored::Json)
+                .collect(),
+            (true, false) => conn
+                .query_json(sql, binds)?
+                .into_iter()
+                .map(Stored::Json)
+                .collect(),
+            (false, true) => conn
+                .query_cells_cached(sql, binds)?
+                .into_iter()
+                .map(Stored::Cells)
+                .collect(),
+            (false, false) => conn
+                .query_cells_once(sql, binds)?
+                .into_iter()
+                .map(Stored::Cells)
+                .collect(),
+        })
+    }
+
+    /// A stored row's fields in order: name, whether encrypted, and the value as JSON or as
+    /// an SQL value of its kind.
+    fn members<'a>(
+        &'a self,
+        stored: &'a Stored,
+    ) -> Result<Vec<(&'a str, bool, Member<'a>)>, StoreError> {
+        match stored {
+            Stored::Json(text) => {
+                let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
+                Ok(members
+                    .into_iter()
+                    .map(|(name, raw)| {
+                        (name, self.table.is_encrypted(name), Member::Json(raw.get()))
+                    })
+                    .collect())
+            }
+            Stored::Cells(cells) => {
+                if cells.len() != self.fields.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: a row of {} columns where {} were selected",
+                        self.table.name,
+                        cells.len(),
+                        self.fields.len()
+                    )));
+                }
+                self.fields
+                    .iter()
+                    .zip(cells.values())
+                    .map(|((name, kind, sealed), v)| {
+                        Ok((name.as_str(), *sealed, Member::of(*kind, v)?))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A stored row as `mask` lets its reader see it, rendered as JSON: unreadable fields
+    /// left out (never decrypted), readable encrypted fields decrypted, and a field that does
+    /// not decrypt written as `null` and named in the row's faults (logged with its key id).
     /// `key` names the column whose value the caller needs back (a list's sort column).
     pub fn reveal(
         &self,
-        text: &str,
+        stored: &Stored,
         mask: &ReadMask,
         key: Option<&str>,
     ) -> Result<Row, StoreError> {
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
-        let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
+        let members = self.members(stored)?;
         let text_of = |name: &str| -> Result<Option<String>, StoreError> {
-            match members.iter().find(|(k, _)| *k == name) {
-                Some((_, raw)) => serde_json::from_str(raw.get()).map_err(corrupt),
+            match members.iter().find(|(k, _, _)| *k == name) {
+                Some((_, _, m)) => Ok(m.text()?.map(Cow::into_owned)),
                 None => Ok(None),
             }
         };
         let id = text_of("id")?.unwrap_or_default();
         let owner = text_of("owner")?;
         let mut row = Row {
-            json: String::with_capacity(text.len() + 16),
+            json: String::with_capacity(stored.len_hint() + 16),
             id,
             owner,
             key: None,
             faults: Vec::new(),
         };
         row.json.push('{');
-        for (name, raw) in &members {
+        for (name, sealed, member) in &members {
             if !mask.may_read(name, row.owner.as_deref()) {
                 continue;
             }
@@ -426,15 +684,16 @@ impl Resource {
             row.json.push_str(name);
             row.json.push_str("\":");
             if Some(*name) == key {
-                row.key = Some(serde_json::from_str(raw.get()).map_err(corrupt)?);
+                row.key = Some(member.to_value()?);
             }
-            if !self.table.is_encrypted(name) || raw.get() == "null" {
-                row.json.push_str(raw.get());
+            // Stored encrypted values are strings; `null` and other values pass as they are.
+            let text = if *sealed { member.text()? } else { None };
+            let Some(stored) = text else {
+                member.push_to(&mut row.json);
                 continue;
-            }
-            let stored: String = serde_json::from_str(raw.get()).map_err(corrupt)?;
+            };
             match self.open(name, &row.id, &stored) {
-                Ok(plain) => row.json.push_str(&Value::String(plain).to_string()),
+                Ok(plain) => push_json_string(&mut row.json, &plain),
                 Err(fault) => {
                     row.json.push_str("null");
                     row.faults.push((name.to_string(), fault));
@@ -504,9 +763,9 @@ impl Resource {
             }
             None => &self.get_sql,
         };
-        let rows = conn.query_json_cached(sql, &binds)?;
-        let row = rows.into_iter().next().ok_or(StoreError::NotFound)?;
-        self.reveal(&row, mask, None)
+        let rows = self.fetch(conn, sql, &binds, true)?;
+        let row = rows.first().ok_or(StoreError::NotFound)?;
+        self.reveal(row, mask, None)
     }
 
     /// Inserts a validated document; returns the stored row. Runs in the caller's
@@ -521,8 +780,8 @@ impl Resource {
         mask: &ReadMask,
     ) -> Result<Row, StoreError> {
         let insert = self.prepare_insert(owner, doc)?;
-        let text = self.insert(conn, &insert)?;
-        self.reveal(&text, mask, None)
+        let stored = self.insert(conn, &insert)?;
+        self.reveal(&stored, mask, None)
     }
 
     /// The insert of a validated document: its id (chosen here, before encrypting, because
@@ -539,9 +798,9 @@ impl Resource {
 
     /// Runs a prepared insert; returns the stored row as the database renders it (for
     /// [`Resource::reveal`]).
-    pub fn insert(&self, conn: &mut Conn, insert: &Insert) -> Result<String, StoreError> {
+    pub fn insert(&self, conn: &mut Conn, insert: &Insert) -> Result<Stored, StoreError> {
         let rows = if self.pg {
-            conn.query_json_cached(&self.insert_sql, &insert.binds)?
+            self.fetch(conn, &self.insert_sql, &insert.binds, true)?
         } else {
             conn.execute_cached(&self.insert_sql, &insert.binds)?;
             self.read_back(conn, &insert.id)?
@@ -586,8 +845,8 @@ impl Resource {
         mask: &ReadMask,
     ) -> Result<Row, StoreError> {
         let update = self.prepare_update(id, owner, patch)?;
-        let text = self.run_update(conn, &update)?;
-        self.reveal(&text, mask, None)
+        let stored = self.run_update(conn, &update)?;
+        self.reveal(&stored, mask, None)
     }
 
     /// The update of a validated patch: its SQL (the set of changed fields varies, so it is
@@ -641,9 +900,9 @@ impl Resource {
     }
 
     /// Runs a prepared update; returns the row as the database renders it, or `NotFound`.
-    pub fn run_update(&self, conn: &mut Conn, update: &Update) -> Result<String, StoreError> {
+    pub fn run_update(&self, conn: &mut Conn, update: &Update) -> Result<Stored, StoreError> {
         let rows = if self.pg {
-            conn.query_json(&update.sql, &update.binds)?
+            self.fetch(conn, &update.sql, &update.binds, false)?
         } else {
             match conn.execute(&update.sql, &update.binds)? {
                 0 => return Err(StoreError::NotFound),
@@ -655,8 +914,13 @@ impl Resource {
 
     /// The row just written, as the database renders it: SQLite's stand-in for `RETURNING`
     /// (see [`returning`]), in the writer's transaction.
-    fn read_back(&self, conn: &mut Conn, id: &str) -> Result<Vec<String>, StoreError> {
-        conn.query_json_cached(&self.get_sql, &[Bind::Text(Some(id.to_string()))])
+    fn read_back(&self, conn: &mut Conn, id: &str) -> Result<Vec<Stored>, StoreError> {
+        self.fetch(
+            conn,
+            &self.get_sql,
+            &[Bind::Text(Some(id.to_string()))],
+            true,
+        )
     }
 
     /// Deletes one row (of `owner` when given). Runs in the caller's transaction.
@@ -768,8 +1032,8 @@ impl Resource {
         };
         Ok((
             format!(
-                "SELECT {} AS j FROM {}{conds} ORDER BY {order} LIMIT {limit}",
-                self.row_json,
+                "SELECT {} FROM {}{conds} ORDER BY {order} LIMIT {limit}",
+                self.row_select,
                 quote(&self.table.name)
             ),
             binds,
@@ -787,11 +1051,7 @@ impl Resource {
         // Pages with at most one filter are a bounded set of texts per resource (sort ×
         // direction × cursor × owner × filter): kept prepared. More filters combine into
         // too many texts to cache.
-        let rows = if q.filters.len() <= 1 {
-            conn.query_json_cached(&sql, &binds)?
-        } else {
-            conn.query_json(&sql, &binds)?
-        };
+        let rows = self.fetch(conn, &sql, &binds, q.filters.len() <= 1)?;
         let key = (q.sort != "id").then_some(q.sort.as_str());
         let mut items = rows
             .iter()
@@ -842,5 +1102,79 @@ impl Resource {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_ascii: String = (0u8..0x80).map(char::from).collect();
+        every_ascii.push_str("é ☃ 𝄞 \u{2028} end");
+        let mut cases: Vec<String> = ["", "plain", "a\"b\\c", "\u{1}\u{1f}\u{7f}", &every_ascii]
+            .map(String::from)
+            .to_vec();
+        // Each escaped byte at every offset of the 8-byte scan, among near misses (`!`, `#`,
+        // `[`, `]`, 0x20) and multi-byte characters.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for at in 0..20 {
+                let mut s: String = "!# []é".chars().cycle().take(19).collect();
+                s.insert(
+                    s.char_indices().nth(at).map_or(s.len(), |(i, _)| i),
+                    special,
+                );
+                cases.push(s);
+            }
+        }
+        for s in &cases {
+            let mut out = String::from("x");
+            push_json_string(&mut out, s);
+            assert_eq!(
+                out,
+                format!("x{}", serde_json::to_string(s).unwrap()),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_values_render_as_their_kind() {
+        let json = |kind, v| {
+            let mut out = String::new();
+            Member::of(kind, v).unwrap().push_to(&mut out);
+            out
+        };
+        assert_eq!(json(Kind::Bool, SqlValue::Int(1)), "true");
+        assert_eq!(json(Kind::Bool, SqlValue::Int(0)), "false");
+        assert_eq!(json(Kind::Bool, SqlValue::Null), "null");
+        assert_eq!(json(Kind::Int, SqlValue::Int(-42)), "-42");
+        assert_eq!(json(Kind::Real, SqlValue::Real(1.5)), "1.5");
+        assert_eq!(json(Kind::Real, SqlValue::Real(f64::NAN)), "null");
+        assert_eq!(json(Kind::Text, SqlValue::Text("a\"b")), r#""a\"b""#);
+        assert_eq!(json(Kind::Json, SqlValue::Text(r#"["x",1]"#)), r#"["x",1]"#);
+        // A damaged JSON column or a boolean holding text is reported, never passed on.
+        assert!(matches!(
+            Member::of(Kind::Json, SqlValue::Text("[1,")),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Member::of(Kind::Bool, SqlValue::Text("yes")),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_json_string_is_read_borrowed_when_it_has_no_escape() {
+        let plain = r#""nf1:k1:AAEC+/==""#;
+        assert!(matches!(
+            json_text(plain).unwrap(),
+            Cow::Borrowed("nf1:k1:AAEC+/==")
+        ));
+        assert_eq!(json_text(r#""a\"b\u00e9""#).unwrap(), "a\"bé");
+        assert!(json_text("12").is_err());
     }
 }
