@@ -1,8 +1,8 @@
 //! CRUD over one declared resource. Identifiers come from the plan; every request value is
 //! a bound parameter. PostgreSQL returns each row as JSON text it builds itself; SQLite
 //! returns the columns, and [`Resource::reveal`] writes the JSON. (SQLite's `json_object`
-//! text, parsed again here, took about 30 % of a list's CPU in perf; its columns read
-//! directly cost a third of that.)
+//! text, parsed again here, took about 30 % of a list's CPU in perf; reading the columns
+//! takes less than half of that.)
 //!
 //! Reading a row decrypts only the encrypted fields its reader may see ([`ReadMask`]); a
 //! field that does not decrypt becomes `null` and is named in the row's `_errors`, so one bad
