@@ -318,27 +318,17 @@ impl Conn {
         self.load(self.sql(sql, binds, true))
     }
 
-    /// Runs an SQLite query of the plan's bounded set (kept prepared); returns each row's
-    /// values as they are, for the caller to render (`store::crud`: no JSON built by SQLite
-    /// only to be parsed again). An error on PostgreSQL, whose rows come as JSON text.
-    pub fn query_cells_cached(
+    /// Runs an SQLite query; returns each row's values as they are, for the caller to render
+    /// (`store::crud`: no JSON built by SQLite only to be parsed again). With `cache`, the
+    /// statement is kept prepared (the plan's bounded set of texts only). An error on
+    /// PostgreSQL, whose rows come as JSON text.
+    pub fn query_cells(
         &mut self,
         sql: &str,
         binds: &[Bind],
+        cache: bool,
     ) -> Result<Vec<Cells>, StoreError> {
-        self.query_cells(self.sql(sql, binds, true))
-    }
-
-    /// [`Conn::query_cells_cached`] for a query prepared for this call only.
-    pub fn query_cells_once(
-        &mut self,
-        sql: &str,
-        binds: &[Bind],
-    ) -> Result<Vec<Cells>, StoreError> {
-        self.query_cells(self.sql(sql, binds, false))
-    }
-
-    fn query_cells(&mut self, q: Sql<'_>) -> Result<Vec<Cells>, StoreError> {
+        let q = self.sql(sql, binds, cache);
         match self {
             Conn::Sqlite(c) => q.load(&mut **c).map_err(StoreError::from),
             #[cfg(feature = "postgres")]

@@ -585,28 +585,17 @@ impl Resource {
         binds: &[Bind],
         cached: bool,
     ) -> Result<Vec<Stored>, StoreError> {
-        Ok(match (self.pg, cached) {
-            (true, true) => conn
-                .query_json_cached(sql, binds)?
-                .into_iter()
-                .map(Stored::Json)
-                .collect(),
-            (true, false) => conn
-                .query_json(sql, binds)?
-                .into_iter()
-                .map(Stored::Json)
-                .collect(),
-            (false, true) => conn
-                .query_cells_cached(sql, binds)?
-                .into_iter()
-                .map(Stored::Cells)
-                .collect(),
-            (false, false) => conn
-                .query_cells_once(sql, binds)?
-                .into_iter()
-                .map(Stored::Cells)
-                .collect(),
-        })
+        if self.pg {
+            let rows = if cached {
+                conn.query_json_cached(sql, binds)?
+            } else {
+                conn.query_json(sql, binds)?
+            };
+            Ok(rows.into_iter().map(Stored::Json).collect())
+        } else {
+            let rows = conn.query_cells(sql, binds, cached)?;
+            Ok(rows.into_iter().map(Stored::Cells).collect())
+        }
     }
 
     /// A stored row's fields in order: name, whether encrypted, and the value as JSON or as
