@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{Project, client};
-use crate::oidc::{AUD, KeyMaterial, Provider, free_port, keys, nestflux_config, now};
+use crate::oidc::{AUD, KeyMaterial, Provider, keys, nestflux_config, now};
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -66,7 +66,7 @@ fn by_alg(list: &[KeyMaterial], alg: &str) -> KeyMaterial {
 #[test]
 fn thirty_plus_hostile_tokens_are_all_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("keys.json"), "1");
     let issuer = provider.issuer();
     let provider_keys = keys(&provider.keys_file.to_string_lossy());
     let fresh = keys("--fresh");

@@ -67,7 +67,7 @@ fn eventually_accepted(server: &Server, token: &str, limit: Duration) {
 #[test]
 fn rs256_and_es256_tokens_api_keys_and_status_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("keys.json"), "1");
     let rs = serve(&provider.issuer(), AUD);
     let es = serve(&provider.issuer(), AUD_ES);
 
@@ -170,8 +170,8 @@ fn rs256_and_es256_tokens_api_keys_and_status_codes() {
 #[test]
 fn keys_survive_an_outage_and_rotation_needs_no_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let provider = Provider::start(port, &dir.path().join("gen1.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("gen1.json"), "1");
+    let port = provider.port;
     let s = serve(&provider.issuer(), AUD);
     let first = provider.token(AUD);
     let unseen = provider.token(AUD);

@@ -234,9 +234,9 @@ fn tokens_and_api_keys_are_verified_as_served() {
 /// discovery document, exactly as `serve` verifies it (the real `oidc-provider`).
 #[test]
 fn a_provider_token_is_verified_against_the_providers_keys() {
-    use crate::oidc::{AUD, Provider, free_port, nestflux_config};
+    use crate::oidc::{AUD, Provider, nestflux_config};
     let dir = tempfile::tempdir().unwrap();
-    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("keys.json"), "1");
     let (_, hash) = new_api_key("ci");
     let p = Project::new(&nestflux_config(&provider.issuer(), AUD, &hash));
     let token = provider.token(AUD);

@@ -76,9 +76,19 @@ pub struct Provider {
     out: Arc<Mutex<Vec<String>>>,
 }
 
+/// The port in provider.mjs's `oidc-provider http://127.0.0.1:PORT ready` line.
+fn ready_port(line: &str) -> Option<u16> {
+    let issuer = line
+        .strip_prefix("oidc-provider ")?
+        .strip_suffix(" ready")?;
+    issuer.rsplit_once(':')?.1.parse().ok()
+}
+
 impl Provider {
     /// Starts the provider on `port` with signing keys in `keys_file` (generated with kids
-    /// `rsa-GEN` / `ec-GEN` when the file does not exist yet).
+    /// `rsa-GEN` / `ec-GEN` when the file does not exist yet). Port 0 lets the provider bind
+    /// a free port itself (read it from [`Provider::port`]): unlike a port chosen here and
+    /// released, nothing can take it while node starts.
     pub fn start(port: u16, keys_file: &Path, key_gen: &str) -> Provider {
         Self::start_with(port, keys_file, key_gen, &[])
     }
@@ -101,28 +111,44 @@ impl Provider {
             .env("API_AUD_ES", AUD_ES)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn node provider.mjs");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("ready")
+                if let Some(port) = ready_port(&line)
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(());
+                    let _ = tx.send(port);
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let errors = Arc::new(Mutex::new(String::new()));
+        let err_sink = errors.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut e = err_sink.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        let Ok(port) = rx.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
-            panic!("oidc-provider did not start on port {port}");
-        }
+            let _ = child.wait();
+            // The stderr reader gets the rest once the process is gone.
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "oidc-provider did not start on port {port}; its stderr:\n{}",
+                errors.lock().unwrap()
+            );
+        };
         Provider {
             child,
             port,

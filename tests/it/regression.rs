@@ -312,7 +312,7 @@ fn list_query_errors_are_capped_and_their_pointers_escaped() {
 #[test]
 fn a_development_token_never_owns_a_provider_users_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("keys.json"), "1");
     let config = format!(
         "[auth]\nissuer = \"{}\"\naudience = \"{AUD}\"\nalgorithms = [\"RS256\", \"EdDSA\"]\n\
          [auth.dev]\nenabled = true\n\
@@ -412,9 +412,9 @@ fn a_development_token_never_owns_a_provider_users_rows() {
 #[test]
 fn a_jwks_without_usable_keys_retires_the_old_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let gen1 = dir.path().join("gen1.json");
-    let provider = Provider::start(port, &gen1, "1");
+    let provider = Provider::start(0, &gen1, "1");
+    let port = provider.port;
     // This service trusts ES256 only.
     let config = format!(
         "[auth]\nissuer = \"{}\"\naudience = \"{AUD_ES}\"\nalgorithms = [\"ES256\"]\n\
@@ -880,7 +880,7 @@ fn an_id_token_is_not_an_access_token() {
     use base64::Engine;
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
-    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("keys.json"), "1");
     // A real login at the provider as the confidential web client, with a nonce.
     let redirect = "http://127.0.0.1:8080/callback";
     let verifier = "a-code-verifier-long-enough-for-pkce-0123456789abcdefghijkl";
@@ -1529,9 +1529,9 @@ fn a_huge_filter_on_long_text_is_a_declared_422() {
 /// `database.last_seen_interval`), under the issuer without its trailing slash.
 #[test]
 fn last_seen_moves_on_later_requests_and_one_issuer_is_one_user() {
-    use crate::oidc::{AUD, Provider, free_port, keys, nestflux_config, now};
+    use crate::oidc::{AUD, Provider, keys, nestflux_config, now};
     let dir = tempfile::tempdir().unwrap();
-    let provider = Provider::start(free_port(), &dir.path().join("keys.json"), "1");
+    let provider = Provider::start(0, &dir.path().join("keys.json"), "1");
     let issuer = provider.issuer();
     let rsa = keys(&provider.keys_file.to_string_lossy())
         .into_iter()

@@ -156,21 +156,34 @@ public = true
 
 impl Rig {
     fn start(opts: Opts) -> Rig {
-        let port = free_port();
-        let provider_port = free_port();
-        let project = Project::new("");
-        let keys_file = project.path().join("op-keys.json");
-        let provider = start_provider(provider_port, &keys_file, port, &opts);
-        std::fs::write(project.config(), config(&opts, &provider.issuer(), port)).unwrap();
-        let server = serve(&project, port, &opts);
-        Rig {
-            provider: Some(provider),
-            provider_port,
-            keys_file,
-            project,
-            server,
-            port,
-            opts,
+        // The service's port goes into the provider's redirect URL, so it is chosen (and
+        // released) before node starts, and another process may take it meanwhile: then
+        // start over on a fresh one.
+        let mut attempts = 0;
+        loop {
+            let port = free_port();
+            let project = Project::new("");
+            let keys_file = project.path().join("op-keys.json");
+            let provider = start_provider(0, &keys_file, port, &opts);
+            let provider_port = provider.port;
+            std::fs::write(project.config(), config(&opts, &provider.issuer(), port)).unwrap();
+            match try_serve(&project, port, &opts) {
+                Ok(server) => {
+                    return Rig {
+                        provider: Some(provider),
+                        provider_port,
+                        keys_file,
+                        project,
+                        server,
+                        port,
+                        opts,
+                    };
+                }
+                Err(log) if attempts < 3 && log.contains("Address already in use") => {
+                    attempts += 1;
+                }
+                Err(log) => panic!("server did not start:\n{log}"),
+            }
         }
     }
 
@@ -252,6 +265,10 @@ pub fn start_provider(
 }
 
 fn serve(project: &Project, port: u16, opts: &Opts) -> Server {
+    try_serve(project, port, opts).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+}
+
+fn try_serve(project: &Project, port: u16, opts: &Opts) -> Result<Server, String> {
     let bind = format!("127.0.0.1:{port}");
     let mut env = vec![
         ("NESTFLUX_SERVER__BIND", bind.as_str()),
@@ -261,7 +278,7 @@ fn serve(project: &Project, port: u16, opts: &Opts) -> Server {
     if opts.keys {
         env.push(("NESTFLUX_ENCRYPTION__KEYS", KEYS));
     }
-    project.serve(&env)
+    project.try_serve(&env)
 }
 
 /// A value read until it stops changing for a moment (the provider prints its grants

@@ -1,7 +1,8 @@
 // Minimal real OpenID Provider (panva/oidc-provider v9) for NestFlux tests.
 // Copied from ../shared/tools/oidc/provider.mjs; run by tests/auth_oidc.rs.
 // Usage: PORT=9000 node provider.mjs
-// Env: PORT (default 9000), RP_REDIRECT (default http://127.0.0.1:8080/callback),
+// Env: PORT (default 9000; 0 takes a free port, printed in the ready line),
+//      RP_REDIRECT (default http://127.0.0.1:8080/callback),
 //      API_AUD (default http://127.0.0.1:8080/api), API_AUD_ES, KEYS_FILE (default ./keys.json),
 //      KEY_GEN (kid suffix of freshly generated keys, default 1),
 //      AT_TTL (access-token lifetime in seconds, default 300),
@@ -11,9 +12,9 @@
 import Provider from 'oidc-provider';
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 
-const PORT = Number(process.env.PORT || 9000);
-const ISSUER = `http://127.0.0.1:${PORT}`;
+const PORT = Number(process.env.PORT ?? 9000);
 const RP_REDIRECT = process.env.RP_REDIRECT || 'http://127.0.0.1:8080/callback';
 const API_AUD = process.env.API_AUD || 'http://127.0.0.1:8080/api';       // RS256 JWT ATs
 const API_AUD_ES = process.env.API_AUD_ES || 'urn:nestflux:api:es256';    // ES256 JWT ATs
@@ -109,7 +110,14 @@ const configuration = {
   cookies: { keys: ['nestflux-test-cookie-key'] },
 };
 
-const provider = new Provider(ISSUER, configuration);
-provider.on('server_error', (ctx, err) => console.error('server_error', err));
-provider.on('grant.success', (ctx) => console.log(`grant ${ctx.oidc.params.grant_type}`));
-provider.listen(PORT, '127.0.0.1', () => console.log(`oidc-provider ${ISSUER} ready`));
+// Listen first, then build the provider for the port actually bound: with PORT=0 the
+// kernel picks a free port, so no other process can take it between choosing and binding.
+const server = http.createServer();
+server.listen(PORT, '127.0.0.1', () => {
+  const ISSUER = `http://127.0.0.1:${server.address().port}`;
+  const provider = new Provider(ISSUER, configuration);
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  provider.on('grant.success', (ctx) => console.log(`grant ${ctx.oidc.params.grant_type}`));
+  server.on('request', provider.callback());
+  console.log(`oidc-provider ${ISSUER} ready`);
+});
