@@ -36,16 +36,18 @@ export NESTFLUX_SERVER__BIND=127.0.0.1:$PORT
 export NESTFLUX_DATABASE__URL=sqlite://$WORK/nestflux.db
 export NESTFLUX_ENCRYPTION__KEYS=$("$BIN" keys generate)
 # The reference file's identity provider, for real: the oidc-provider the tests use
-# (tests/oidc), on its own free port, so browser login answers as in production (302 to the
-# provider) instead of 503. The API itself is called with a development token.
-IDP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# (tests/oidc), on a free port it binds itself (PORT=0; the issuer is in its ready line), so
+# browser login answers as in production (302 to the provider) instead of 503. The API itself
+# is called with a development token.
 [ -d tests/oidc/node_modules/oidc-provider ] || npm ci --prefix tests/oidc --no-audit --no-fund
-PORT=$IDP_PORT RP_REDIRECT=http://127.0.0.1:$PORT/auth/callback KEYS_FILE=$WORK/idp-keys.json \
+# PORT=0 comes last: an assignment before a command is seen by those after it.
+RP_REDIRECT=http://127.0.0.1:$PORT/auth/callback KEYS_FILE=$WORK/idp-keys.json PORT=0 \
   node tests/oidc/provider.mjs >"$WORK/idp.log" 2>&1 &
 IDP_PID=$!
 for _ in $(seq 1 150); do grep -q ready "$WORK/idp.log" 2>/dev/null && break; sleep 0.2; done
 grep -q ready "$WORK/idp.log" || { echo "oidc-provider did not start"; cat "$WORK/idp.log"; exit 1; }
-export NESTFLUX_AUTH__ISSUER=http://127.0.0.1:$IDP_PORT
+NESTFLUX_AUTH__ISSUER=$(sed -n 's/^oidc-provider \(http[^ ]*\) ready$/\1/p' "$WORK/idp.log" | head -n 1)
+export NESTFLUX_AUTH__ISSUER
 export NESTFLUX_AUTH__SESSION__CLIENT_ID=nestflux-web
 export NESTFLUX_AUTH__SESSION__CLIENT_SECRET=web-secret
 export NESTFLUX_AUTH__SESSION__REDIRECT_URL=http://127.0.0.1:$PORT/auth/callback
