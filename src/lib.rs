@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod deadline;
 pub mod explain;
 pub mod headers;
+pub mod json_string;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;

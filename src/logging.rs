@@ -132,7 +132,7 @@ impl tracing::field::Visit for Fields<'_> {
 
 /// `s` as a JSON string.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    crate::json_string::push_bytes(out, s);
 }
 
 #[cfg(test)]

@@ -116,7 +116,12 @@ fn path_id(req: &HttpRequest) -> Result<String, Problem> {
 
 impl Ctx<'_> {
     /// The audit event of a change to `record_id` writing `fields` (names only).
-    fn event(&self, action: &str, record_id: &str, fields: Vec<String>) -> crate::audit::Event {
+    fn event<F: AsRef<str>>(
+        &self,
+        action: &str,
+        record_id: &str,
+        fields: impl IntoIterator<Item = F>,
+    ) -> crate::audit::Event {
         crate::audit::mutation(
             self.caller.as_ref().map(|c| c.subject.as_str()),
             action,
@@ -302,7 +307,7 @@ async fn create(
         .prepare_insert(owner.as_deref(), &doc)
         .map_err(store_problem)?;
     let res = cx.resource.clone();
-    let event = cx.event("create", insert.id(), doc.keys().cloned().collect());
+    let event = cx.event("create", insert.id(), doc.keys());
     // The change and its audit row commit together or not at all.
     let (text, audited) = cx
         .state
@@ -350,7 +355,7 @@ async fn update(
         .prepare_update(&id, only_owner.as_deref(), &patch)
         .map_err(store_problem)?;
     let res = cx.resource.clone();
-    let event = cx.event("update", &id, patch.keys().cloned().collect());
+    let event = cx.event("update", &id, patch.keys());
     let (text, audited) = cx
         .state
         .store
@@ -374,7 +379,7 @@ async fn update(
 async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
-    let event = cx.event("delete", &id, Vec::new());
+    let event = cx.event("delete", &id, [""; 0]);
     let audited = cx
         .state
         .store

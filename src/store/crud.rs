@@ -244,7 +244,7 @@ impl<'a> Member<'a> {
     fn push_to(self, out: &mut String) {
         match self {
             Member::Json(raw) => out.push_str(raw),
-            Member::Text(text) => push_json_string(out, text),
+            Member::Text(text) => crate::json_string::push(out, text),
             Member::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
             Member::Real(f) => match serde_json::Number::from_f64(f) {
                 Some(n) => out.push_str(&n.to_string()),
@@ -276,70 +276,6 @@ fn json_text(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
         Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
         _ => serde_json::from_str::<String>(raw).map(Cow::Owned),
     }
-}
-
-/// Appends `s` to `out` as a JSON string (escaping as serde_json does, without its detour
-/// through a `Value` and a formatter). Rows are mostly text with nothing to escape, so the
-/// scan for a byte that needs it goes eight bytes at a time.
-fn push_json_string(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
-    let mut rest = s;
-    while let Some(at) = first_to_escape(rest.as_bytes()) {
-        // Every byte escaped is ASCII, so `at` and `at + 1` are char boundaries.
-        let (clean, tail) = rest.split_at(at);
-        out.push_str(clean);
-        let b = tail.as_bytes()[0];
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x08 => out.push_str("\\b"),
-            0x0c => out.push_str("\\f"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-        }
-        rest = &tail[1..];
-    }
-    out.push_str(rest);
-    out.push('"');
-}
-
-/// The index of the first byte JSON must escape in a string: `"`, `\\` or a control byte.
-fn first_to_escape(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        // A byte below 0x20, or equal to '"' or '\\' (the zero-byte test on x XOR the byte);
-        // may flag a byte that is none of them (a borrow from the byte below), never miss one.
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-        let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
-            | zero(x ^ (ONES * u64::from(b'"')))
-            | zero(x ^ (ONES * u64::from(b'\\')));
-        if flags != 0
-            && let Some(i) = chunk.iter().position(|&b| needs(b))
-        {
-            return Some(at + i);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| needs(b))
-        .map(|i| at + i)
 }
 
 /// An insert prepared outside the writer: the values to bind, encrypted.
@@ -682,7 +618,7 @@ impl Resource {
                 continue;
             };
             match self.open(name, &row.id, &stored) {
-                Ok(plain) => push_json_string(&mut row.json, &plain),
+                Ok(plain) => crate::json_string::push(&mut row.json, &plain),
                 Err(fault) => {
                     row.json.push_str("null");
                     row.faults.push((name.to_string(), fault));
@@ -1099,36 +1035,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
-        let mut every_ascii: String = (0u8..0x80).map(char::from).collect();
-        every_ascii.push_str("é ☃ 𝄞 \u{2028} end");
-        let mut cases: Vec<String> = ["", "plain", "a\"b\\c", "\u{1}\u{1f}\u{7f}", &every_ascii]
-            .map(String::from)
-            .to_vec();
-        // Each escaped byte at every offset of the 8-byte scan, among near misses (`!`, `#`,
-        // `[`, `]`, 0x20) and multi-byte characters.
-        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
-            for at in 0..20 {
-                let mut s: String = "!# []é".chars().cycle().take(19).collect();
-                s.insert(
-                    s.char_indices().nth(at).map_or(s.len(), |(i, _)| i),
-                    special,
-                );
-                cases.push(s);
-            }
-        }
-        for s in &cases {
-            let mut out = String::from("x");
-            push_json_string(&mut out, s);
-            assert_eq!(
-                out,
-                format!("x{}", serde_json::to_string(s).unwrap()),
-                "{s:?}"
-            );
-        }
-    }
 
     #[test]
     fn sqlite_values_render_as_their_kind() {
