@@ -40,6 +40,14 @@ pub async fn envelope<B: MessageBody + 'static>(
     let method = req.method().clone();
     let preflight =
         method == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
+    // Held to the end of the request: the SQLite writer waits for the write requests in
+    // flight before it commits a batch (`store::writer::linger`).
+    let _write = match method {
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
+            state.as_ref().and_then(|s| s.store.expect_write())
+        }
+        _ => None,
+    };
     let timeout = state.as_ref().map(|s| s.plan.server.request_timeout);
     if let Some(t) = timeout {
         req.extensions_mut().insert(Deadline::at(started + t));

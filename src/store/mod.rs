@@ -395,6 +395,12 @@ impl Store {
         })
     }
 
+    /// Counts a write request (POST, PUT, PATCH, DELETE) for the SQLite writer's group
+    /// commit, from now until the guard is dropped; `None` without the writer.
+    pub fn expect_write(&self) -> Option<writer::Expected> {
+        self.writer.as_ref().map(|w| w.expect())
+    }
+
     /// Runs a write as one transaction that either commits, and then answers `Ok`, or
     /// leaves nothing behind. On SQLite with the writer started it is queued (a full queue
     /// answers [`StoreError::Overloaded`] at once) and committed with the writes queued

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! request ─try_send─▶ bounded queue ─▶ writer: take one, drain up to MAX_BATCH more,
-//!   (full: 503 at once)                   yielding to the request threads while it grows
+//!   (full: 503 at once)                   yielding to the request threads while they
+//!                                         handle write requests not in the batch
 //!                                       drop (answer 503) the jobs whose deadline passed
 //!                                       busy_timeout = earliest remaining deadline
 //!                                         (at most database.busy_timeout)
@@ -38,6 +39,8 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -51,7 +54,12 @@ use crate::deadline::Deadline;
 pub const MAX_BATCH: usize = 256;
 /// Most times the writer lets the request threads run before it commits a batch (see
 /// [`linger`]).
-const LINGER_ROUNDS: usize = 16;
+const LINGER_ROUNDS: usize = 64;
+/// The longest the writer holds a batch back for writes still coming (see [`linger`]).
+const LINGER_MAX: Duration = Duration::from_millis(2);
+/// With no write request in flight outside the batch, how many yields in a row that brought
+/// no write the writer still waits for a batch as large as the last.
+const IDLE_ROUNDS: usize = 2;
 /// Most user sightings written per batch (the rest wait for the next one).
 const MAX_SIGHTINGS: usize = 512;
 /// How long the writer sleeps when idle before looking at the sightings again.
@@ -116,6 +124,21 @@ pub struct Writer {
     jobs: SyncSender<Box<dyn Job>>,
     /// Writes queued and not yet taken by the thread.
     depth: prometheus_client::metrics::gauge::Gauge,
+    /// Write requests (POST, PUT, PATCH, DELETE) the server is handling now: see [`Expected`].
+    expected: Arc<AtomicUsize>,
+}
+
+/// A write request being handled, from its start to its answer, whether or not it reaches
+/// the writer: the writer holds a batch back while there are more of these than jobs in the
+/// batch ([`linger`]). Dropped when the request ends (or is cancelled). A request counts
+/// while its body arrives too, so a slow upload can hold batches back, each by
+/// [`LINGER_MAX`] at most.
+pub struct Expected(Arc<AtomicUsize>);
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the writer thread owns.
@@ -126,6 +149,8 @@ struct Thread {
     metrics: crate::metrics::StoreMetrics,
     /// Told after every commit.
     checkpointer: super::checkpoint::Committed,
+    /// Write requests being handled ([`Writer::expect`]).
+    expected: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -143,16 +168,28 @@ impl Writer {
     ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Box<dyn Job>>(queue.max(1));
         let depth = metrics.queue_depth.clone();
+        let expected = Arc::new(AtomicUsize::new(0));
         let mut thread = Thread {
             conn,
             busy_timeout,
             metrics,
             checkpointer,
+            expected: expected.clone(),
         };
         std::thread::Builder::new()
             .name("nestflux-writer".into())
             .spawn(move || thread.run(&rx, &sightings))?;
-        Ok(Self { jobs, depth })
+        Ok(Self {
+            jobs,
+            depth,
+            expected,
+        })
+    }
+
+    /// Counts a write request from now until the guard is dropped.
+    pub fn expect(&self) -> Expected {
+        self.expected.fetch_add(1, Ordering::Relaxed);
+        Expected(self.expected.clone())
     }
 
     /// Queues `work`; the receiver gets its result once its batch has committed (or
@@ -195,6 +232,8 @@ impl Writer {
 impl Thread {
     /// Until every sender is gone: take a batch and commit it.
     fn run(&mut self, jobs: &Receiver<Box<dyn Job>>, sightings: &Receiver<Sighting>) {
+        // The size of the last batch: while the load holds, the next is as large.
+        let mut last = 0;
         loop {
             let mut batch: Vec<Box<dyn Job>> = Vec::new();
             match jobs.recv_timeout(IDLE_WAKE) {
@@ -205,7 +244,8 @@ impl Thread {
                     return;
                 }
             }
-            linger(jobs, &mut batch);
+            linger(jobs, &mut batch, &self.expected, last);
+            last = batch.len();
             self.metrics.queue_depth.dec_by(batch.len() as i64);
             let seen = drain(sightings);
             if !batch.is_empty() || !seen.is_empty() {
@@ -215,13 +255,29 @@ impl Thread {
     }
 }
 
-/// Adds the jobs queued meanwhile to `batch`, up to [`MAX_BATCH`]. It lets the request
-/// threads run first (`yield_now`) once, and again each time that found new jobs (at most
-/// [`LINGER_ROUNDS`] times), so that the writes they are about to queue join this batch
-/// rather than wait for the next.
-/// On a core shared with them, batches grow and spend about a third less time preempted
-/// (bench/RESULTS.md); where no other thread waits for the core, a yield returns at once.
-fn linger(jobs: &Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+/// Adds the jobs queued meanwhile to `batch`, up to [`MAX_BATCH`], and holds the batch back
+/// while more writes are coming: it lets the request threads run (`yield_now`) and takes
+/// what they queued, for as long as the server is handling write requests that are not in
+/// the batch (being read, prepared, or answered from the last batch), and, once none is,
+/// until the batch is as large as the last one (`last`) or [`IDLE_ROUNDS`] yields in a row
+/// brought nothing; never more than [`LINGER_ROUNDS`] yields or [`LINGER_MAX`].
+///
+/// On a core the writer shares with the request threads, a batch taken without waiting
+/// holds only the writes queued while the last one committed: writes then settle into two
+/// groups that alternate, and one that just misses its batch waits a whole commit more.
+/// Waiting gives one batch per round of requests, fewer commits and a narrower spread of
+/// latencies (bench/RESULTS.md). A lone write (nothing else in flight, a batch as large as
+/// the last) is committed at once, without a yield, so the writer never hands its core to
+/// unrelated processes for nothing; where the request threads run on other cores the
+/// yields return at once and the wait is short.
+fn linger(
+    jobs: &Receiver<Box<dyn Job>>,
+    batch: &mut Vec<Box<dyn Job>>,
+    expected: &AtomicUsize,
+    last: usize,
+) {
+    let started = std::time::Instant::now();
+    let mut idle = 0;
     for round in 0..=LINGER_ROUNDS {
         let before = batch.len();
         while batch.len() < MAX_BATCH {
@@ -230,9 +286,19 @@ fn linger(jobs: &Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let grew = batch.len() > before || round == 0;
-        if batch.is_empty() || !grew || batch.len() >= MAX_BATCH || round == LINGER_ROUNDS {
+        if batch.is_empty()
+            || batch.len() >= MAX_BATCH
+            || round == LINGER_ROUNDS
+            || started.elapsed() >= LINGER_MAX
+        {
             return;
+        }
+        let in_flight = expected.load(Ordering::Relaxed) > batch.len();
+        if !in_flight {
+            idle = if batch.len() > before { 0 } else { idle + 1 };
+            if batch.len() >= last || idle > IDLE_ROUNDS {
+                return;
+            }
         }
         std::thread::yield_now();
     }
