@@ -5,37 +5,44 @@
 //! needs it tests eight bytes at a time.
 
 /// Appends `s` to `out` as a JSON string, quotes included.
+#[inline]
 pub fn push(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
-    pieces(s, |piece| out.push_str(piece));
+    out.push('"');
+    let mut rest = s;
+    while let Some(at) = first_to_escape(rest.as_bytes()) {
+        // Every byte escaped is ASCII, so `at` and `at + 1` are char boundaries.
+        let (clean, tail) = rest.split_at(at);
+        out.push_str(clean);
+        out.push_str(escape(tail.as_bytes()[0]));
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// [`push`] for a byte buffer.
 pub fn push_bytes(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
-    pieces(s, |piece| out.extend_from_slice(piece.as_bytes()));
-}
-
-/// `s` as a JSON string, in pieces: the quotes, the runs that need no escape, and the
-/// escape of each byte between them.
-fn pieces(s: &str, mut emit: impl FnMut(&str)) {
-    emit("\"");
+    out.push(b'"');
     let mut rest = s;
     while let Some(at) = first_to_escape(rest.as_bytes()) {
-        // Every byte escaped is ASCII, so `at` and `at + 1` are char boundaries.
         let (clean, tail) = rest.split_at(at);
-        emit(clean);
-        emit(match tail.as_bytes().first() {
-            Some(b'"') => "\\\"",
-            Some(b'\\') => "\\\\",
-            // The rest are the control bytes, below 0x20.
-            Some(&b) => CONTROL[usize::from(b & 0x1f)],
-            None => "",
-        });
-        rest = tail.get(1..).unwrap_or_default();
+        out.extend_from_slice(clean.as_bytes());
+        out.extend_from_slice(escape(tail.as_bytes()[0]).as_bytes());
+        rest = &tail[1..];
     }
-    emit(rest);
-    emit("\"");
+    out.extend_from_slice(rest.as_bytes());
+    out.push(b'"');
+}
+
+/// The escape of a byte [`first_to_escape`] found: `"`, `\\` or a control byte.
+fn escape(b: u8) -> &'static str {
+    match b {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        _ => CONTROL[usize::from(b & 0x1f)],
+    }
 }
 
 /// The escapes of the bytes below 0x20, as serde_json writes them.
@@ -47,6 +54,7 @@ const CONTROL: [&str; 32] = [
 ];
 
 /// The index of the first byte JSON must escape in a string: `"`, `\\` or a control byte.
+#[inline]
 fn first_to_escape(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
