@@ -379,7 +379,7 @@ async fn update(
 async fn delete(cx: &Ctx<'_>, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let id = path_id(req)?;
     let (res, owner) = (cx.resource.clone(), cx.only_owner.clone());
-    let event = cx.event("delete", &id, [""; 0]);
+    let event = cx.event("delete", &id, std::iter::empty::<&str>());
     let audited = cx
         .state
         .store
