@@ -21,21 +21,6 @@ pub fn push(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// [`push`] for a byte buffer.
-pub fn push_bytes(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let mut rest = s;
-    while let Some(at) = first_to_escape(rest.as_bytes()) {
-        let (clean, tail) = rest.split_at(at);
-        out.extend_from_slice(clean.as_bytes());
-        out.extend_from_slice(escape(tail.as_bytes()[0]).as_bytes());
-        rest = &tail[1..];
-    }
-    out.extend_from_slice(rest.as_bytes());
-    out.push(b'"');
-}
-
 /// The escape of a byte [`first_to_escape`] found: `"`, `\\` or a control byte.
 fn escape(b: u8) -> &'static str {
     match b {
@@ -115,9 +100,6 @@ mod tests {
             let mut out = String::from("x");
             push(&mut out, s);
             assert_eq!(out, expected, "{s:?}");
-            let mut bytes = b"x".to_vec();
-            push_bytes(&mut bytes, s);
-            assert_eq!(String::from_utf8(bytes).unwrap(), expected, "{s:?}");
         }
     }
 }

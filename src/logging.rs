@@ -3,9 +3,12 @@
 //! `NESTFLUX_LOG_FORMAT=json|text` forces a format; `NESTFLUX_LOG` (or `RUST_LOG`) sets the
 //! filter, default `info`. Secrets and tokens are never passed to a log call.
 
-use std::io::{IsTerminal, Write as _};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+
+use crate::json_string;
 
 /// Installs the global subscriber. Calling it twice is harmless.
 pub fn init() {
@@ -70,69 +73,67 @@ where
         if !FAST_TARGETS.contains(&meta.target()) || ctx.lookup_current().is_some() {
             return self.stock.format_event(ctx, writer, event);
         }
-        let mut line = Vec::with_capacity(768);
-        line.extend_from_slice(b"{\"timestamp\":\"");
+        let mut line = String::with_capacity(768);
+        line.push_str("{\"timestamp\":\"");
         let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
         let _ = write!(line, "{now}");
-        line.extend_from_slice(b"\",\"level\":\"");
-        line.extend_from_slice(meta.level().as_str().as_bytes());
-        line.push(b'"');
+        line.push_str("\",\"level\":\"");
+        line.push_str(meta.level().as_str());
+        line.push('"');
         event.record(&mut Fields(&mut line));
-        line.extend_from_slice(b",\"target\":");
-        json_str(&mut line, meta.target());
-        line.extend_from_slice(b"}\n");
-        writer.write_str(std::str::from_utf8(&line).map_err(|_| std::fmt::Error)?)
+        line.push_str(",\"target\":");
+        json_string::push(&mut line, meta.target());
+        line.push_str("}\n");
+        writer.write_str(&line)
     }
 }
 
 /// Writes each field as `,"name":value`, as tracing-serde does: strings and `Debug` values
 /// as JSON strings, numbers and booleans as themselves.
-struct Fields<'a>(&'a mut Vec<u8>);
+struct Fields<'a>(&'a mut String);
 
 impl Fields<'_> {
     fn key(&mut self, field: &tracing::field::Field) {
-        self.0.push(b',');
-        json_str(self.0, field.name());
-        self.0.push(b':');
+        self.0.push(',');
+        json_string::push(self.0, field.name());
+        self.0.push(':');
     }
 
-    fn value(&mut self, field: &tracing::field::Field, value: impl serde::Serialize) {
+    /// `json`: the value already written as JSON.
+    fn value(&mut self, field: &tracing::field::Field, json: &str) {
         self.key(field);
-        let _ = serde_json::to_writer(&mut *self.0, &value);
+        self.0.push_str(json);
     }
 }
 
 impl tracing::field::Visit for Fields<'_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.key(field);
-        json_str(self.0, value);
+        json_string::push(self.0, value);
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.value(field, value);
+        self.value(field, itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.value(field, value);
+        self.value(field, itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
-        self.value(field, value);
+        // serde_json's float format (and `null` for NaN and the infinities), as tracing-serde.
+        let json = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
+        self.value(field, &json);
     }
 
     fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.value(field, value);
+        self.value(field, if value { "true" } else { "false" });
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
         self.key(field);
-        json_str(self.0, &format!("{value:?}"));
+        json_string::push(self.0, &format!("{value:?}"));
     }
-}
-
-/// `s` as a JSON string.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    crate::json_string::push_bytes(out, s);
 }
 
 #[cfg(test)]
