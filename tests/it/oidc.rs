@@ -139,13 +139,19 @@ impl Provider {
                 e.push('\n');
             }
         });
-        let Ok(port) = rx.recv_timeout(Duration::from_secs(30)) else {
+        // Node starts it in under a second on an idle machine; a loaded 2-core CI runner
+        // once took more than 30 s (a new key pair, the whole package to load).
+        let started = std::time::Instant::now();
+        let Ok(port) = rx.recv_timeout(Duration::from_secs(120)) else {
+            let exited = child.try_wait().ok().flatten();
             let _ = child.kill();
             let _ = child.wait();
             // The stderr reader gets the rest once the process is gone.
             std::thread::sleep(Duration::from_millis(200));
             panic!(
-                "oidc-provider did not start on port {port}; its stderr:\n{}",
+                "oidc-provider did not start on port {port} within {:?} ({}); its stderr:\n{}",
+                started.elapsed(),
+                exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
                 errors.lock().unwrap()
             );
         };
