@@ -91,10 +91,7 @@ pub struct Row {
 impl Row {
     /// Places `event` after the row `(seq, hash)` (`None`: the first row).
     pub fn after(head: Option<(i64, &str)>, event: Event) -> Self {
-        let (seq, prev_hash) = match head {
-            Some((seq, hash)) => (seq + 1, hash.to_string()),
-            None => (1, GENESIS.to_string()),
-        };
+        let (seq, prev_hash) = place_after(head);
         let hash = hash(&prev_hash, seq, &event);
         Self {
             seq,
@@ -112,6 +109,14 @@ impl Row {
     /// The row as one JSON line (tracing, export).
     pub fn json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The `seq` and `prev_hash` of the row after `head` (`None`: the first row).
+pub fn place_after(head: Option<(i64, &str)>) -> (i64, String) {
+    match head {
+        Some((seq, hash)) => (seq + 1, hash.to_string()),
+        None => (1, GENESIS.to_string()),
     }
 }
 

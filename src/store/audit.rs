@@ -11,10 +11,11 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 
+use super::conn::CacheKey;
 use super::dialect::{Bind, Kind, placeholder};
 use super::sessions::rows;
 use super::{Conn, StoreError};
-use crate::audit::chain::{Event, Row};
+use crate::audit::chain::{self, Event, Row};
 
 /// The advisory lock key of the chain on PostgreSQL ("nfaudit1" as a big-endian i64).
 pub const PG_CHAIN_LOCK: i64 = 0x6e66_6175_6469_7431;
@@ -162,33 +163,72 @@ pub fn append(conn: &mut Conn, events: &[Event]) -> Result<Vec<Row>, StoreError>
     };
     let sql = insert_sql(pg);
     let mut out = Vec::with_capacity(events.len());
-    for event in events {
-        let row = Row::after(head.as_ref().map(|(s, h)| (*s, h.as_str())), event.clone());
-        let e = &row.event;
-        conn.execute_cached(
-            sql,
-            &[
-                Bind::Int(Some(row.seq)),
-                text(&e.at),
-                text(&e.actor),
-                text(&e.action),
-                text(&e.resource),
-                text(&e.record_id),
-                text(&e.outcome),
-                text(&e.details),
-                text(&e.request_id),
-                text(&e.client_ip),
-                text(&row.prev_hash),
-                text(&row.hash),
-            ],
-        )?;
-        head = Some((row.seq, row.hash.clone()));
-        out.push(row);
+    for e in events {
+        let (seq, prev_hash) = chain::place_after(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+        let hash = chain::hash(&prev_hash, seq, e);
+        let binds = [
+            Bind::Int(Some(seq)),
+            text(&e.at),
+            text(&e.actor),
+            text(&e.action),
+            text(&e.resource),
+            text(&e.record_id),
+            text(&e.outcome),
+            text(&e.details),
+            text(&e.request_id),
+            text(&e.client_ip),
+            Bind::Text(Some(prev_hash)),
+            Bind::Text(Some(hash)),
+        ];
+        conn.execute_fixed::<Insert>(sql, &binds)?;
+        // The row as stored, made of the binds' strings: the values are copied once.
+        let [
+            _,
+            at,
+            actor,
+            action,
+            resource,
+            record_id,
+            outcome,
+            details,
+            request_id,
+            client_ip,
+            prev_hash,
+            hash,
+        ] = binds.map(|b| match b {
+            Bind::Text(Some(s)) => s,
+            _ => String::new(),
+        });
+        head = Some((seq, hash.clone()));
+        out.push(Row {
+            seq,
+            event: Event {
+                at,
+                actor,
+                action,
+                resource,
+                record_id,
+                outcome,
+                details,
+                request_id,
+                client_ip,
+            },
+            prev_hash,
+            hash,
+        });
     }
     if let Some(cache) = conn.head_cache() {
         cache.head = Some(head);
     }
     Ok(out)
+}
+
+/// The insert of one row: diesel finds it prepared by this type (its one text per dialect
+/// is [`insert_sql`]'s).
+struct Insert;
+
+impl CacheKey for Insert {
+    const BY_TYPE: bool = true;
 }
 
 /// The insert of one row, built once per dialect.

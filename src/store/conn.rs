@@ -190,14 +190,37 @@ pub enum Conn {
 /// writes its own for each bind, so the text is passed on in the pieces between them. Plan
 /// SQL never has a `?` or `$` anywhere else (identifiers are validated), and a count that
 /// does not match the binds is an error, never a misplaced value.
-pub struct Sql<'a> {
+///
+/// `K` is how diesel finds the prepared statement again: [`ByText`] (it builds the text and
+/// hashes it at every call), or a type naming one fixed text (see [`CacheKey`]).
+pub struct Sql<'a, K = ByText> {
     text: &'a str,
     binds: &'a [Bind],
     cache: bool,
     pg: bool,
+    key: std::marker::PhantomData<K>,
 }
 
-impl<'a> Sql<'a> {
+/// How diesel's statement cache finds a [`Sql`]: by its text ([`ByText`]), or by the type
+/// alone (`BY_TYPE`), for a statement of one fixed text per dialect run often on the request
+/// path (an audit row's insert): diesel then finds the prepared statement without building
+/// and hashing the text at every call.
+///
+/// A type with `BY_TYPE` used for two different texts on one connection would run the first
+/// text with the second's binds: each such type names its one text where it is declared.
+pub trait CacheKey: 'static {
+    /// Whether the type alone names the statement.
+    const BY_TYPE: bool;
+}
+
+/// Found by its text: any statement of the plan's bounded set.
+pub struct ByText;
+
+impl CacheKey for ByText {
+    const BY_TYPE: bool = false;
+}
+
+impl<'a, K> Sql<'a, K> {
     /// The piece of `rest` before its first placeholder, and what follows the placeholder.
     fn split(&self, rest: &'a str) -> Option<(&'a str, &'a str)> {
         if self.pg {
@@ -219,17 +242,18 @@ impl<'a> Sql<'a> {
     }
 }
 
-impl QueryId for Sql<'_> {
-    type QueryId = ();
-    // The text varies at run time: diesel keys its cache by the text and the bind types.
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<K: CacheKey> QueryId for Sql<'_, K> {
+    type QueryId = K;
+    // By text (the text varies at run time: diesel keys its cache by the text and the bind
+    // types), or by the type of a fixed text.
+    const HAS_STATIC_QUERY_ID: bool = K::BY_TYPE;
 }
 
-impl Query for Sql<'_> {
+impl<K> Query for Sql<'_, K> {
     type SqlType = Untyped;
 }
 
-impl<DB> QueryFragment<DB> for Sql<'_>
+impl<DB, K> QueryFragment<DB> for Sql<'_, K>
 where
     DB: Backend
         + HasSqlType<Nullable<Text>>
@@ -273,15 +297,20 @@ where
     }
 }
 
-impl<C> RunQueryDsl<C> for Sql<'_> {}
+impl<C, K> RunQueryDsl<C> for Sql<'_, K> {}
 
 impl Conn {
     fn sql<'a>(&self, text: &'a str, binds: &'a [Bind], cache: bool) -> Sql<'a> {
+        self.keyed(text, binds, cache)
+    }
+
+    fn keyed<'a, K>(&self, text: &'a str, binds: &'a [Bind], cache: bool) -> Sql<'a, K> {
         Sql {
             text,
             binds,
             cache,
             pg: self.is_postgres(),
+            key: std::marker::PhantomData,
         }
     }
 
@@ -295,7 +324,16 @@ impl Conn {
         self.run(self.sql(sql, binds, true))
     }
 
-    fn run(&mut self, q: Sql<'_>) -> Result<usize, StoreError> {
+    /// [`Conn::execute_cached`] for the one text `K` names (a [`CacheKey`] found by type).
+    pub fn execute_fixed<K: CacheKey>(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<usize, StoreError> {
+        self.run(self.keyed::<K>(sql, binds, true))
+    }
+
+    fn run<K: CacheKey>(&mut self, q: Sql<'_, K>) -> Result<usize, StoreError> {
         match self {
             Conn::Sqlite(c) => q.execute(&mut **c),
             #[cfg(feature = "postgres")]
