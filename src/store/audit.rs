@@ -11,7 +11,7 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 
-use super::conn::CacheKey;
+use super::conn::FixedStatement;
 use super::dialect::{Bind, Kind, placeholder};
 use super::sessions::rows;
 use super::{Conn, StoreError};
@@ -161,7 +161,6 @@ pub fn append(conn: &mut Conn, events: &[Event]) -> Result<Vec<Row>, StoreError>
         Some(head) => head,
         None => read_head(conn)?,
     };
-    let sql = insert_sql(pg);
     let mut out = Vec::with_capacity(events.len());
     for e in events {
         let (seq, prev_hash) = chain::place_after(head.as_ref().map(|(s, h)| (*s, h.as_str())));
@@ -180,7 +179,7 @@ pub fn append(conn: &mut Conn, events: &[Event]) -> Result<Vec<Row>, StoreError>
             Bind::Text(Some(prev_hash)),
             Bind::Text(Some(hash)),
         ];
-        conn.execute_fixed::<Insert>(sql, &binds)?;
+        conn.execute_fixed::<Insert>(&binds)?;
         // The row as stored, made of the binds' strings: the values are copied once.
         let [
             _,
@@ -223,12 +222,13 @@ pub fn append(conn: &mut Conn, events: &[Event]) -> Result<Vec<Row>, StoreError>
     Ok(out)
 }
 
-/// The insert of one row: diesel finds it prepared by this type (its one text per dialect
-/// is [`insert_sql`]'s).
+/// The insert of one row, found prepared by its type.
 struct Insert;
 
-impl CacheKey for Insert {
-    const BY_TYPE: bool = true;
+impl FixedStatement for Insert {
+    fn text(pg: bool) -> &'static str {
+        insert_sql(pg)
+    }
 }
 
 /// The insert of one row, built once per dialect.

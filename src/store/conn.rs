@@ -192,7 +192,7 @@ pub enum Conn {
 /// does not match the binds is an error, never a misplaced value.
 ///
 /// `K` is how diesel finds the prepared statement again: [`ByText`] (it builds the text and
-/// hashes it at every call), or a type naming one fixed text (see [`CacheKey`]).
+/// hashes it at every call), or [`Fixed`] (by the type of a [`FixedStatement`]).
 pub struct Sql<'a, K = ByText> {
     text: &'a str,
     binds: &'a [Bind],
@@ -201,13 +201,7 @@ pub struct Sql<'a, K = ByText> {
     key: std::marker::PhantomData<K>,
 }
 
-/// How diesel's statement cache finds a [`Sql`]: by its text ([`ByText`]), or by the type
-/// alone (`BY_TYPE`), for a statement of one fixed text per dialect run often on the request
-/// path (an audit row's insert): diesel then finds the prepared statement without building
-/// and hashing the text at every call.
-///
-/// A type with `BY_TYPE` used for two different texts on one connection would run the first
-/// text with the second's binds: each such type names its one text where it is declared.
+/// How diesel's statement cache finds a [`Sql`]: [`ByText`] or [`Fixed`], nothing else.
 pub trait CacheKey: 'static {
     /// Whether the type alone names the statement.
     const BY_TYPE: bool;
@@ -218,6 +212,22 @@ pub struct ByText;
 
 impl CacheKey for ByText {
     const BY_TYPE: bool = false;
+}
+
+/// A statement of one text per dialect, run often on the request path (an audit row's
+/// insert): the type gives the text, so one type can never stand for two texts, and diesel
+/// finds the prepared statement by the type without building and hashing the text at every
+/// call ([`Conn::execute_fixed`]).
+pub trait FixedStatement: 'static {
+    /// The text for PostgreSQL (`pg`) or SQLite, with the dialect's placeholders.
+    fn text(pg: bool) -> &'static str;
+}
+
+/// Found by the type of the [`FixedStatement`] `S`.
+pub struct Fixed<S>(std::marker::PhantomData<S>);
+
+impl<S: FixedStatement> CacheKey for Fixed<S> {
+    const BY_TYPE: bool = true;
 }
 
 impl<'a, K> Sql<'a, K> {
@@ -324,13 +334,13 @@ impl Conn {
         self.run(self.sql(sql, binds, true))
     }
 
-    /// [`Conn::execute_cached`] for the one text `K` names (a [`CacheKey`] found by type).
-    pub fn execute_fixed<K: CacheKey>(
+    /// Runs the statement `S`, kept prepared per connection and found by its type.
+    pub fn execute_fixed<S: FixedStatement>(
         &mut self,
-        sql: &str,
         binds: &[Bind],
     ) -> Result<usize, StoreError> {
-        self.run(self.keyed::<K>(sql, binds, true))
+        let text = S::text(self.is_postgres());
+        self.run(self.keyed::<Fixed<S>>(text, binds, true))
     }
 
     fn run<K: CacheKey>(&mut self, q: Sql<'_, K>) -> Result<usize, StoreError> {
