@@ -67,6 +67,37 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// How long one start of the provider may take before it counts as stalled: node starts
+/// it in about a second, in 8 s at worst on a loaded machine (see [`Provider::start_with`]).
+const START_WAIT: Duration = Duration::from_secs(45);
+
+/// What a stalled process is doing, from /proc: per thread its name, state (R running,
+/// S sleeping, D in the kernel) and CPU ticks so far, and where in the kernel it waits.
+fn proc_state(pid: u32) -> String {
+    let mut lines = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return lines;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        // Fields after the `(comm)`: state is the first, utime and stime the 12th and 13th.
+        let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let f: Vec<&str> = after.split_whitespace().collect();
+        lines.push_str(&format!(
+            "\n  thread {} {:?}: state {} utime {} stime {} wchan {}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            f.first().unwrap_or(&"?"),
+            f.get(11).unwrap_or(&"?"),
+            f.get(12).unwrap_or(&"?"),
+            read("wchan"),
+        ));
+    }
+    lines
+}
+
 /// A running `node provider.mjs`; killed on drop.
 pub struct Provider {
     child: Child,
@@ -95,6 +126,14 @@ impl Provider {
 
     /// As [`Provider::start`], with more of provider.mjs's environment (`RP_REDIRECT`,
     /// `AT_TTL`, `ROTATE_REFRESH`, `REFRESH_DELAY_MS`).
+    ///
+    /// Node starts the provider in about a second here, and 300 starts in a row on a loaded
+    /// machine never took more than 8 s. Twice, on CI, one start stalled for good after the
+    /// module loaded (node still running, no ready line after 30 s and then 120 s), cause
+    /// unknown. The provider is the test's rig, not the code under test, so a start that
+    /// stalls for [`START_WAIT`] is killed and made once more; what the stalled node was
+    /// doing (its stages, its /proc state) is printed either way, and a second stall fails
+    /// the test with both reports.
     pub fn start_with(
         port: u16,
         keys_file: &Path,
@@ -102,6 +141,28 @@ impl Provider {
         env: &[(&str, &str)],
     ) -> Provider {
         require_node();
+        let mut reports = Vec::new();
+        for _ in 0..2 {
+            match Self::try_start(port, keys_file, key_gen, env) {
+                Ok(provider) => {
+                    for report in &reports {
+                        eprintln!("oidc-provider started on a second try; the first:\n{report}");
+                    }
+                    return provider;
+                }
+                Err(report) => reports.push(report),
+            }
+        }
+        panic!("{}", reports.join("\n"));
+    }
+
+    /// One start; on a stall, kills node and returns what it saw.
+    fn try_start(
+        port: u16,
+        keys_file: &Path,
+        key_gen: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Provider, String> {
         let mut child = Command::new("node")
             .arg(dir().join("provider.mjs"))
             .env("PORT", port.to_string())
@@ -139,28 +200,31 @@ impl Provider {
                 e.push('\n');
             }
         });
-        // Node starts it in under a second on an idle machine; a loaded 2-core CI runner
-        // once took more than 30 s (a new key pair, the whole package to load).
         let started = std::time::Instant::now();
-        let Ok(port) = rx.recv_timeout(Duration::from_secs(120)) else {
+        let Ok(port) = rx.recv_timeout(START_WAIT) else {
             let exited = child.try_wait().ok().flatten();
+            let proc_state = exited.is_none().then(|| proc_state(child.id()));
             let _ = child.kill();
             let _ = child.wait();
             // The stderr reader gets the rest once the process is gone.
             std::thread::sleep(Duration::from_millis(200));
-            panic!(
-                "oidc-provider did not start on port {port} within {:?} ({}); its stderr:\n{}",
+            return Err(format!(
+                "oidc-provider did not start on port {port} within {:?} ({}); load {}{}\nits stderr:\n{}",
                 started.elapsed(),
                 exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
+                std::fs::read_to_string("/proc/loadavg")
+                    .unwrap_or_default()
+                    .trim(),
+                proc_state.unwrap_or_default(),
                 errors.lock().unwrap()
-            );
+            ));
         };
-        Provider {
+        Ok(Provider {
             child,
             port,
             keys_file: keys_file.to_path_buf(),
             out,
-        }
+        })
     }
 
     /// How many successful grants of `grant_type` the provider has answered so far.

@@ -24,17 +24,25 @@ const KEY_GEN = process.env.KEY_GEN || '1';
 const AT_TTL = Number(process.env.AT_TTL || 300);
 const REFRESH_DELAY_MS = Number(process.env.REFRESH_DELAY_MS || 0);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// Start-up stages on stderr, with milliseconds since node started: when a start stalls (seen
+// twice on CI, never here), the harness shows how far it got.
+const stage = (what) => console.error(`provider.mjs: ${what} at ${Math.round(performance.now())} ms`);
+stage('modules loaded');
 
 // Persist signing keys so restarts keep the same kids (private JWKs; /jwks only serves public parts).
 function loadKeys() {
   if (fs.existsSync(KEYS_FILE)) return JSON.parse(fs.readFileSync(KEYS_FILE, 'utf8'));
+  stage('generating keys');
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
   const keys = { keys: [
     { ...rsa, kid: `rsa-${KEY_GEN}`, use: 'sig', alg: 'RS256' },
     { ...ec, kid: `ec-${KEY_GEN}`, use: 'sig', alg: 'ES256' },
   ] };
-  fs.writeFileSync(KEYS_FILE, JSON.stringify(keys), { mode: 0o600 });
+  // Written whole or not at all: a start killed half-way leaves no half file for the next.
+  fs.writeFileSync(`${KEYS_FILE}.tmp`, JSON.stringify(keys), { mode: 0o600 });
+  fs.renameSync(`${KEYS_FILE}.tmp`, KEYS_FILE);
+  stage('keys generated');
   return keys;
 }
 
@@ -114,6 +122,7 @@ const configuration = {
 // kernel picks a free port, so no other process can take it between choosing and binding.
 const server = http.createServer();
 server.listen(PORT, '127.0.0.1', () => {
+  stage(`listening on port ${server.address().port}`);
   const ISSUER = `http://127.0.0.1:${server.address().port}`;
   const provider = new Provider(ISSUER, configuration);
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
