@@ -1,5 +1,5 @@
 // Minimal real OpenID Provider (panva/oidc-provider v9) for NestFlux tests.
-// Copied from ../shared/tools/oidc/provider.mjs; run by tests/auth_oidc.rs.
+// Copied from ../shared/tools/oidc/provider.mjs; run by tests/it/oidc.rs and .ci/schemathesis.sh.
 // Usage: PORT=9000 node provider.mjs
 // Env: PORT (default 9000; 0 takes a free port, printed in the ready line),
 //      RP_REDIRECT (default http://127.0.0.1:8080/callback),
