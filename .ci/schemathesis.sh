@@ -40,19 +40,12 @@ export NESTFLUX_ENCRYPTION__KEYS=$("$BIN" keys generate)
 # browser login answers as in production (302 to the provider) instead of 503. The API itself
 # is called with a development token.
 [ -d tests/oidc/node_modules/oidc-provider ] || npm ci --prefix tests/oidc --no-audit --no-fund
-# It starts in about a second; a start that stalls (seen twice in the Rust tests on CI, see
-# Provider::start_with in tests/it/oidc.rs) is shown with its stages and made once more.
-start_idp() {
-  # PORT=0 comes last: an assignment before a command is seen by those after it.
-  RP_REDIRECT=http://127.0.0.1:$PORT/auth/callback KEYS_FILE=$WORK/idp-keys.json PORT=0 \
-    node tests/oidc/provider.mjs >"$WORK/idp.log" 2>&1 &
-  IDP_PID=$!
-  for _ in $(seq 1 225); do grep -q ' ready$' "$WORK/idp.log" 2>/dev/null && return 0; sleep 0.2; done
-  echo "oidc-provider did not start within 45 s; it printed:"; cat "$WORK/idp.log"
-  kill -9 "$IDP_PID" 2>/dev/null || true; wait "$IDP_PID" 2>/dev/null || true
-  return 1
-}
-start_idp || start_idp || exit 1
+# PORT=0 comes last: an assignment before a command is seen by those after it.
+RP_REDIRECT=http://127.0.0.1:$PORT/auth/callback KEYS_FILE=$WORK/idp-keys.json PORT=0 \
+  node tests/oidc/provider.mjs >"$WORK/idp.log" 2>&1 &
+IDP_PID=$!
+for _ in $(seq 1 300); do grep -q ' ready$' "$WORK/idp.log" 2>/dev/null && break; sleep 0.2; done
+grep -q ' ready$' "$WORK/idp.log" || { echo "oidc-provider did not start in 60 s; it printed:"; cat "$WORK/idp.log"; exit 1; }
 NESTFLUX_AUTH__ISSUER=$(sed -n 's/^oidc-provider \(http[^ ]*\) ready$/\1/p' "$WORK/idp.log" | head -n 1)
 export NESTFLUX_AUTH__ISSUER
 export NESTFLUX_AUTH__SESSION__CLIENT_ID=nestflux-web

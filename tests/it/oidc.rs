@@ -67,9 +67,12 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// How long one start of the provider may take before it counts as stalled: node starts
-/// it in about a second, in 8 s at worst on a loaded machine (see [`Provider::start_with`]).
-const START_WAIT: Duration = Duration::from_secs(45);
+/// How long a start of the provider may take before it counts as stalled. Node starts it
+/// in about a second, and 300 starts on a loaded machine took 8 s at worst. A start that
+/// never ended was Node.js 20's deadlock in key generation (tests/oidc/keygen.mjs); for any
+/// other stall the panic says how far node got (its stages on stderr), what its threads
+/// were doing (/proc) and, where gdb is installed, their native stacks.
+const START_WAIT: Duration = Duration::from_secs(60);
 
 /// What a stalled process is doing, from /proc: per thread its name, state (R running,
 /// S sleeping, D in the kernel) and CPU ticks so far, and where in the kernel it waits.
@@ -96,6 +99,25 @@ fn proc_state(pid: u32) -> String {
         ));
     }
     lines
+}
+
+/// The native stack of every thread of `pid`, where gdb is installed (it is not required).
+fn native_stacks(pid: u32) -> String {
+    let out = Command::new("timeout")
+        .args(["30", "gdb", "-p", &pid.to_string(), "-batch", "-ex"])
+        .arg("thread apply all bt 30")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let frames: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+                .collect();
+            format!("\n  native stacks (gdb):\n{}", frames.join("\n"))
+        }
+        _ => String::new(),
+    }
 }
 
 /// A running `node provider.mjs`; killed on drop.
@@ -126,14 +148,6 @@ impl Provider {
 
     /// As [`Provider::start`], with more of provider.mjs's environment (`RP_REDIRECT`,
     /// `AT_TTL`, `ROTATE_REFRESH`, `REFRESH_DELAY_MS`).
-    ///
-    /// Node starts the provider in about a second here, and 300 starts in a row on a loaded
-    /// machine never took more than 8 s. Twice, on CI, one start stalled for good after the
-    /// module loaded (node still running, no ready line after 30 s and then 120 s), cause
-    /// unknown. The provider is the test's rig, not the code under test, so a start that
-    /// stalls for [`START_WAIT`] is killed and made once more; what the stalled node was
-    /// doing (its stages, its /proc state) is printed either way, and a second stall fails
-    /// the test with both reports.
     pub fn start_with(
         port: u16,
         keys_file: &Path,
@@ -141,28 +155,6 @@ impl Provider {
         env: &[(&str, &str)],
     ) -> Provider {
         require_node();
-        let mut reports = Vec::new();
-        for _ in 0..2 {
-            match Self::try_start(port, keys_file, key_gen, env) {
-                Ok(provider) => {
-                    for report in &reports {
-                        eprintln!("oidc-provider started on a second try; the first:\n{report}");
-                    }
-                    return provider;
-                }
-                Err(report) => reports.push(report),
-            }
-        }
-        panic!("{}", reports.join("\n"));
-    }
-
-    /// One start; on a stall, kills node and returns what it saw.
-    fn try_start(
-        port: u16,
-        keys_file: &Path,
-        key_gen: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Provider, String> {
         let mut child = Command::new("node")
             .arg(dir().join("provider.mjs"))
             .env("PORT", port.to_string())
@@ -203,12 +195,14 @@ impl Provider {
         let started = std::time::Instant::now();
         let Ok(port) = rx.recv_timeout(START_WAIT) else {
             let exited = child.try_wait().ok().flatten();
-            let proc_state = exited.is_none().then(|| proc_state(child.id()));
+            let proc_state = exited
+                .is_none()
+                .then(|| proc_state(child.id()) + &native_stacks(child.id()));
             let _ = child.kill();
             let _ = child.wait();
             // The stderr reader gets the rest once the process is gone.
             std::thread::sleep(Duration::from_millis(200));
-            return Err(format!(
+            panic!(
                 "oidc-provider did not start on port {port} within {:?} ({}); load {}{}\nits stderr:\n{}",
                 started.elapsed(),
                 exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
@@ -217,14 +211,14 @@ impl Provider {
                     .trim(),
                 proc_state.unwrap_or_default(),
                 errors.lock().unwrap()
-            ));
+            );
         };
-        Ok(Provider {
+        Provider {
             child,
             port,
             keys_file: keys_file.to_path_buf(),
             out,
-        })
+        }
     }
 
     /// How many successful grants of `grant_type` the provider has answered so far.

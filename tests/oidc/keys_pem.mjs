@@ -1,12 +1,13 @@
 // Prints the provider's signing keys (KEYS_FILE, private JWKs) as PKCS#8 PEM plus the
 // public JWKs, as JSON, so the attack tests can craft tokens with real keys.
 // Usage: node keys_pem.mjs KEYS_FILE | --fresh (a new RSA and P-256 pair, not the provider's)
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { privateJwk } from './keygen.mjs';
 import fs from 'node:fs';
 
 function fresh() {
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const rsa = privateJwk('rsa', { modulusLength: 2048 });
+  const ec = privateJwk('ec', { namedCurve: 'P-256' });
   return [{ ...rsa, kid: 'fresh-rsa', alg: 'RS256' }, { ...ec, kid: 'fresh-ec', alg: 'ES256' }];
 }
 

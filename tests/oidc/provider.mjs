@@ -10,7 +10,7 @@
 //      REFRESH_DELAY_MS (hold each refresh grant this long, to catch requests in flight).
 // Prints `grant <grant_type>` for every successful token grant (the tests count refreshes).
 import Provider from 'oidc-provider';
-import { generateKeyPairSync } from 'node:crypto';
+import { privateJwk } from './keygen.mjs';
 import fs from 'node:fs';
 import http from 'node:http';
 
@@ -24,8 +24,8 @@ const KEY_GEN = process.env.KEY_GEN || '1';
 const AT_TTL = Number(process.env.AT_TTL || 300);
 const REFRESH_DELAY_MS = Number(process.env.REFRESH_DELAY_MS || 0);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-// Start-up stages on stderr, with milliseconds since node started: when a start stalls (seen
-// twice on CI, never here), the harness shows how far it got.
+// Start-up stages on stderr, with milliseconds since node started: when a start stalls, the
+// harness shows how far it got (that is how keygen.mjs's deadlock was found).
 const stage = (what) => console.error(`provider.mjs: ${what} at ${Math.round(performance.now())} ms`);
 stage('modules loaded');
 
@@ -33,8 +33,8 @@ stage('modules loaded');
 function loadKeys() {
   if (fs.existsSync(KEYS_FILE)) return JSON.parse(fs.readFileSync(KEYS_FILE, 'utf8'));
   stage('generating keys');
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const rsa = privateJwk('rsa', { modulusLength: 2048 });
+  const ec = privateJwk('ec', { namedCurve: 'P-256' });
   const keys = { keys: [
     { ...rsa, kid: `rsa-${KEY_GEN}`, use: 'sig', alg: 'RS256' },
     { ...ec, kid: `ec-${KEY_GEN}`, use: 'sig', alg: 'ES256' },
