@@ -39,9 +39,7 @@ function loadKeys() {
     { ...rsa, kid: `rsa-${KEY_GEN}`, use: 'sig', alg: 'RS256' },
     { ...ec, kid: `ec-${KEY_GEN}`, use: 'sig', alg: 'ES256' },
   ] };
-  // Written whole or not at all: a start killed half-way leaves no half file for the next.
-  fs.writeFileSync(`${KEYS_FILE}.tmp`, JSON.stringify(keys), { mode: 0o600 });
-  fs.renameSync(`${KEYS_FILE}.tmp`, KEYS_FILE);
+  fs.writeFileSync(KEYS_FILE, JSON.stringify(keys), { mode: 0o600 });
   stage('keys generated');
   return keys;
 }
