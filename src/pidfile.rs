@@ -106,9 +106,11 @@ pub fn claim(file: &Path) -> std::io::Result<Option<Claim>> {
         return Ok(None);
     }
     let pid = std::process::id();
-    // Written whole under another name, then renamed: a reader never sees half a pid.
+    // Written whole under another name, then renamed: a reader never sees half a pid. The
+    // name is this process's own: two servers started at once on one state directory (two
+    // instances on one PostgreSQL) must not rename each other's file away.
     let mut tmp = file.as_os_str().to_os_string();
-    tmp.push(".tmp");
+    tmp.push(format!(".{pid}.tmp"));
     std::fs::write(&tmp, format!("{pid}\n"))?;
     std::fs::rename(&tmp, file)?;
     Ok(Some(Claim {
