@@ -216,11 +216,27 @@ impl BearerVerifier {
         token: &str,
         budget: &impl super::FailureBudget,
     ) -> Result<Arc<Verified>, Rejection> {
+        self.verify_hashed(token, &token_hash(token), budget).await
+    }
+
+    /// Whether this verifier has a verdict on the token with this [`token_hash`] in one of
+    /// its caches (fresh or not): a token it has seen, so one meant for it.
+    pub fn has_seen(&self, hash: &[u8; 32]) -> bool {
+        self.cache.contains_key(hash) || self.rejected.contains_key(hash)
+    }
+
+    /// [`Self::verify`] for a token whose [`token_hash`] the caller has already taken.
+    pub async fn verify_hashed(
+        &self,
+        token: &str,
+        hash: &[u8; 32],
+        budget: &impl super::FailureBudget,
+    ) -> Result<Arc<Verified>, Rejection> {
         if let Err(rejection) = precheck(token) {
             budget.charge().await;
             return Err(rejection);
         }
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hash = *hash;
         let now = now_secs();
         if let Some(hit) = self.cache.get(&hash) {
             if now <= hit.exp.saturating_add(self.leeway_secs) && hit.epoch == self.jwks.epoch() {
@@ -339,6 +355,11 @@ impl BearerVerifier {
             epoch,
         })
     }
+}
+
+/// The key of a verifier's caches for a token: its SHA-256.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Size and alphabet, before anything is decoded.
