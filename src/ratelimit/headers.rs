@@ -46,15 +46,14 @@ pub fn policy_item(name: &str, quota: u32, window: Duration) -> String {
 }
 
 /// The `RateLimit` item of a decision: `"name";r=REMAINING;t=SECONDS`.
+/// Written on every request a policy counts: integers through `itoa`, not `fmt`.
 pub fn limit_item(name: &str, verdict: &Verdict) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(name.len() + 24);
     sf_string(&mut out, name);
-    let _ = write!(
-        out,
-        ";r={};t={}",
-        verdict.remaining,
-        seconds_up(verdict.reset)
-    );
+    out.push_str(";r=");
+    out.push_str(itoa::Buffer::new().format(verdict.remaining));
+    out.push_str(";t=");
+    out.push_str(itoa::Buffer::new().format(seconds_up(verdict.reset)));
     out
 }
 
