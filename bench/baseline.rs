@@ -2,7 +2,8 @@
 //! actix-web + diesel service doing the same SQL on the same kind of SQLite file (WAL,
 //! `synchronous = FULL`, an r2d2 pool of 8, `web::block` per query) with no security
 //! layers: no headers, no authentication, no validation, no encryption, no problem+json,
-//! no logging. `bench/run` starts it with `baseline DB ADDR`.
+//! no logging. `bench/run` starts it with `baseline DB ADDR`. Its `/floor` answers like
+//! NestFlux's `/health` without any of NestFlux's layers (see [`floor`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -64,6 +65,7 @@ fn main() {
             App::new()
                 .app_data(web::Data::new(pool.clone()))
                 .route("/health", web::get().to(health))
+                .route("/floor", web::get().to(floor))
                 .route("/notes/{id}", web::get().to(get))
                 .route("/notes", web::get().to(list))
                 .route("/notes", web::post().to(post))
@@ -79,6 +81,61 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(r#"{"status":"ok"}"#)
+}
+
+/// The headers NestFlux's `GET /health` answers with under bench/run's config (the reference
+/// file's secure headers, CORS and `RateLimit` headers), besides the request id.
+const FLOOR_HEADERS: [(&str, &str); 17] = [
+    (
+        "access-control-expose-headers",
+        "retry-after, location, ratelimit-policy, x-request-id, ratelimit",
+    ),
+    ("x-permitted-cross-domain-policies", "none"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("x-content-type-options", "nosniff"),
+    (
+        "vary",
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    ),
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'",
+    ),
+    ("x-dns-prefetch-control", "off"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("ratelimit", "\"global\";r=199;t=1"),
+    ("origin-agent-cluster", "?1"),
+    ("cache-control", "no-store"),
+    ("x-download-options", "noopen"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("ratelimit-policy", "\"global\";q=100;w=1"),
+    ("access-control-allow-credentials", "true"),
+    ("x-xss-protection", "0"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// The floor: `/health` as NestFlux must send it, with nothing computed. The same headers
+/// (static here), a fresh UUIDv7 request id and one access line written to stderr in one
+/// `write`, as NestFlux writes its own. No rate limit, CORS check, routing, deadline or
+/// metrics: the least any server answering like NestFlux pays per response.
+async fn floor(req: HttpRequest) -> HttpResponse {
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let rid = uuid::Uuid::now_v7().to_string();
+    let mut res = HttpResponse::Ok();
+    res.content_type("application/json");
+    for header in FLOOR_HEADERS {
+        res.insert_header(header);
+    }
+    res.insert_header(("x-request-id", rid.as_str()));
+    let line = format!(
+        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"method\":\"GET\",\"route\":\"{}\",\"status\":200,\"latency_ms\":{},\"request_id\":\"{rid}\",\"subject\":\"-\",\"target\":\"baseline\"}}\n",
+        humantime::format_rfc3339_micros(std::time::SystemTime::now()),
+        req.path(),
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    res.body(r#"{"status":"ok"}"#)
 }
 
 async fn get(pool: P, id: web::Path<String>) -> HttpResponse {
