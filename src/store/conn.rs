@@ -52,12 +52,21 @@ pub enum SqlValue<'a> {
 impl Cells {
     /// The row's values, in select order.
     pub fn values(&self) -> impl Iterator<Item = SqlValue<'_>> {
-        self.cells.iter().map(|c| match *c {
+        self.cells.iter().map(|c| self.value(*c))
+    }
+
+    /// The value of column `i`, if the row has it.
+    pub fn get(&self, i: usize) -> Option<SqlValue<'_>> {
+        self.cells.get(i).map(|c| self.value(*c))
+    }
+
+    fn value(&self, cell: Cell) -> SqlValue<'_> {
+        match cell {
             Cell::Null => SqlValue::Null,
             Cell::Int(i) => SqlValue::Int(i),
             Cell::Real(f) => SqlValue::Real(f),
             Cell::Text(from, to) => SqlValue::Text(self.text.get(from..to).unwrap_or_default()),
-        })
+        }
     }
 
     /// How long the row's text values are together.
@@ -84,7 +93,9 @@ impl diesel::deserialize::FromSqlRow<Untyped, diesel::sqlite::Sqlite> for Cells 
         use diesel::sqlite::SqliteType;
         let n = row.field_count();
         let mut out = Cells {
-            text: String::new(),
+            // Room for a row of short texts (ids, timestamps, a sealed value), so the buffer
+            // is not grown column by column.
+            text: String::with_capacity(32 * n),
             cells: Vec::with_capacity(n),
         };
         for i in 0..n {

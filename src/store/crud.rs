@@ -534,42 +534,6 @@ impl Resource {
         }
     }
 
-    /// A stored row's fields in order: name, whether encrypted, and the value as JSON or as
-    /// an SQL value of its kind.
-    fn members<'a>(
-        &'a self,
-        stored: &'a Stored,
-    ) -> Result<Vec<(&'a str, bool, Member<'a>)>, StoreError> {
-        match stored {
-            Stored::Json(text) => {
-                let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
-                Ok(members
-                    .into_iter()
-                    .map(|(name, raw)| {
-                        (name, self.table.is_encrypted(name), Member::Json(raw.get()))
-                    })
-                    .collect())
-            }
-            Stored::Cells(cells) => {
-                if cells.len() != self.fields.len() {
-                    return Err(StoreError::Corrupt(format!(
-                        "{}: a row of {} columns where {} were selected",
-                        self.table.name,
-                        cells.len(),
-                        self.fields.len()
-                    )));
-                }
-                self.fields
-                    .iter()
-                    .zip(cells.values())
-                    .map(|((name, kind, sealed), v)| {
-                        Ok((name.as_str(), *sealed, Member::of(*kind, v)?))
-                    })
-                    .collect()
-            }
-        }
-    }
-
     /// A stored row as `mask` lets its reader see it, rendered as JSON: unreadable fields
     /// left out (never decrypted), readable encrypted fields decrypted, and a field that does
     /// not decrypt written as `null` and named in the row's faults (logged with its key id).
@@ -580,24 +544,73 @@ impl Resource {
         mask: &ReadMask,
         key: Option<&str>,
     ) -> Result<Row, StoreError> {
-        let members = self.members(stored)?;
-        let text_of = |name: &str| -> Result<Option<String>, StoreError> {
-            match members.iter().find(|(k, _, _)| *k == name) {
-                Some((_, _, m)) => Ok(m.text()?.map(Cow::into_owned)),
-                None => Ok(None),
+        let out = String::with_capacity(stored.len_hint() + 16);
+        match stored {
+            Stored::Json(text) => {
+                let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
+                let find = |name: &str| {
+                    members
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, raw)| Member::Json(raw.get()))
+                };
+                let fields = members.iter().map(|&(name, raw)| {
+                    Ok((name, self.table.is_encrypted(name), Member::Json(raw.get())))
+                });
+                self.render(out, find("id"), find("owner"), fields, mask, key)
             }
+            Stored::Cells(cells) => {
+                if cells.len() != self.fields.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: a row of {} columns where {} were selected",
+                        self.table.name,
+                        cells.len(),
+                        self.fields.len()
+                    )));
+                }
+                // `fields` starts with `id`, then `owner` when the table has owners.
+                let text_at =
+                    |i: usize| cells.get(i).map(|v| Member::of(Kind::Text, v)).transpose();
+                let owner = if self.table.owner { text_at(1)? } else { None };
+                let fields =
+                    self.fields
+                        .iter()
+                        .zip(cells.values())
+                        .map(|((name, kind, sealed), v)| {
+                            Ok((name.as_str(), *sealed, Member::of(*kind, v)?))
+                        });
+                self.render(out, text_at(0)?, owner, fields, mask, key)
+            }
+        }
+    }
+
+    /// [`Resource::reveal`]'s JSON, written into `json` from the row's id, owner and fields
+    /// in order (name, whether encrypted, value), read once, without collecting them.
+    fn render<'a>(
+        &self,
+        json: String,
+        id: Option<Member<'a>>,
+        owner: Option<Member<'a>>,
+        fields: impl Iterator<Item = Result<(&'a str, bool, Member<'a>), StoreError>>,
+        mask: &ReadMask,
+        key: Option<&str>,
+    ) -> Result<Row, StoreError> {
+        let text = |m: Option<Member<'a>>| -> Result<Option<String>, StoreError> {
+            Ok(match m {
+                Some(m) => m.text()?.map(Cow::into_owned),
+                None => None,
+            })
         };
-        let id = text_of("id")?.unwrap_or_default();
-        let owner = text_of("owner")?;
         let mut row = Row {
-            json: String::with_capacity(stored.len_hint() + 16),
-            id,
-            owner,
+            json,
+            id: text(id)?.unwrap_or_default(),
+            owner: text(owner)?,
             key: None,
             faults: Vec::new(),
         };
         row.json.push('{');
-        for (name, sealed, member) in &members {
+        for field in fields {
+            let (name, sealed, member) = field?;
             if !mask.may_read(name, row.owner.as_deref()) {
                 continue;
             }
@@ -608,11 +621,11 @@ impl Resource {
             row.json.push('"');
             row.json.push_str(name);
             row.json.push_str("\":");
-            if Some(*name) == key {
+            if Some(name) == key {
                 row.key = Some(member.to_value()?);
             }
             // Stored encrypted values are strings; `null` and other values pass as they are.
-            let text = if *sealed { member.text()? } else { None };
+            let text = if sealed { member.text()? } else { None };
             let Some(stored) = text else {
                 member.push_to(&mut row.json);
                 continue;
