@@ -569,3 +569,28 @@ impl Conn {
         !matches!(self, Conn::Sqlite(_))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// .cargo/config.toml builds SQLite in multi-thread mode (no per-connection mutex); this
+    /// fails if the flag stops reaching libsqlite3-sys's build.
+    #[test]
+    fn sqlite_is_built_without_its_per_connection_mutex() {
+        let mut c = SqliteConnection::establish(":memory:").unwrap();
+        let options: Vec<String> =
+            diesel::sql_query("SELECT compile_options AS j FROM pragma_compile_options")
+                .load::<JsonRow>(&mut c)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.j)
+                .collect();
+        assert!(
+            options.iter().any(|o| o == "THREADSAFE=2"),
+            "compile options: {options:?}"
+        );
+    }
+}
