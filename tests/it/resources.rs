@@ -148,6 +148,22 @@ fn every_action_round_trips_with_typed_output() {
             .unwrap();
         assert_eq!(got, created);
 
+        // What a create answers is what a read returns, for every kind: a whole-number
+        // `number`, `false`, an empty array, escapes and non-ASCII text, an absent field.
+        let res = post(
+            &s,
+            json!({"title": "a \"quoted\" \u{e9}\n\\", "tags": [], "done": false, "score": 2}),
+        );
+        assert_eq!(res.status(), StatusCode::CREATED, "{db:?}");
+        let other = res.headers()["location"].to_str().unwrap().to_string();
+        let created_other: Value = res.json().unwrap();
+        let got_other: Value = client().get(s.url(&other)).send().unwrap().json().unwrap();
+        assert_eq!(got_other, created_other, "{db:?}");
+        assert_eq!(created_other["title"], "a \"quoted\" \u{e9}\n\\");
+        assert_eq!(created_other["done"], json!(false));
+        assert_eq!(created_other["score"].as_f64(), Some(2.0));
+        assert_eq!(created_other["due"], Value::Null);
+
         let res = client()
             .patch(s.url(&location))
             .json(&json!({"priority": 5, "due": "2026-12-01T10:00:00Z", "tags": []}))
