@@ -590,7 +590,9 @@ mod tests {
                 .collect();
         assert!(
             options.iter().any(|o| o == "THREADSAFE=2"),
-            "compile options: {options:?}"
+            "LIBSQLITE3_FLAGS from .cargo/config.toml did not reach the bundled SQLite (cargo \
+             reads that file from the directory it runs in, and a LIBSQLITE3_FLAGS already \
+             in the environment wins over it); compile options: {options:?}"
         );
     }
 }
