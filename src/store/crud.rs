@@ -544,7 +544,7 @@ impl Resource {
         mask: &ReadMask,
         key: Option<&str>,
     ) -> Result<Row, StoreError> {
-        let out = String::with_capacity(stored.len_hint() + 16);
+        let size = stored.len_hint() + 16;
         match stored {
             Stored::Json(text) => {
                 let Members(members) = serde_json::from_str(text).map_err(corrupt)?;
@@ -557,7 +557,7 @@ impl Resource {
                 let fields = members.iter().map(|&(name, raw)| {
                     Ok((name, self.table.is_encrypted(name), Member::Json(raw.get())))
                 });
-                self.render(out, find("id"), find("owner"), fields, mask, key)
+                self.render(size, find("id"), find("owner"), fields, mask, key)
             }
             Stored::Cells(cells) => {
                 if cells.len() != self.fields.len() {
@@ -579,16 +579,16 @@ impl Resource {
                         .map(|((name, kind, sealed), v)| {
                             Ok((name.as_str(), *sealed, Member::of(*kind, v)?))
                         });
-                self.render(out, text_at(0)?, owner, fields, mask, key)
+                self.render(size, text_at(0)?, owner, fields, mask, key)
             }
         }
     }
 
-    /// [`Resource::reveal`]'s JSON, written into `json` from the row's id, owner and fields
-    /// in order (name, whether encrypted, value), read once, without collecting them.
+    /// [`Resource::reveal`]'s JSON (about `size` bytes), written from the row's id, owner and
+    /// fields in order (name, whether encrypted, value), read once, without collecting them.
     fn render<'a>(
         &self,
-        json: String,
+        size: usize,
         id: Option<Member<'a>>,
         owner: Option<Member<'a>>,
         fields: impl Iterator<Item = Result<(&'a str, bool, Member<'a>), StoreError>>,
@@ -602,7 +602,7 @@ impl Resource {
             })
         };
         let mut row = Row {
-            json,
+            json: String::with_capacity(size),
             id: text(id)?.unwrap_or_default(),
             owner: text(owner)?,
             key: None,
