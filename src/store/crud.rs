@@ -557,7 +557,12 @@ impl Resource {
                 let fields = members.iter().map(|&(name, raw)| {
                     Ok((name, self.table.is_encrypted(name), Member::Json(raw.get())))
                 });
-                self.render(size, find("id"), find("owner"), fields, mask, key)
+                let owner = if self.table.owner {
+                    find("owner")
+                } else {
+                    None
+                };
+                self.render(size, find("id"), owner, fields, mask, key)
             }
             Stored::Cells(cells) => {
                 if cells.len() != self.fields.len() {
