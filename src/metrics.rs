@@ -26,7 +26,7 @@
 //! nestflux_authz_denied_total{route,method}                  counter
 //! nestflux_rate_limit_decisions_total{policy,decision}       counter   allowed, limited, fallback, unavailable
 //! nestflux_db_pool_connections / _idle_connections           gauge     read at scrape time
-//! nestflux_db_writer_queue_depth                             gauge     SQLite writer
+//! nestflux_db_writer_queue_depth                             gauge     the writer
 //! nestflux_db_commit_batch_size                              histogram writes per committed batch
 //! nestflux_db_commit_duration_seconds                        histogram BEGIN to end of COMMIT
 //! nestflux_jwks_refreshes_total{issuer,result}               counter   ok, failed
@@ -223,12 +223,12 @@ impl Metrics {
         let store = StoreMetrics::default();
         registry.register(
             "db_writer_queue_depth",
-            "Writes waiting for the SQLite writer",
+            "Writes waiting for the writer",
             store.queue_depth.clone(),
         );
         registry.register(
             "db_commit_batch_size",
-            "Writes committed per transaction (SQLite group commit; 1 per write on PostgreSQL)",
+            "Writes committed per transaction (group commit)",
             store.batch_size.clone(),
         );
         registry.register(

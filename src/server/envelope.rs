@@ -40,7 +40,7 @@ pub async fn envelope<B: MessageBody + 'static>(
     let method = req.method().clone();
     let preflight =
         method == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
-    // Held to the end of the request: the SQLite writer waits for the write requests in
+    // Held to the end of the request: the writer waits for the write requests in
     // flight before it commits a batch (`store::writer::linger`).
     let _write = match method {
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {

@@ -76,13 +76,16 @@ impl From<Stored> for Row {
 /// The head of the chain, `(seq, hash)`; `None` while the chain is empty.
 type Head = Option<(i64, String)>;
 
-/// The chain head the SQLite writer keeps between appends, so an append reads no row.
+/// The chain head the writer keeps between appends, so an append reads no row: on SQLite
+/// from batch to batch, on PostgreSQL within one batch (which holds the chain's lock from
+/// its `BEGIN`; other instances append between batches).
 ///
 /// It is only trusted while nothing else can have moved the chain: it is forgotten (and the
 /// next append reads the head again, inside its transaction) when a write's savepoint rolls
-/// back or a batch does not commit (what was appended is gone), and at the start of a batch
-/// when another connection committed since the writer's last one (`PRAGMA data_version`,
-/// read under the write lock): `nestflux keys rotate`, `audit prune`, a pooled write.
+/// back or a batch does not commit (what was appended is gone), and on SQLite at the start
+/// of a batch when another connection committed since the writer's last one (`PRAGMA
+/// data_version`, read under the write lock): `nestflux keys rotate`, `audit prune`, a
+/// pooled write.
 #[derive(Debug, Default)]
 pub struct HeadCache {
     /// `None`: unknown.
@@ -103,7 +106,8 @@ pub fn forget_head(conn: &mut Conn) {
 /// At the start of a writer batch, under the write lock: forgets the kept head if another
 /// connection committed since the last batch (or if that cannot be told).
 pub fn batch_began(conn: &mut Conn) {
-    if conn.head_cache().is_none() {
+    // A PostgreSQL writer's head lives for one batch only (`Lease::Batch`).
+    if conn.is_postgres() || conn.head_cache().is_none() {
         return;
     }
     let version = conn
@@ -148,11 +152,11 @@ fn ph(pg: bool, n: usize) -> String {
 /// Appends `events` after the chain's head, in the caller's open transaction; returns the
 /// rows as stored. On PostgreSQL it first takes the chain's advisory lock, held until the
 /// transaction ends, so call it last in the transaction: the lock is then held only for the
-/// insert and the commit. The head is read from the table, or taken from the connection's
-/// [`HeadCache`] (the SQLite writer's).
+/// insert and the commit (the writer's connection took it at `BEGIN`). The head is read from
+/// the table, or taken from the connection's [`HeadCache`] (the writer's).
 pub fn append(conn: &mut Conn, events: &[Event]) -> Result<Vec<Row>, StoreError> {
-    let pg = conn.is_postgres();
-    if pg {
+    // The writer's connection, the one that keeps a head, already holds the lock.
+    if conn.is_postgres() && conn.head_cache().is_none() {
         conn.batch(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})"))?;
     }
     // Taken out: on any error below it stays unknown, and the next append reads it.

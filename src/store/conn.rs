@@ -163,13 +163,19 @@ pub enum Lease<C: R2D2Connection + 'static> {
     /// The SQLite writer's (closed on drop), with the audit chain head it keeps between
     /// appends (`store::audit`): the one connection that appends on a serving SQLite store.
     Writer(C, Box<super::audit::HeadCache>),
+    /// Lent from the pool to the writer for one batch (PostgreSQL), with the audit chain
+    /// head it appended in the batch, under the chain's lock taken at `BEGIN`.
+    Batch(
+        PooledConnection<ConnectionManager<C>>,
+        Box<super::audit::HeadCache>,
+    ),
 }
 
 impl<C: R2D2Connection + 'static> Deref for Lease<C> {
     type Target = C;
     fn deref(&self) -> &C {
         match self {
-            Lease::Pooled(c) => c,
+            Lease::Pooled(c) | Lease::Batch(c, _) => c,
             Lease::Owned(c) | Lease::Writer(c, _) => c,
         }
     }
@@ -178,7 +184,7 @@ impl<C: R2D2Connection + 'static> Deref for Lease<C> {
 impl<C: R2D2Connection + 'static> DerefMut for Lease<C> {
     fn deref_mut(&mut self) -> &mut C {
         match self {
-            Lease::Pooled(c) => c,
+            Lease::Pooled(c) | Lease::Batch(c, _) => c,
             Lease::Owned(c) | Lease::Writer(c, _) => c,
         }
     }
@@ -556,10 +562,14 @@ impl Conn {
         .map_err(StoreError::from)
     }
 
-    /// The chain head this connection keeps: only the SQLite writer's does.
+    /// The chain head this connection keeps: only the writer's does, which holds the
+    /// chain's lock (SQLite's write lock, or on PostgreSQL the chain's advisory lock for
+    /// the whole batch).
     pub fn head_cache(&mut self) -> Option<&mut super::audit::HeadCache> {
         match self {
-            Conn::Sqlite(Lease::Writer(_, head)) => Some(head),
+            Conn::Sqlite(Lease::Writer(_, head) | Lease::Batch(_, head)) => Some(head),
+            #[cfg(feature = "postgres")]
+            Conn::Pg(Lease::Writer(_, head) | Lease::Batch(_, head)) => Some(head),
             _ => None,
         }
     }

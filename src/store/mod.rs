@@ -13,7 +13,7 @@
 //! ddl       create and extend tables and their indexes, refuse destructive drift
 //! crud      get, list, create, update, delete of one resource       (dialect, table)
 //! cursor    list cursors, MAC'd and bounded
-//! writer    the SQLite writer thread: bounded queue, group commit, savepoint per write;
+//! writer    the writer thread: bounded queue, group commit, savepoint per write;
 //!           checkpoint: the thread that checkpoints the WAL outside the writer's commits
 //! audit     `nestflux_audit`: append after the chain's head, pages, walks, pruning
 //! rotate    `nestflux keys rotate`: rows re-encrypted to the active key
@@ -152,14 +152,14 @@ enum Pools {
     Pg(Pool<ConnectionManager<diesel::pg::PgConnection>>),
 }
 
-/// The connection pool (and, on SQLite once started, the writer), shared by all workers.
+/// The connection pool (and, once started, the writer), shared by all workers.
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
     /// The SQLite file, for the writer's own connection.
     sqlite_path: Option<String>,
     busy_timeout: Duration,
-    /// The SQLite writer; `None` on PostgreSQL and before [`Store::start`].
+    /// The writer; `None` before [`Store::start`] (and in the command-line tools).
     writer: Option<Arc<writer::Writer>>,
     /// Where verified subjects are reported; `None` before [`Store::start`].
     sightings: Option<Arc<users::Sightings>>,
@@ -246,10 +246,10 @@ impl Store {
         self
     }
 
-    /// Starts the background writers of a serving process: on SQLite the writer thread
-    /// (every write of [`Store::write`] then goes through it, with room for
-    /// `database.write_queue` waiting writes), and on either backend the drain of user
-    /// sightings.
+    /// Starts the writer thread of a serving process: every write of [`Store::write`] then
+    /// goes through it, with room for `database.write_queue` waiting writes, and so do the
+    /// user sightings. On SQLite it gets a connection of its own and the WAL checkpointer;
+    /// on PostgreSQL it borrows a pooled connection for each batch.
     pub fn start(mut self, plan: &DatabasePlan) -> Result<Self, StoreError> {
         let (sightings, rx) = users::Sightings::channel(plan.last_seen_interval);
         let queue = plan.write_queue;
@@ -271,18 +271,28 @@ impl Store {
                 let conn = Conn::Sqlite(conn::Lease::Writer(conn, Box::default()));
                 self.writer = Some(Arc::new(
                     writer::Writer::start(
-                        conn,
+                        writer::Link::Own(conn, checkpointer),
                         queue,
                         self.busy_timeout,
                         rx,
                         self.metrics.clone(),
-                        checkpointer,
                     )
                     .map_err(io)?,
                 ));
                 self.inline_reads = Some(STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
             }
-            None => writer::start_sightings_drain(self.clone(), rx).map_err(io)?,
+            None => {
+                self.writer = Some(Arc::new(
+                    writer::Writer::start(
+                        writer::Link::Pooled(self.clone()),
+                        queue,
+                        self.busy_timeout,
+                        rx,
+                        self.metrics.clone(),
+                    )
+                    .map_err(io)?,
+                ));
+            }
         }
         self.sightings = Some(Arc::new(sightings));
         Ok(self)
@@ -314,6 +324,19 @@ impl Store {
             Pools::Sqlite(p) => Conn::Sqlite(conn::Lease::Pooled(p.get_timeout(wait)?)),
             #[cfg(feature = "postgres")]
             Pools::Pg(p) => Conn::Pg(conn::Lease::Pooled(p.get_timeout(wait)?)),
+        })
+    }
+
+    /// A pooled connection lent to the writer for one batch, keeping the audit chain's
+    /// head for that batch (see [`conn::Lease::Batch`]).
+    fn batch_conn_within(&self, wait: Duration) -> Result<Conn, StoreError> {
+        Ok(match self.conn_within(wait)? {
+            Conn::Sqlite(conn::Lease::Pooled(c)) => {
+                Conn::Sqlite(conn::Lease::Batch(c, Box::default()))
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Pg(conn::Lease::Pooled(c)) => Conn::Pg(conn::Lease::Batch(c, Box::default())),
+            other => other,
         })
     }
 
@@ -395,17 +418,17 @@ impl Store {
         })
     }
 
-    /// Counts a write request (POST, PUT, PATCH, DELETE) for the SQLite writer's group
-    /// commit, from now until the guard is dropped; `None` without the writer.
+    /// Counts a write request (POST, PUT, PATCH, DELETE) for the writer's group commit,
+    /// from now until the guard is dropped; `None` without the writer.
     pub fn expect_write(&self) -> Option<writer::Expected> {
         self.writer.as_ref().map(|w| w.expect())
     }
 
     /// Runs a write as one transaction that either commits, and then answers `Ok`, or
-    /// leaves nothing behind. On SQLite with the writer started it is queued (a full queue
-    /// answers [`StoreError::Overloaded`] at once) and committed with the writes queued
-    /// meanwhile; otherwise it runs on a pooled connection with its statements and lock
-    /// waits bounded by `deadline`. Either way the answer comes shortly after the deadline
+    /// leaves nothing behind. With the writer started it is queued (a full queue answers
+    /// [`StoreError::Overloaded`] at once) and committed with the writes queued meanwhile;
+    /// otherwise (the command-line tools) it runs on a pooled connection with its
+    /// statements and lock waits bounded by `deadline`. Either way the answer comes shortly after the deadline
     /// at the latest, so it is awaited in full: giving up earlier could report a failure
     /// for a write that commits. `f` may run twice, in a transaction rolled back in between
     /// (see [`writer`]): only its last run counts.
@@ -470,7 +493,7 @@ impl Store {
         done
     }
 
-    /// Counts one write committed in its own transaction (no writer: PostgreSQL).
+    /// Counts one write committed in its own transaction (no writer: the command-line tools).
     fn committed<T>(&self, done: &Result<T, StoreError>, began: std::time::Instant) {
         if done.is_ok() {
             self.metrics.batch_size.observe(1.0);

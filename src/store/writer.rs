@@ -1,26 +1,38 @@
-//! The one writer of an SQLite database: a dedicated thread owns the write connection and
-//! commits every write queued meanwhile as one transaction (group commit: one fsync for the
-//! batch, `synchronous = FULL` kept). A failing write fails only its own request; a request
-//! is answered only after its batch commits, so an acknowledged write is durable.
+//! The one writer of a serving process: a dedicated thread commits every write queued
+//! meanwhile as one transaction (group commit: one fsync for the batch, SQLite's
+//! `synchronous = FULL` kept). A failing write fails only its own request; a request is
+//! answered only after its batch commits, so an acknowledged write is durable.
 //!
 //! ```text
 //! request ─try_send─▶ bounded queue ─▶ writer: take one, drain up to MAX_BATCH more,
 //!   (full: 503 at once)                   yielding to the request threads while they
 //!                                         handle write requests not in the batch
 //!                                       drop (answer 503) the jobs whose deadline passed
-//!                                       busy_timeout = earliest remaining deadline
+//!                                       wait = earliest remaining deadline
 //!                                         (at most database.busy_timeout)
-//!                                       BEGIN IMMEDIATE   (times out: every job 503, nothing written)
+//!                                       BEGIN             (times out: every job 503, nothing written)
 //!                                       fast pass: each job's work, no savepoint
 //!                                         a job fails having changed no row: skip it, go on
-//!                                         a job fails having changed rows: ROLLBACK, BEGIN
-//!                                           IMMEDIATE, and run the whole batch again with
+//!                                         a job fails having changed rows (on PostgreSQL:
+//!                                           any job fails): ROLLBACK, drop the jobs now
+//!                                           late, BEGIN, and run the batch again with
 //!                                           SAVEPOINT job; work; RELEASE | ROLLBACK TO
 //!                                       user sightings, coalesced, one savepoint each
 //!                                       COMMIT            (one fsync)
-//!                                       signal the WAL checkpointer (see `checkpoint`)
+//!                                       SQLite: signal the WAL checkpointer (see `checkpoint`)
 //!                                       answer every job
 //! ```
+//!
+//! On SQLite the thread owns the write connection, `BEGIN` is `BEGIN IMMEDIATE` (the write
+//! lock, waited for at most `wait`), and the audit chain's head is kept between batches. On
+//! PostgreSQL it borrows a pooled connection for each batch (one the server ended is
+//! replaced by the pool's check on checkout); `BEGIN` also bounds every statement and lock
+//! wait of the batch by `wait` and takes the audit chain's advisory lock, which every write
+//! needs for its audit row. Held for the batch instead of for each write, that lock no
+//! longer makes writes wait for each other's commits: POST a note on PostgreSQL went from
+//! about 650 to 2,200 a second (bench/RESULTS.md). Taken before any row, it also keeps the
+//! writers of several instances from a deadlock (one holding a row the other's batch
+//! needs, while waiting for the chain).
 //!
 //! The fast pass exists because a savepoint per write is not free: SQLite copies every page
 //! a write touches into the savepoint journal first (one page per table and index, so about
@@ -141,39 +153,44 @@ impl Drop for Expected {
     }
 }
 
+/// Where the writer's connection comes from.
+pub enum Link {
+    /// SQLite: the writer's own connection for the life of the thread (it keeps the audit
+    /// chain's head between batches), and the WAL checkpointer told of every commit.
+    Own(Conn, super::checkpoint::Committed),
+    /// PostgreSQL: a connection from the store's pool for each batch, so one the server
+    /// dropped is replaced by the pool like any other (the store's own writer is unset).
+    Pooled(super::Store),
+}
+
 /// What the writer thread owns.
 struct Thread {
-    conn: Conn,
+    link: Link,
     /// The longest wait for the lock (`database.busy_timeout`).
     busy_timeout: Duration,
     metrics: crate::metrics::StoreMetrics,
-    /// Told after every commit.
-    checkpointer: super::checkpoint::Committed,
     /// Write requests being handled ([`Writer::expect`]).
     expected: Arc<AtomicUsize>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (an SQLite connection of its own), with room for
-    /// `queue` waiting writes, waiting at most `busy_timeout` for the lock; it also writes
-    /// the user sightings from `sightings`; its queue and commits are counted in `metrics`,
-    /// and each commit is signalled to `checkpointer`.
+    /// Starts the writer thread on `link`, with room for `queue` waiting writes, waiting at
+    /// most `busy_timeout` for the lock; it also writes the user sightings from
+    /// `sightings`; its queue and commits are counted in `metrics`.
     pub fn start(
-        conn: Conn,
+        link: Link,
         queue: usize,
         busy_timeout: Duration,
         sightings: Receiver<Sighting>,
         metrics: crate::metrics::StoreMetrics,
-        checkpointer: super::checkpoint::Committed,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Box<dyn Job>>(queue.max(1));
         let depth = metrics.queue_depth.clone();
         let expected = Arc::new(AtomicUsize::new(0));
         let mut thread = Thread {
-            conn,
+            link,
             busy_timeout,
             metrics,
-            checkpointer,
             expected: expected.clone(),
         };
         std::thread::Builder::new()
@@ -321,30 +338,30 @@ fn drain(sightings: &Receiver<Sighting>) -> Vec<Sighting> {
 impl Thread {
     /// One transaction for the batch; every job is answered before this returns.
     fn commit(&mut self, batch: Vec<Box<dyn Job>>, seen: Vec<Sighting>) {
-        let conn = &mut self.conn;
-        // A job whose deadline passed while it waited in the queue never runs: its client is
-        // being told 503, so nothing may be written for it.
-        let (mut live, late): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|j| !j.deadline().passed());
-        for job in late {
-            job.answer(Some(StoreError::Timeout));
-        }
+        // A job whose deadline passed while it waited in the queue never runs.
+        let mut live = without_late(batch);
         if live.is_empty() && seen.is_empty() {
             return;
         }
-        // Wait for the lock (an outside writer such as `nestflux keys rotate` may hold it) no
-        // longer than the earliest deadline of the batch, nor than `database.busy_timeout`.
         let began = std::time::Instant::now();
-        let wait = live
-            .iter()
-            .map(|j| j.deadline().remaining())
-            .min()
-            .unwrap_or(SIGHTING_LOCK_WAIT)
-            .min(self.busy_timeout);
-        let begin = conn
-            .batch(&format!("PRAGMA busy_timeout = {}", wait.as_millis()))
-            .and_then(|()| conn.control("BEGIN IMMEDIATE"));
-        if let Err(e) = begin {
+        let wait = lock_wait(&live, self.busy_timeout);
+        let mut pooled;
+        let (conn, checkpointer) = match &mut self.link {
+            Link::Own(conn, checkpointer) => (conn, Some(&*checkpointer)),
+            Link::Pooled(store) => match store.batch_conn_within(wait) {
+                Ok(conn) => {
+                    pooled = conn;
+                    (&mut pooled, None)
+                }
+                Err(e) => {
+                    for job in live {
+                        job.answer(Some(e.clone()));
+                    }
+                    return;
+                }
+            },
+        };
+        if let Err(e) = begin(conn, wait, !live.is_empty()) {
             let e = match e {
                 StoreError::Database(m) => StoreError::Unavailable(m),
                 other => other,
@@ -366,9 +383,13 @@ impl Thread {
             Pass::Again => {
                 tracing::debug!(target: "nestflux::writer", jobs = live.len(), "a write failed after changing rows: the batch runs again with savepoints");
                 super::audit::forget_head(conn);
+                // The first pass may have waited (on PostgreSQL, for a row or table lock):
+                // the second runs only the jobs still in time, and waits no longer.
+                live = without_late(live);
+                let wait = lock_wait(&live, self.busy_timeout);
                 match conn
                     .control("ROLLBACK")
-                    .and_then(|()| conn.control("BEGIN IMMEDIATE"))
+                    .and_then(|()| begin(conn, wait, !live.is_empty()))
                 {
                     Ok(()) => {
                         super::audit::batch_began(conn);
@@ -391,9 +412,11 @@ impl Thread {
                 let _ = conn.batch("ROLLBACK");
                 Some(StoreError::Unavailable(e.to_string()))
             }
-            None => match conn.control("COMMIT") {
+            None => match finish(conn, &live) {
                 Ok(()) => {
-                    self.checkpointer.signal();
+                    if let Some(checkpointer) = checkpointer {
+                        checkpointer.signal();
+                    }
                     let total = began.elapsed();
                     if total >= SLOW_BATCH {
                         // Lock: another process held it. Work: the statements, and the time
@@ -429,6 +452,78 @@ impl Thread {
     }
 }
 
+/// Answers the jobs whose deadline passed (their clients are being told 503, so nothing may
+/// be written for them) and returns the others.
+fn without_late(batch: Vec<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
+    let (live, late): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| !j.deadline().passed());
+    for job in late {
+        job.answer(Some(StoreError::Timeout));
+    }
+    live
+}
+
+/// How long a batch may wait for a lock (an outside writer such as `nestflux keys rotate`
+/// may hold it): until the earliest deadline of its jobs, and never longer than
+/// `database.busy_timeout`.
+fn lock_wait(live: &[Box<dyn Job>], busy_timeout: Duration) -> Duration {
+    live.iter()
+        .map(|j| j.deadline().remaining())
+        .min()
+        .unwrap_or(SIGHTING_LOCK_WAIT)
+        .min(busy_timeout)
+}
+
+/// Opens the batch's transaction, waiting at most `wait` for the write lock. SQLite takes
+/// its write lock at `BEGIN IMMEDIATE`. PostgreSQL bounds every statement and lock wait of
+/// the batch by `wait` (until [`finish`]), and with `chain` takes the audit chain's lock first (one round trip
+/// for all of it): every write appends to the chain, and taking it before any row keeps
+/// writers of several instances from holding rows while they wait for it (a deadlock).
+fn begin(conn: &mut Conn, wait: Duration, chain: bool) -> Result<(), StoreError> {
+    let ms = wait.as_millis();
+    if !conn.is_postgres() {
+        return conn
+            .batch(&format!("PRAGMA busy_timeout = {ms}"))
+            .and_then(|()| conn.control("BEGIN IMMEDIATE"));
+    }
+    // `0` would mean "no limit".
+    let ms = ms.max(1);
+    let lock = if chain {
+        format!(
+            "; SELECT pg_advisory_xact_lock({})",
+            super::audit::PG_CHAIN_LOCK
+        )
+    } else {
+        String::new()
+    };
+    let begun = conn.batch(&format!(
+        "BEGIN; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}{lock}"
+    ));
+    if begun.is_err() {
+        // The transaction may be open (the lock wait timed out): the pool must get the
+        // connection back without it.
+        let _ = conn.batch("ROLLBACK");
+    }
+    begun
+}
+
+/// Commits the batch. On PostgreSQL its statements were held to the earliest deadline of
+/// its writes, which a `COMMIT` that waits for the disk could pass: the commit may take until
+/// the latest one, so that one write close to its deadline does not fail all the others
+/// (if every deadline has passed, it fails and nothing is written).
+fn finish(conn: &mut Conn, live: &[Box<dyn Job>]) -> Result<(), StoreError> {
+    if !conn.is_postgres() {
+        return conn.control("COMMIT");
+    }
+    let latest = live
+        .iter()
+        .map(|j| j.deadline().remaining())
+        .max()
+        .unwrap_or(SIGHTING_LOCK_WAIT);
+    // `0` would mean "no limit".
+    let ms = latest.as_millis().max(1);
+    conn.batch(&format!("SET LOCAL statement_timeout = {ms}; COMMIT"))
+}
+
 /// How [`fast_pass`] ended.
 enum Pass {
     /// Every job ran; the failed ones changed nothing.
@@ -444,6 +539,14 @@ enum Pass {
 /// undone by SQLite, so a job that fails without having changed a row leaves nothing behind
 /// and the pass goes on; one that fails after a change asks for [`Pass::Again`].
 fn fast_pass(conn: &mut Conn, live: &mut [Box<dyn Job>]) -> Pass {
+    if conn.is_postgres() {
+        // A failed statement aborts a PostgreSQL transaction: whatever failed, the batch
+        // runs again with savepoints.
+        return match live.iter_mut().all(|job| job.run(conn)) {
+            true => Pass::Done,
+            false => Pass::Again,
+        };
+    }
     let mut before = match total_changes(conn) {
         Ok(n) => n,
         Err(e) => return Pass::Broken(e),
@@ -524,38 +627,4 @@ fn record_sightings(conn: &mut Conn, seen: &[Sighting]) {
             return;
         }
     }
-}
-
-/// Drains sightings for a database without the writer (PostgreSQL keeps its pool for
-/// writes): one transaction per drained set, on a thread of its own.
-pub fn start_sightings_drain(
-    store: super::Store,
-    sightings: Receiver<Sighting>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("nestflux-sightings".into())
-        .spawn(move || {
-            while let Ok(first) = sightings.recv() {
-                let mut seen = drain(&sightings);
-                if !seen
-                    .iter()
-                    .any(|s| s.issuer == first.issuer && s.subject == first.subject)
-                {
-                    seen.push(first);
-                }
-                let done = store.conn().and_then(|mut c| {
-                    c.transaction(|c| {
-                        c.limit_to(Deadline::after(SIGHTING_LOCK_WAIT * 10))?;
-                        for s in &seen {
-                            users::record(c, s)?;
-                        }
-                        Ok(())
-                    })
-                });
-                if let Err(e) = done {
-                    tracing::warn!(error = %e, dropped = seen.len(), "user sightings not recorded");
-                }
-            }
-        })?;
-    Ok(())
 }

@@ -311,3 +311,109 @@ fn a_slow_batch_is_logged_with_the_time_of_each_phase() {
     assert!(ms("lock_ms") >= 300, "{line}");
     assert!(ms("work_ms") + ms("commit_ms") < ms("lock_ms"), "{line}");
 }
+
+/// The same writer on PostgreSQL (a pooled connection lent for each batch, the audit chain's
+/// lock taken at `BEGIN`), against the real server named by TEST_POSTGRES_URL.
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    /// The audit chain's advisory lock (`store::audit::PG_CHAIN_LOCK`).
+    const CHAIN_LOCK: i64 = 0x6e66_6175_6469_7431;
+
+    /// The notes fixture in a fresh schema, served; the server's connections carry
+    /// `application_name` = the returned name, and the URL is the schema's.
+    fn serve() -> (Project, Server, String, String) {
+        let name = format!("w{}", uuid::Uuid::new_v4().simple());
+        let url = format!(
+            "{}&application_name={name}",
+            crate::resources::pg::fresh_schema()
+        );
+        let p = Project::new(&format!(
+            "[database]\nurl = \"{url}\"\nbusy_timeout = \"5s\"\n{}",
+            Notes::new()
+        ));
+        let s = p.serve(&[]);
+        (p, s, url, name)
+    }
+
+    fn titles(url: &str) -> Vec<String> {
+        let mut c = PgConnection::establish(url).unwrap();
+        diesel::sql_query("SELECT title FROM notes ORDER BY title")
+            .load::<Title>(&mut c)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.title)
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_write_in_a_batch_fails_only_its_own_request_on_postgresql() {
+        let (p, s, url, _) = serve();
+        assert_eq!(post_in_background(&s, "first").join().unwrap().0, 201);
+        let mut c = PgConnection::establish(&url).unwrap();
+        diesel::sql_query("CREATE UNIQUE INDEX one_title ON notes (title)")
+            .execute(&mut c)
+            .unwrap();
+        // Hold the chain's lock so the writes queue up and share a batch: the second `dup`
+        // fails after the first one's insert, which aborts PostgreSQL's transaction, so the
+        // writer runs the batch again with a savepoint per write. (The lock is one for the
+        // whole database: other tests' writes wait these 500 ms too.)
+        diesel::sql_query(format!("SELECT pg_advisory_lock({CHAIN_LOCK})"))
+            .execute(&mut c)
+            .unwrap();
+        let writes: Vec<_> = ["a", "dup", "b", "dup", "c", "dup"]
+            .into_iter()
+            .map(|t| (t, post_in_background(&s, t)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({CHAIN_LOCK})"))
+            .execute(&mut c)
+            .unwrap();
+        let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+        for (title, w) in writes {
+            let (status, _, body) = w.join().unwrap();
+            if status != StatusCode::CREATED {
+                assert_eq!(body["type"], "urn:nestflux:problem:internal", "{body}");
+                let text = body.to_string().to_lowercase();
+                assert!(
+                    !text.contains("unique") && !text.contains("duplicate"),
+                    "{text}"
+                );
+            }
+            by_status.entry(status.as_u16()).or_default().push(title);
+        }
+        by_status.values_mut().for_each(|v| v.sort_unstable());
+        assert_eq!(
+            by_status,
+            BTreeMap::from([(201, vec!["a", "b", "c", "dup"]), (500, vec!["dup", "dup"])]),
+            "only the two duplicate writes fail"
+        );
+        assert_eq!(titles(&url), ["a", "b", "c", "dup", "first"]);
+        let verify = p.run(&["audit", "verify"], &[]);
+        assert!(verify.status.success(), "{verify:?}");
+    }
+
+    #[test]
+    fn the_writer_takes_a_new_connection_when_postgresql_ends_the_old_ones() {
+        let (_p, s, url, name) = serve();
+        assert_eq!(post_in_background(&s, "before").join().unwrap().0, 201);
+        // Every connection of this server ends, as on a PostgreSQL restart or failover.
+        let mut c = PgConnection::establish(&url).unwrap();
+        #[derive(QueryableByName)]
+        struct Ended {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let ended = diesel::sql_query(format!(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE application_name = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .get_result::<Ended>(&mut c)
+        .unwrap();
+        assert!(ended.n >= 1, "no connection of the server was found");
+        let (status, _, body) = post_in_background(&s, "after").join().unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(titles(&url), ["after", "before"]);
+    }
+}
