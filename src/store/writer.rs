@@ -159,7 +159,8 @@ pub enum Link {
     /// chain's head between batches), and the WAL checkpointer told of every commit.
     Own(Conn, super::checkpoint::Committed),
     /// PostgreSQL: a connection from the store's pool for each batch, so one the server
-    /// dropped is replaced by the pool like any other (the store's own writer is unset).
+    /// ended is replaced by the pool like any other (a clone of the store made before its
+    /// writer was set: no cycle).
     Pooled(super::Store),
 }
 
