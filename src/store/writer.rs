@@ -30,7 +30,7 @@
 //! wait of the batch by `wait` and takes the audit chain's advisory lock, which every write
 //! needs for its audit row. Held for the batch instead of for each write, that lock no
 //! longer makes writes wait for each other's commits: POST a note on PostgreSQL went from
-//! about 650 to 2,200 a second (bench/RESULTS.md). Taken before any row, it also keeps the
+//! 664 to 2,258 a second (bench/RESULTS.md). Taken before any row, it also keeps the
 //! writers of several instances from a deadlock (one holding a row the other's batch
 //! needs, while waiting for the chain).
 //!
