@@ -345,13 +345,15 @@ impl Thread {
             return;
         }
         let began = std::time::Instant::now();
-        let wait = lock_wait(&live, self.busy_timeout);
+        let mut wait = lock_wait(&live, self.busy_timeout);
         let mut pooled;
         let (conn, checkpointer) = match &mut self.link {
             Link::Own(conn, checkpointer) => (conn, Some(&*checkpointer)),
             Link::Pooled(store) => match store.batch_conn_within(wait) {
                 Ok(conn) => {
                     pooled = conn;
+                    // The wait for a connection counts against the same deadlines.
+                    wait = wait.saturating_sub(began.elapsed());
                     (&mut pooled, None)
                 }
                 Err(e) => {
@@ -543,9 +545,10 @@ fn fast_pass(conn: &mut Conn, live: &mut [Box<dyn Job>]) -> Pass {
     if conn.is_postgres() {
         // A failed statement aborts a PostgreSQL transaction: whatever failed, the batch
         // runs again with savepoints.
-        return match live.iter_mut().all(|job| job.run(conn)) {
-            true => Pass::Done,
-            false => Pass::Again,
+        return if live.iter_mut().all(|job| job.run(conn)) {
+            Pass::Done
+        } else {
+            Pass::Again
         };
     }
     let mut before = match total_changes(conn) {
