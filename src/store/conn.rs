@@ -190,6 +190,15 @@ impl<C: R2D2Connection + 'static> DerefMut for Lease<C> {
     }
 }
 
+/// Marks a PostgreSQL connection that PostgreSQL ended: diesel's transaction manager in
+/// error makes r2d2's `has_broken` true, so the pool closes it on its return instead of
+/// lending it again ([`Conn::found_closed`] reads the mark).
+#[cfg(feature = "postgres")]
+pub(super) fn mark_ended(c: &mut diesel::pg::PgConnection) {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::transaction_manager_status_mut(c).set_in_error();
+}
+
 /// A connection of either backend.
 pub enum Conn {
     /// An SQLite connection.
@@ -361,12 +370,12 @@ impl Conn {
     }
 
     fn run<K: CacheKey>(&mut self, q: Sql<'_, K>) -> Result<usize, StoreError> {
-        match self {
+        let done = match self {
             Conn::Sqlite(c) => q.execute(&mut **c),
             #[cfg(feature = "postgres")]
             Conn::Pg(c) => q.execute(&mut **c),
-        }
-        .map_err(StoreError::from)
+        };
+        self.settle(done)
     }
 
     /// Runs a query whose single column `j` is a row rendered as JSON text.
@@ -409,11 +418,7 @@ impl Conn {
             #[cfg(feature = "postgres")]
             Conn::Pg(c) => q.load(&mut **c),
         };
-        Ok(rows
-            .map_err(StoreError::from)?
-            .into_iter()
-            .map(|r| r.j)
-            .collect())
+        Ok(self.settle(rows)?.into_iter().map(|r| r.j).collect())
     }
 
     /// Column names and declared types of a table (empty when it does not exist).
@@ -430,7 +435,7 @@ impl Conn {
             .bind::<Text, _>(table)
             .load::<ColumnRow>(&mut **c),
         };
-        rows.map_err(StoreError::from)
+        self.settle(rows)
     }
 
     /// Runs `f` holding the PostgreSQL session advisory lock `key`, so one process at a time
@@ -482,7 +487,7 @@ impl Conn {
             .load::<IndexColumn>(&mut **c),
         };
         let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for r in rows.map_err(StoreError::from)? {
+        for r in self.settle(rows)? {
             out.entry(r.index).or_default().push(r.col);
         }
         Ok(out)
@@ -496,12 +501,12 @@ impl Conn {
 
     /// Runs statements without parameters (DDL, transaction control).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
+        let done = match self {
             Conn::Sqlite(c) => c.batch_execute(sql),
             #[cfg(feature = "postgres")]
             Conn::Pg(c) => c.batch_execute(sql),
-        }
-        .map_err(StoreError::from)
+        };
+        self.settle(done)
     }
 
     /// Bounds every later statement of the open transaction by `deadline`: on PostgreSQL a
@@ -554,12 +559,45 @@ impl Conn {
         &mut self,
         f: impl FnOnce(Raw<'_>) -> diesel::QueryResult<T>,
     ) -> Result<T, StoreError> {
-        match self {
+        let done = match self {
             Conn::Sqlite(c) => f(Raw::Sqlite(c)),
             #[cfg(feature = "postgres")]
             Conn::Pg(c) => f(Raw::Pg(c)),
+        };
+        self.settle(done)
+    }
+
+    /// A statement's outcome. An error that shows PostgreSQL ended the connection (a
+    /// restart, a failover, `pg_terminate_backend`) marks it broken: the pool closes it on
+    /// its return instead of lending it again, and [`Conn::found_closed`] says so.
+    fn settle<T>(&mut self, done: diesel::QueryResult<T>) -> Result<T, StoreError> {
+        #[cfg(feature = "postgres")]
+        if let (Conn::Pg(c), Err(e)) = (&mut *self, &done) {
+            use diesel::result::{DatabaseErrorKind, Error};
+            if let Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) = e
+            {
+                mark_ended(c);
+            }
         }
-        .map_err(StoreError::from)
+        done.map_err(StoreError::from)
+    }
+
+    /// Whether a statement found that PostgreSQL had ended this connection
+    /// ([`Conn::settle`]); never on SQLite.
+    pub fn found_closed(&mut self) -> bool {
+        match self {
+            Conn::Sqlite(_) => false,
+            #[cfg(feature = "postgres")]
+            Conn::Pg(c) => {
+                use diesel::connection::{AnsiTransactionManager, TransactionManager};
+                AnsiTransactionManager::transaction_manager_status_mut(&mut **c)
+                    .transaction_depth()
+                    .is_err()
+            }
+        }
     }
 
     /// The chain head this connection keeps: only the writer's does, which holds the

@@ -3,9 +3,10 @@
 //!
 //! SQL text is built only from the compiled plan (identifiers validated at compile time);
 //! request values are always bound parameters. Blocking database work runs off the async
-//! workers. On SQLite every write of a running server goes through the one writer thread
-//! (group commit); reads use the pool and never wait behind it (WAL). PostgreSQL keeps its
-//! pool for both, each write transaction bounded by the request's deadline.
+//! workers. Every write of a running server goes through the one writer thread (group
+//! commit): on SQLite on a connection of its own, reads never waiting behind it (WAL); on
+//! PostgreSQL on a pooled connection per batch. PostgreSQL's reads use the pool, whose
+//! connections are checked before they are lent only when idle ([`Check`]).
 //!
 //! ```text
 //! dialect   Kind, Bind, placeholders, quoting, row-as-JSON: the only SQLite/PostgreSQL switch
@@ -145,6 +146,55 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     }
 }
 
+/// How a pooled PostgreSQL connection is checked before it is lent. PostgreSQL may have
+/// ended it while it sat in the pool (a restart, a failover, `pg_terminate_backend`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// With `SELECT 1`, one round trip: for work that could not run again on another
+    /// connection.
+    Always,
+    /// Only when it was last lent more than [`PG_TRUSTED_FOR`] ago (HikariCP's bypass
+    /// window): for work that runs once more, on a connection checked [`Check::Always`],
+    /// when its connection turns out ended ([`Conn::found_closed`]) — reads, and the
+    /// writer's `BEGIN`.
+    IfIdle,
+}
+
+/// How long after it was lent a pooled PostgreSQL connection is lent again without a
+/// check. Under load every connection is lent again within a few milliseconds, and the
+/// check was one round trip of two on every read (bench/RESULTS.md, PostgreSQL).
+#[cfg(feature = "postgres")]
+const PG_TRUSTED_FOR: Duration = Duration::from_millis(500);
+
+/// When a pooled PostgreSQL connection was last lent (kept in the pool with it).
+#[cfg(feature = "postgres")]
+struct LastLent(std::time::Instant);
+
+/// A connection from the PostgreSQL pool, checked as `check` says; one that fails the
+/// check is closed and another taken, until `wait` runs out (as r2d2's own check does; the
+/// pool is built without it).
+#[cfg(feature = "postgres")]
+fn lend_pg(
+    pool: &Pool<ConnectionManager<diesel::pg::PgConnection>>,
+    wait: Duration,
+    check: Check,
+) -> Result<diesel::r2d2::PooledConnection<ConnectionManager<diesel::pg::PgConnection>>, StoreError>
+{
+    use diesel::r2d2::{PooledConnection, R2D2Connection};
+    let until = std::time::Instant::now() + wait;
+    loop {
+        let mut c = pool.get_timeout(until.saturating_duration_since(std::time::Instant::now()))?;
+        let now = std::time::Instant::now();
+        let last = PooledConnection::extensions_mut(&mut c).insert(LastLent(now));
+        let trusted = check == Check::IfIdle
+            && last.is_some_and(|LastLent(at)| now.duration_since(at) < PG_TRUSTED_FOR);
+        if trusted || c.ping().is_ok() {
+            return Ok(c);
+        }
+        conn::mark_ended(&mut c);
+    }
+}
+
 #[derive(Clone)]
 enum Pools {
     Sqlite(Pool<ConnectionManager<SqliteConnection>>),
@@ -210,6 +260,8 @@ impl Store {
                 let pool = Pool::builder()
                     .max_size(plan.pool_size)
                     .connection_timeout(plan.busy_timeout)
+                    // `lend_pg` checks the connections it lends.
+                    .test_on_check_out(false)
                     .build(ConnectionManager::<diesel::pg::PgConnection>::new(
                         url.clone(),
                     ))
@@ -311,26 +363,30 @@ impl Store {
 
     /// A pooled connection; waits at most `database.busy_timeout`.
     pub fn conn(&self) -> Result<Conn, StoreError> {
-        self.conn_within(self.busy_timeout)
+        self.conn_within(self.busy_timeout, Check::Always)
     }
 
-    /// A pooled connection, waiting at most `wait` (and never past the busy timeout).
-    fn conn_within(&self, wait: Duration) -> Result<Conn, StoreError> {
+    /// A pooled connection, waiting at most `wait` (and never past the busy timeout); a
+    /// PostgreSQL one checked first as `check` says.
+    fn conn_within(&self, wait: Duration, check: Check) -> Result<Conn, StoreError> {
         let wait = wait.min(self.busy_timeout);
         if wait.is_zero() {
             return Err(StoreError::Timeout);
         }
+        #[cfg(not(feature = "postgres"))]
+        let _ = check;
         Ok(match &self.pools {
+            // r2d2 checks every connection it lends (an SQLite one costs no round trip).
             Pools::Sqlite(p) => Conn::Sqlite(conn::Lease::Pooled(p.get_timeout(wait)?)),
             #[cfg(feature = "postgres")]
-            Pools::Pg(p) => Conn::Pg(conn::Lease::Pooled(p.get_timeout(wait)?)),
+            Pools::Pg(p) => Conn::Pg(conn::Lease::Pooled(lend_pg(p, wait, check)?)),
         })
     }
 
     /// A pooled connection lent to the writer for one batch, keeping the audit chain's
     /// head for that batch (see [`conn::Lease::Batch`]).
-    fn batch_conn_within(&self, wait: Duration) -> Result<Conn, StoreError> {
-        Ok(match self.conn_within(wait)? {
+    fn batch_conn_within(&self, wait: Duration, check: Check) -> Result<Conn, StoreError> {
+        Ok(match self.conn_within(wait, check)? {
             Conn::Sqlite(conn::Lease::Pooled(c)) => {
                 Conn::Sqlite(conn::Lease::Batch(c, Box::default()))
             }
@@ -384,8 +440,15 @@ impl Store {
         }
         let store = self.clone();
         let work = actix_web::web::block(move || {
-            let mut conn = store.conn_within(deadline.remaining())?;
-            f(&mut conn)
+            let mut conn = store.conn_within(deadline.remaining(), Check::IfIdle)?;
+            match f(&mut conn) {
+                // Lent unchecked, and PostgreSQL had ended it: a read runs again.
+                Err(_) if conn.found_closed() => {
+                    drop(conn);
+                    f(&mut store.conn_within(deadline.remaining(), Check::Always)?)
+                }
+                done => done,
+            }
         });
         deadline
             .within(work)
@@ -453,7 +516,7 @@ impl Store {
             if deadline.passed() {
                 return Err(StoreError::Timeout);
             }
-            let mut conn = store.conn_within(deadline.remaining())?;
+            let mut conn = store.conn_within(deadline.remaining(), Check::Always)?;
             let began = std::time::Instant::now();
             let done = conn.transaction(|c| {
                 c.limit_to(deadline)?;
@@ -483,7 +546,7 @@ impl Store {
                     ))
                 });
         }
-        let mut conn = self.conn_within(deadline.remaining())?;
+        let mut conn = self.conn_within(deadline.remaining(), Check::Always)?;
         let began = std::time::Instant::now();
         let done = conn.transaction(|c| {
             c.limit_to(deadline)?;

@@ -345,38 +345,37 @@ impl Thread {
             return;
         }
         let began = std::time::Instant::now();
-        let mut wait = lock_wait(&live, self.busy_timeout);
+        let wait = lock_wait(&live, self.busy_timeout);
+        let chain = !live.is_empty();
         let mut pooled;
-        let (conn, checkpointer) = match &mut self.link {
-            Link::Own(conn, checkpointer) => (conn, Some(&*checkpointer)),
-            Link::Pooled(store) => match store.batch_conn_within(wait) {
+        let begun = match &mut self.link {
+            Link::Own(conn, checkpointer) => {
+                begin(conn, wait, chain).map(|()| (conn, Some(&*checkpointer)))
+            }
+            Link::Pooled(store) => match begin_pooled(store, began, wait, chain) {
                 Ok(conn) => {
                     pooled = conn;
-                    // The wait for a connection counts against the same deadlines.
-                    wait = wait.saturating_sub(began.elapsed());
-                    (&mut pooled, None)
+                    Ok((&mut pooled, None))
                 }
-                Err(e) => {
-                    for job in live {
-                        job.answer(Some(e.clone()));
-                    }
-                    return;
-                }
+                Err(e) => Err(e),
             },
         };
-        if let Err(e) = begin(conn, wait, !live.is_empty()) {
-            let e = match e {
-                StoreError::Database(m) => StoreError::Unavailable(m),
-                other => other,
-            };
-            if !seen.is_empty() {
-                tracing::debug!(dropped = seen.len(), "user sightings not recorded: {e}");
+        let (conn, checkpointer) = match begun {
+            Ok(begun) => begun,
+            Err(e) => {
+                let e = match e {
+                    StoreError::Database(m) => StoreError::Unavailable(m),
+                    other => other,
+                };
+                if !seen.is_empty() {
+                    tracing::debug!(dropped = seen.len(), "user sightings not recorded: {e}");
+                }
+                for job in live {
+                    job.answer(Some(e.clone()));
+                }
+                return;
             }
-            for job in live {
-                job.answer(Some(e.clone()));
-            }
-            return;
-        }
+        };
         let locked = began.elapsed();
         // Under the write lock: the audit chain head the writer keeps is checked once here.
         super::audit::batch_began(conn);
@@ -507,6 +506,28 @@ fn begin(conn: &mut Conn, wait: Duration, chain: bool) -> Result<(), StoreError>
         let _ = conn.batch("ROLLBACK");
     }
     begun
+}
+
+/// A pooled connection (PostgreSQL) with the batch's transaction begun; `wait` counts from
+/// `began`, the wait for a connection included. A connection lent unchecked that PostgreSQL
+/// had ended fails the `BEGIN` before anything ran: the batch begins once more on a checked
+/// one.
+fn begin_pooled(
+    store: &super::Store,
+    began: std::time::Instant,
+    wait: Duration,
+    chain: bool,
+) -> Result<Conn, StoreError> {
+    let mut check = super::Check::IfIdle;
+    loop {
+        let mut conn = store.batch_conn_within(wait.saturating_sub(began.elapsed()), check)?;
+        match begin(&mut conn, wait.saturating_sub(began.elapsed()), chain) {
+            Err(_) if check == super::Check::IfIdle && conn.found_closed() => {
+                check = super::Check::Always;
+            }
+            begun => return begun.map(|()| conn),
+        }
+    }
 }
 
 /// Commits the batch. On PostgreSQL its statements were held to the earliest deadline of
