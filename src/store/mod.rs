@@ -442,7 +442,8 @@ impl Store {
         let work = actix_web::web::block(move || {
             let mut conn = store.conn_within(deadline.remaining(), Check::IfIdle)?;
             match f(&mut conn) {
-                // Lent unchecked, and PostgreSQL had ended it: a read runs again.
+                // PostgreSQL had ended the connection (lent unchecked, or ended since its
+                // check): a read runs once more, on a checked one.
                 Err(_) if conn.found_closed() => {
                     drop(conn);
                     f(&mut store.conn_within(deadline.remaining(), Check::Always)?)
