@@ -199,6 +199,15 @@ pub(super) fn mark_ended(c: &mut diesel::pg::PgConnection) {
     AnsiTransactionManager::transaction_manager_status_mut(c).set_in_error();
 }
 
+/// Whether [`mark_ended`] marked `c`.
+#[cfg(feature = "postgres")]
+fn marked_ended(c: &mut diesel::pg::PgConnection) -> bool {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::transaction_manager_status_mut(c)
+        .transaction_depth()
+        .is_err()
+}
+
 /// A connection of either backend.
 pub enum Conn {
     /// An SQLite connection.
@@ -591,12 +600,7 @@ impl Conn {
         match self {
             Conn::Sqlite(_) => false,
             #[cfg(feature = "postgres")]
-            Conn::Pg(c) => {
-                use diesel::connection::{AnsiTransactionManager, TransactionManager};
-                AnsiTransactionManager::transaction_manager_status_mut(&mut **c)
-                    .transaction_depth()
-                    .is_err()
-            }
+            Conn::Pg(c) => marked_ended(c),
         }
     }
 
