@@ -595,7 +595,7 @@ impl Conn {
     }
 
     /// Whether a statement found that PostgreSQL had ended this connection
-    /// ([`Conn::settle`]); never on SQLite.
+    /// (`Conn::settle`); never on SQLite.
     pub fn found_closed(&mut self) -> bool {
         match self {
             Conn::Sqlite(_) => false,

@@ -6,7 +6,7 @@
 //! workers. Every write of a running server goes through the one writer thread (group
 //! commit): on SQLite on a connection of its own, reads never waiting behind it (WAL); on
 //! PostgreSQL on a pooled connection per batch. PostgreSQL's reads use the pool, whose
-//! connections are checked before they are lent only when idle ([`Check`]).
+//! connections are checked before they are lent only when idle (`Check`).
 //!
 //! ```text
 //! dialect   Kind, Bind, placeholders, quoting, row-as-JSON: the only SQLite/PostgreSQL switch
@@ -154,9 +154,8 @@ enum Check {
     /// connection.
     Always,
     /// Only when it was last lent more than [`PG_TRUSTED_FOR`] ago (HikariCP's bypass
-    /// window): for work that runs once more, on a connection checked [`Check::Always`],
-    /// when its connection turns out ended ([`Conn::found_closed`]) — reads, and the
-    /// writer's `BEGIN`.
+    /// window): for work that runs once more when its connection turns out ended
+    /// ([`lend_once_more`]).
     IfIdle,
 }
 
@@ -192,6 +191,26 @@ fn lend_pg(
             return Ok(c);
         }
         conn::mark_ended(&mut c);
+    }
+}
+
+/// Runs `f` on a connection from `lend`, lent [`Check::IfIdle`]. When a statement of `f`
+/// found that PostgreSQL had ended that connection (lent unchecked, or ended since its
+/// check), the connection goes back to be closed and `f` runs once more, on one lent
+/// [`Check::Always`]. Only for work that may run twice: a read, the writer's `BEGIN`.
+fn lend_once_more<T>(
+    lend: impl Fn(Check) -> Result<Conn, StoreError>,
+    mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>,
+) -> Result<(Conn, T), StoreError> {
+    let mut conn = lend(Check::IfIdle)?;
+    match f(&mut conn) {
+        Err(_) if conn.found_closed() => {
+            // Back to the pool first: with one connection, the next would wait for it.
+            drop(conn);
+            let mut conn = lend(Check::Always)?;
+            f(&mut conn).map(|done| (conn, done))
+        }
+        done => done.map(|done| (conn, done)),
     }
 }
 
@@ -440,16 +459,8 @@ impl Store {
         }
         let store = self.clone();
         let work = actix_web::web::block(move || {
-            let mut conn = store.conn_within(deadline.remaining(), Check::IfIdle)?;
-            match f(&mut conn) {
-                // PostgreSQL had ended the connection (lent unchecked, or ended since its
-                // check): a read runs once more, on a checked one.
-                Err(_) if conn.found_closed() => {
-                    drop(conn);
-                    f(&mut store.conn_within(deadline.remaining(), Check::Always)?)
-                }
-                done => done,
-            }
+            lend_once_more(|check| store.conn_within(deadline.remaining(), check), &f)
+                .map(|(_, read)| read)
         });
         deadline
             .within(work)
@@ -492,9 +503,9 @@ impl Store {
     /// leaves nothing behind. With the writer started it is queued (a full queue answers
     /// [`StoreError::Overloaded`] at once) and committed with the writes queued meanwhile;
     /// otherwise (the command-line tools) it runs on a pooled connection with its
-    /// statements and lock waits bounded by `deadline`. Either way the answer comes shortly after the deadline
-    /// at the latest, so it is awaited in full: giving up earlier could report a failure
-    /// for a write that commits. `f` may run twice, in a transaction rolled back in between
+    /// statements and lock waits bounded by `deadline`. Either way the answer comes shortly
+    /// after the deadline at the latest, so it is awaited in full: giving up earlier could
+    /// report a failure for a write that commits. `f` may run twice, in a transaction rolled back in between
     /// (see [`writer`]): only its last run counts.
     pub async fn write<T: Send + 'static>(
         &self,

@@ -25,14 +25,14 @@
 //!
 //! On SQLite the thread owns the write connection, `BEGIN` is `BEGIN IMMEDIATE` (the write
 //! lock, waited for at most `wait`), and the audit chain's head is kept between batches. On
-//! PostgreSQL it borrows a pooled connection for each batch (one the server ended is
-//! replaced by the pool's check on checkout); `BEGIN` also bounds every statement and lock
-//! wait of the batch by `wait` and takes the audit chain's advisory lock, which every write
-//! needs for its audit row. Held for the batch instead of for each write, that lock no
-//! longer makes writes wait for each other's commits: POST a note on PostgreSQL went from
-//! 664 to 2,258 a second (bench/RESULTS.md). Taken before any row, it also keeps the
-//! writers of several instances from a deadlock (one holding a row the other's batch
-//! needs, while waiting for the chain).
+//! PostgreSQL it borrows a pooled connection for each batch (one the server ended fails the
+//! `BEGIN`, which then runs once more on a checked one: `store::lend_once_more`). `BEGIN`
+//! also bounds every statement and lock wait of the batch by `wait` and takes the audit
+//! chain's advisory lock, which every write needs for its audit row. Held for the batch
+//! instead of for each write, that lock no longer makes writes wait for each other's
+//! commits: POST a note on PostgreSQL went from 664 to 2,258 a second (bench/RESULTS.md).
+//! Taken before any row, it also keeps the writers of several instances from a deadlock
+//! (one holding a row the other's batch needs, while waiting for the chain).
 //!
 //! The fast pass exists because a savepoint per write is not free: SQLite copies every page
 //! a write touches into the savepoint journal first (one page per table and index, so about
@@ -477,9 +477,10 @@ fn lock_wait(live: &[Box<dyn Job>], busy_timeout: Duration) -> Duration {
 
 /// Opens the batch's transaction, waiting at most `wait` for the write lock. SQLite takes
 /// its write lock at `BEGIN IMMEDIATE`. PostgreSQL bounds every statement and lock wait of
-/// the batch by `wait` (until [`finish`]), and with `chain` takes the audit chain's lock first (one round trip
-/// for all of it): every write appends to the chain, and taking it before any row keeps
-/// writers of several instances from holding rows while they wait for it (a deadlock).
+/// the batch by `wait` (until [`finish`]), and with `chain` takes the audit chain's lock
+/// first (one round trip for all of it): every write appends to the chain, and taking it
+/// before any row keeps writers of several instances from holding rows while they wait for
+/// it (a deadlock).
 fn begin(conn: &mut Conn, wait: Duration, chain: bool) -> Result<(), StoreError> {
     let ms = wait.as_millis();
     if !conn.is_postgres() {
@@ -509,25 +510,20 @@ fn begin(conn: &mut Conn, wait: Duration, chain: bool) -> Result<(), StoreError>
 }
 
 /// A pooled connection (PostgreSQL) with the batch's transaction begun; `wait` counts from
-/// `began`, the wait for a connection included. A connection lent unchecked that PostgreSQL
-/// had ended fails the `BEGIN` before anything ran: the batch begins once more on a checked
-/// one.
+/// `began`, the wait for a connection included. A connection PostgreSQL had ended fails the
+/// `BEGIN` before anything of the batch ran, so it may run once more.
 fn begin_pooled(
     store: &super::Store,
     began: std::time::Instant,
     wait: Duration,
     chain: bool,
 ) -> Result<Conn, StoreError> {
-    let mut check = super::Check::IfIdle;
-    loop {
-        let mut conn = store.batch_conn_within(wait.saturating_sub(began.elapsed()), check)?;
-        match begin(&mut conn, wait.saturating_sub(began.elapsed()), chain) {
-            Err(_) if check == super::Check::IfIdle && conn.found_closed() => {
-                check = super::Check::Always;
-            }
-            begun => return begun.map(|()| conn),
-        }
-    }
+    let left = || wait.saturating_sub(began.elapsed());
+    super::lend_once_more(
+        |check| store.batch_conn_within(left(), check),
+        |conn| begin(conn, left(), chain),
+    )
+    .map(|(conn, ())| conn)
 }
 
 /// Commits the batch. On PostgreSQL its statements were held to the earliest deadline of
