@@ -505,8 +505,8 @@ impl Store {
     /// otherwise (the command-line tools) it runs on a pooled connection with its
     /// statements and lock waits bounded by `deadline`. Either way the answer comes shortly
     /// after the deadline at the latest, so it is awaited in full: giving up earlier could
-    /// report a failure for a write that commits. `f` may run twice, in a transaction rolled back in between
-    /// (see [`writer`]): only its last run counts.
+    /// report a failure for a write that commits. `f` may run twice, in a transaction rolled
+    /// back in between (see [`writer`]): only its last run counts.
     pub async fn write<T: Send + 'static>(
         &self,
         deadline: Deadline,
